@@ -1,0 +1,171 @@
+"""Runs a WSGI app for the cache: holds its status and headers until the cache
+has decided what to add to them, then streams the body to the client while
+keeping a bounded copy to store. PEP 3333 to the letter: ``write()`` works,
+``exc_info`` is passed on and the app iterable's ``close()`` is always called."""
+
+from __future__ import annotations
+
+import typing as t
+from collections.abc import Callable, Iterable, Iterator
+
+if t.TYPE_CHECKING:
+    from _typeshed import OptExcInfo
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+Headers = list[tuple[str, str]]
+
+
+class Capture:
+    """One run of the app.
+
+    :meth:`run` calls the app and iterates it until it has called
+    ``start_response`` (apps may do so lazily), so the caller knows the status
+    and headers before anything is sent. :meth:`commit` then starts the real
+    response with the headers the caller chose, and returns the iterable that
+    streams the body.
+    """
+
+    def __init__(self) -> None:
+        self.status: str | None = None
+        self.headers: Headers = []
+        self.failed = False
+        self._pending: list[bytes] = []
+        self._app_iter: Iterable[bytes] = ()
+        self._rest: Iterator[bytes] = iter(())
+        self._exhausted = False
+        self._stream: _Stream | None = None
+
+    def _start_response(
+        self, status: str, headers: Headers, exc_info: OptExcInfo | None = None
+    ) -> Callable[[bytes], object]:
+        if exc_info:
+            self.failed = True
+            if self._stream is not None:
+                return self._stream.start_response(status, headers, exc_info)
+        elif self.status is not None:
+            raise AssertionError("start_response called a second time without exc_info")
+        self.status, self.headers = status, list(headers)
+        return self._write
+
+    def _write(self, data: bytes) -> object:
+        if self._stream is None:
+            self._pending.append(data)
+            return None
+        return self._stream.write(data)
+
+    def run(self, app: WSGIApplication, environ: WSGIEnvironment) -> None:
+        """Call the app until its status and headers are known."""
+        self._app_iter = app(environ, self._start_response)
+        try:
+            self._rest = iter(self._app_iter)
+            while self.status is None:
+                try:
+                    self._pending.append(next(self._rest))
+                except StopIteration:
+                    self._exhausted = True
+                    break
+            if self.status is None:
+                raise AssertionError("the application returned without calling start_response")
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Close the app iterable without sending its response."""
+        close = getattr(self._app_iter, "close", None)
+        if close is not None:
+            close()
+
+    def commit(
+        self,
+        start_response: StartResponse,
+        headers: Headers,
+        keep_up_to: int = 0,
+        on_complete: Callable[[bytes], None] | None = None,
+    ) -> Iterable[bytes]:
+        """Start the response with ``headers`` and return the body iterable.
+
+        With ``keep_up_to`` > 0, a copy of the body is kept while it stays within
+        that many bytes, and ``on_complete(body)`` is called once the app has
+        finished cleanly: iterated to the end, closed without error, and as long
+        as its ``Content-Length`` said.
+        """
+        assert self.status is not None
+        stream = _Stream(self, start_response, keep_up_to, on_complete)
+        self._stream = stream
+        stream.write_callable = start_response(self.status, headers)
+        if keep_up_to <= 0 and not self._pending and not self._exhausted:
+            # Nothing to copy: hand the server the app's own iterable, so
+            # wsgi.file_wrapper and friends keep working.
+            return self._app_iter
+        return stream
+
+
+class _Stream:
+    def __init__(
+        self,
+        capture: Capture,
+        start_response: StartResponse,
+        keep_up_to: int,
+        on_complete: Callable[[bytes], None] | None,
+    ) -> None:
+        self.capture = capture
+        self.start_response = start_response
+        self.write_callable: Callable[[bytes], object] | None = None
+        self.limit = keep_up_to
+        self.on_complete = on_complete
+        self.kept: list[bytes] | None = [] if keep_up_to > 0 else None
+        self.size = 0
+        self.finished = False
+
+    def keep(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.kept is not None:
+            if self.size > self.limit:
+                self.kept = None  # past the limit: give up the copy, not the response
+            else:
+                self.kept.append(data)
+
+    def write(self, data: bytes) -> object:
+        self.keep(data)
+        assert self.write_callable is not None
+        return self.write_callable(data)
+
+    def __iter__(self) -> Iterator[bytes]:
+        capture = self.capture
+        try:
+            pending, capture._pending = capture._pending, []
+            for chunk in pending:
+                self.keep(chunk)
+                yield chunk
+            for chunk in capture._rest:
+                self.keep(chunk)
+                yield chunk
+        except BaseException:
+            capture.failed = True
+            raise
+        self.finished = True
+
+    def close(self) -> None:
+        try:
+            self.capture.close()
+        except BaseException:
+            self.capture.failed = True
+            raise
+        finally:
+            if (
+                self.finished
+                and not self.capture.failed
+                and self.kept is not None
+                and self.on_complete is not None
+                and _complete(self.capture.headers, self.size)
+            ):
+                self.on_complete(b"".join(self.kept))
+
+
+def _complete(headers: Headers, size: int) -> bool:
+    """A body is complete when it is as long as its Content-Length said."""
+    for name, value in headers:
+        if name.lower() == "content-length":
+            return value.strip().isdigit() and int(value) == size
+    return True

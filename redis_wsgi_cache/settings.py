@@ -1,0 +1,199 @@
+"""The cache's settings: one frozen value, loaded from keyword arguments, the
+environment and a setup.cfg section, each value validated where it is read.
+
+A setting has one name everywhere: keyword ``default_ttl``, environment
+``REDIS_WSGI_CACHE_DEFAULT_TTL``, setup.cfg ``[redis_wsgi_cache] default_ttl``.
+Precedence: keyword > environment > config file > default.
+"""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import os
+import typing as t
+from collections.abc import Callable, Mapping
+
+ENV_PREFIX = "REDIS_WSGI_CACHE_"
+CONFIG_ENV = "REDIS_WSGI_CACHE_CONFIG"
+CONFIG_SECTION = "redis_wsgi_cache"
+DEFAULT_CONFIG_FILE = "setup.cfg"
+
+
+class SettingsError(ValueError):
+    """A setting has a value that is not allowed; the message names the setting,
+    the value, where it came from and what is allowed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Every knob of the cache. See the README's settings table for meanings."""
+
+    redis_url: str = "redis://localhost:6379/0"
+    prefix: str = "rwc"
+    default_ttl: int = 60
+    max_body_bytes: int = 1024 * 1024
+    socket_timeout: float = 0.25
+    cacheable_statuses: frozenset[int] = frozenset({200})
+    keep: int = 300
+    max_variants: int = 32
+    ignore_request_no_cache: bool = False
+    breaker_cooldown: float = 5.0
+
+
+def _whole_seconds(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError
+    return number
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError
+    return number
+
+
+def _positive_seconds(value: str) -> float:
+    number = float(value)
+    if not 0 < number < 3600:
+        raise ValueError
+    return number
+
+
+def _non_negative_seconds(value: str) -> float:
+    number = float(value)
+    if not 0 <= number < 86400:
+        raise ValueError
+    return number
+
+
+def _redis_url(value: str) -> str:
+    if not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError
+    return value
+
+
+def _prefix(value: str) -> str:
+    if not value or any(c in value for c in "{} \t\r\n"):
+        raise ValueError
+    return value
+
+
+def _statuses(value: str) -> frozenset[int]:
+    statuses = frozenset(int(part) for part in value.replace(",", " ").split())
+    if not statuses or any(not 200 <= s <= 599 or s in (206, 304) for s in statuses):
+        raise ValueError
+    return statuses
+
+
+def _boolean(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError
+
+
+# For each setting: the parser of its text form and what is allowed, in words.
+_PARSERS: dict[str, tuple[Callable[[str], t.Any], str]] = {
+    "redis_url": (_redis_url, "a redis://, rediss:// or unix:// URL"),
+    "prefix": (_prefix, "a non-empty string without braces or whitespace"),
+    "default_ttl": (_whole_seconds, "a whole number of seconds >= 0"),
+    "max_body_bytes": (_positive_int, "a whole number of bytes >= 1"),
+    "socket_timeout": (_positive_seconds, "a number of seconds > 0 and < 3600"),
+    "cacheable_statuses": (
+        _statuses,
+        "status codes from 200 to 599 (not 206 or 304), separated by commas",
+    ),
+    "keep": (_whole_seconds, "a whole number of seconds >= 0"),
+    "max_variants": (_positive_int, "a whole number >= 1"),
+    "ignore_request_no_cache": (_boolean, "true or false"),
+    "breaker_cooldown": (_non_negative_seconds, "a number of seconds >= 0 and < 86400"),
+}
+
+FIELDS = tuple(field.name for field in dataclasses.fields(Settings))
+
+
+def _validate(name: str, value: t.Any, source: str) -> t.Any:
+    parser, allowed = _PARSERS[name]
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, bool) and name != "ignore_request_no_cache":
+        raise SettingsError(f"{name}={value!r} from {source}: expected {allowed}")
+    elif isinstance(value, (int, float, bool)):
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+    elif name == "cacheable_statuses" and isinstance(value, (list, tuple, set, frozenset)):
+        text = ",".join(str(v) for v in value)
+    else:
+        raise SettingsError(f"{name}={value!r} from {source}: expected {allowed}")
+    if name == "default_ttl" and isinstance(value, float) and not value.is_integer():
+        raise SettingsError(f"{name}={value!r} from {source}: expected {allowed}")
+    try:
+        return parser(text.strip() if name != "prefix" else text)
+    except (ValueError, OverflowError):
+        raise SettingsError(f"{name}={value!r} from {source}: expected {allowed}") from None
+
+
+def _read_config_file(path: str, required: bool, source: str) -> Mapping[str, str]:
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path, encoding="utf-8") as file:
+            parser.read_file(file)
+    except FileNotFoundError:
+        if required:
+            raise SettingsError(f"config file {path!r} from {source}: no such file") from None
+        return {}
+    except (OSError, UnicodeDecodeError, configparser.Error) as error:
+        raise SettingsError(f"config file {path!r} from {source}: {error}") from None
+    if not parser.has_section(CONFIG_SECTION):
+        return {}
+    section = dict(parser.items(CONFIG_SECTION))
+    unknown = sorted(set(section) - set(FIELDS))
+    if unknown:
+        raise SettingsError(
+            f"{path} [{CONFIG_SECTION}] {unknown[0]}: unknown setting;"
+            f" known settings are {', '.join(FIELDS)}"
+        )
+    return section
+
+
+def load_settings(
+    overrides: Mapping[str, t.Any] | None = None,
+    *,
+    config_file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build :class:`Settings` from keyword overrides, the environment, the config
+    file and the defaults, in that order of precedence.
+
+    The config file is ``config_file`` if given, else the file named by
+    ``REDIS_WSGI_CACHE_CONFIG``, else ``setup.cfg`` in the working directory if it
+    exists. A named file that does not exist is an error.
+    """
+    overrides = dict(overrides or {})
+    environ = os.environ if environ is None else environ
+    unknown = sorted(set(overrides) - set(FIELDS))
+    if unknown:
+        raise TypeError(f"unknown setting {unknown[0]!r}; known settings are {', '.join(FIELDS)}")
+
+    if config_file is not None:
+        path, required, file_source = os.fspath(config_file), True, "config_file="
+    elif environ.get(CONFIG_ENV):
+        path, required, file_source = environ[CONFIG_ENV], True, CONFIG_ENV
+    else:
+        path, required, file_source = DEFAULT_CONFIG_FILE, False, "the working directory"
+    from_file = _read_config_file(path, required, file_source)
+
+    values: dict[str, t.Any] = {}
+    for name in FIELDS:
+        env_name = ENV_PREFIX + name.upper()
+        if name in overrides:
+            values[name] = _validate(name, overrides[name], f"keyword {name}=")
+        elif env_name in environ:
+            values[name] = _validate(name, environ[env_name], env_name)
+        elif name in from_file:
+            values[name] = _validate(name, from_file[name], f"{path} [{CONFIG_SECTION}]")
+    return Settings(**values)
