@@ -207,7 +207,7 @@ class CacheMiddleware:
         x_cache = "BYPASS" if fwd in ("bypass", "method") else "MISS"
         cache_status = f"{CACHE_NAME}; fwd={fwd}; fwd-status={status_code}"
         cache_status += "; stored" if detail is None else f"; detail={detail}"
-        response_headers = capture.headers + [("X-Cache", x_cache), ("Cache-Status", cache_status)]
+        response_headers = [*capture.headers, ("X-Cache", x_cache), ("Cache-Status", cache_status)]
         if detail is not None or url is None or key is None:
             return capture.commit(start_response, response_headers)
 
@@ -295,7 +295,8 @@ class CacheMiddleware:
         if url is not None:
             for target in policy.invalidated_urls(url, status_code, capture.headers):
                 self.store.purge_url(target)
-        response_headers = capture.headers + [
+        response_headers = [
+            *capture.headers,
             ("X-Cache", "BYPASS"),
             ("Cache-Status", f"{CACHE_NAME}; fwd=method; fwd-status={status_code}"),
         ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -49,6 +50,16 @@ def find_redis_server() -> str:
     if os.access(bundled, os.X_OK):
         return str(bundled)
     raise RedisServerError(HOW_TO_GET_ONE)
+
+
+def _die_with_parent() -> None:
+    """In the child: ask Linux to terminate it when its parent dies, so a killed
+    test run or example app leaves no redis-server behind."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -107,6 +118,7 @@ class RedisServer:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
         )
         client = redis.Redis(port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout

@@ -13,7 +13,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .entry import CachedResponse, EntryFormatError
+from .entry import CachedResponse
 from .keys import primary_key
 
 if t.TYPE_CHECKING:
@@ -210,8 +210,8 @@ class RedisStore:
             if outcome == b"vary-miss":
                 return VARY_MISS
             flat = reply[1]
-            entry = CachedResponse.from_mapping(dict(zip(flat[::2], flat[1::2])))
-        except (EntryFormatError, IndexError, TypeError) as error:
+            entry = CachedResponse.from_mapping(dict(zip(flat[::2], flat[1::2], strict=True)))
+        except (ValueError, IndexError, TypeError) as error:
             logger.debug("unreadable entry under %s: %s", key, error)
             return MISS
         if entry.url != url:

@@ -37,9 +37,7 @@ def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def cached(
-    redis_server: RedisServer, redis_client: redis.Redis
-) -> Callable[..., CacheMiddleware]:
+def cached(redis_server: RedisServer, redis_client: redis.Redis) -> Callable[..., CacheMiddleware]:
     """Wrap a WSGI app with the middleware, on the suite's Redis."""
 
     def wrap(app: t.Any, **settings: t.Any) -> CacheMiddleware:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import sys
 import logging
+import sys
 import wsgiref.validate
 from collections.abc import Iterator
 
@@ -14,7 +14,6 @@ from webtest import TestApp
 from wsgi_apps import Origin
 
 from redis_wsgi_cache.keys import primary_key
-
 
 ENVIRON = {
     "REQUEST_METHOD": "GET",
@@ -55,8 +54,14 @@ def test_second_get_is_a_hit_and_does_not_call_the_app(cached, redis_client):
     ],
 )
 def test_requests_differing_in_url_get_different_entries(cached, redis_client, first, second):
-    origin = Origin(body=lambda environ: environ["PATH_INFO"].encode() + environ["QUERY_STRING"].encode()
-                    + environ["HTTP_HOST"].encode() + environ["wsgi.url_scheme"].encode())
+    origin = Origin(
+        body=lambda environ: (
+            environ["PATH_INFO"].encode()
+            + environ["QUERY_STRING"].encode()
+            + environ["HTTP_HOST"].encode()
+            + environ["wsgi.url_scheme"].encode()
+        )
+    )
     app = TestApp(cached(origin))
 
     one = app.get(first)
@@ -125,7 +130,9 @@ def test_ttl_without_validator_is_the_freshness_lifetime(cached, redis_client):
         pytest.param("200 OK", [("Set-Cookie", "session=1")], "set-cookie", id="set-cookie"),
         pytest.param("200 OK", [("Cache-Control", "no-store")], "no-store", id="no-store"),
         pytest.param("200 OK", [("Cache-Control", "private")], "private", id="private"),
-        pytest.param("200 OK", [("Cache-Control", "Private, max-age=60")], "private", id="private-case"),
+        pytest.param(
+            "200 OK", [("Cache-Control", "Private, max-age=60")], "private", id="private-case"
+        ),
         pytest.param("200 OK", [("Vary", "*")], "vary-star", id="vary-star"),
     ],
 )
@@ -286,7 +293,9 @@ def test_exc_info_is_passed_on_and_the_response_not_stored(cached, redis_client)
         try:
             raise KeyError("late failure")
         except KeyError:
-            start_response("500 Internal Server Error", [("Content-Type", "text/plain")], sys.exc_info())
+            start_response(
+                "500 Internal Server Error", [("Content-Type", "text/plain")], sys.exc_info()
+            )
         return [b"error page"]
 
     middleware = cached(erring)

@@ -1,0 +1,151 @@
+"""Settings: keyword > environment > config file > default, each value validated
+with an error naming the setting, the value, its source and what is allowed."""
+
+from __future__ import annotations
+
+import pytest
+
+from redis_wsgi_cache import CacheMiddleware, Settings, SettingsError, load_settings
+from redis_wsgi_cache.settings import FIELDS
+
+
+@pytest.fixture
+def config(tmp_path):
+    path = tmp_path / "setup.cfg"
+    path.write_text("[redis_wsgi_cache]\ndefault_ttl = 30\nprefix = fromfile\n")
+    return path
+
+
+def test_defaults(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(environ={})
+    assert settings == Settings()
+    assert settings.default_ttl == 60
+    assert settings.max_body_bytes == 1024 * 1024
+    assert settings.socket_timeout < 1
+    assert settings.cacheable_statuses == frozenset({200})
+
+
+def test_every_setting_has_an_environment_variable():
+    values = {
+        "redis_url": "redis://example:1/2",
+        "prefix": "p",
+        "default_ttl": "7",
+        "max_body_bytes": "8",
+        "socket_timeout": "0.5",
+        "cacheable_statuses": "200, 404",
+        "keep": "9",
+        "max_variants": "3",
+        "ignore_request_no_cache": "true",
+        "breaker_cooldown": "2",
+    }
+    assert set(values) == set(FIELDS)
+    environ = {f"REDIS_WSGI_CACHE_{name.upper()}": value for name, value in values.items()}
+    settings = load_settings(environ=environ)
+    assert settings.redis_url == "redis://example:1/2"
+    assert settings.default_ttl == 7
+    assert settings.cacheable_statuses == frozenset({200, 404})
+    assert settings.ignore_request_no_cache is True
+    assert settings.socket_timeout == 0.5
+
+
+def test_config_file_beats_default(config):
+    settings = load_settings(config_file=config, environ={})
+    assert settings.default_ttl == 30
+    assert settings.prefix == "fromfile"
+
+
+def test_environment_beats_config_file(config):
+    environ = {"REDIS_WSGI_CACHE_DEFAULT_TTL": "20"}
+    settings = load_settings(config_file=config, environ=environ)
+    assert settings.default_ttl == 20
+    assert settings.prefix == "fromfile"
+
+
+def test_keyword_beats_environment(config):
+    environ = {"REDIS_WSGI_CACHE_DEFAULT_TTL": "20"}
+    settings = load_settings({"default_ttl": 10}, config_file=config, environ=environ)
+    assert settings.default_ttl == 10
+
+
+def test_config_file_named_by_environment(config):
+    settings = load_settings(environ={"REDIS_WSGI_CACHE_CONFIG": str(config)})
+    assert settings.default_ttl == 30
+
+
+def test_setup_cfg_in_working_directory(config, monkeypatch):
+    monkeypatch.chdir(config.parent)
+    assert load_settings(environ={}).default_ttl == 30
+
+
+def test_named_config_file_must_exist(tmp_path):
+    with pytest.raises(SettingsError, match="no such file"):
+        load_settings(config_file=tmp_path / "missing.cfg", environ={})
+
+
+def test_unknown_setting_in_config_file(tmp_path):
+    path = tmp_path / "setup.cfg"
+    path.write_text("[redis_wsgi_cache]\ndefault_tll = 30\n")
+    with pytest.raises(SettingsError, match="default_tll: unknown setting"):
+        load_settings(config_file=path, environ={})
+
+
+def test_unknown_keyword():
+    with pytest.raises(TypeError, match="unknown setting 'default_tll'"):
+        CacheMiddleware(lambda e, s: [], default_tll=5)
+
+
+def test_error_names_setting_value_source_and_what_is_allowed():
+    with pytest.raises(SettingsError) as error:
+        load_settings(environ={"REDIS_WSGI_CACHE_DEFAULT_TTL": "soon"})
+    assert str(error.value) == (
+        "default_ttl='soon' from REDIS_WSGI_CACHE_DEFAULT_TTL:"
+        " expected a whole number of seconds >= 0"
+    )
+
+
+def test_bad_value_fails_at_construction():
+    with pytest.raises(SettingsError, match=r"max_body_bytes=0 from keyword max_body_bytes="):
+        CacheMiddleware(lambda e, s: [], max_body_bytes=0)
+
+
+def test_bad_value_in_config_file_names_the_file(tmp_path):
+    path = tmp_path / "setup.cfg"
+    path.write_text("[redis_wsgi_cache]\nsocket_timeout = forever\n")
+    with pytest.raises(
+        SettingsError, match=rf"socket_timeout='forever' from {path} \[redis_wsgi_cache\]"
+    ):
+        load_settings(config_file=path, environ={})
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        pytest.param("default_ttl", -1, id="negative-ttl"),
+        pytest.param("default_ttl", 1.5, id="fractional-ttl"),
+        pytest.param("default_ttl", True, id="bool-ttl"),
+        pytest.param("socket_timeout", 0, id="zero-timeout"),
+        pytest.param("redis_url", "localhost:6379", id="url-without-scheme"),
+        pytest.param("prefix", "a{b}", id="prefix-with-braces"),
+        pytest.param("prefix", "", id="empty-prefix"),
+        pytest.param("cacheable_statuses", "200,abc", id="status-not-a-number"),
+        pytest.param("cacheable_statuses", "206", id="partial-content"),
+        pytest.param("cacheable_statuses", [99], id="status-out-of-range"),
+        pytest.param("max_variants", 0, id="no-variants"),
+        pytest.param("ignore_request_no_cache", "maybe", id="not-a-boolean"),
+        pytest.param("keep", None, id="none"),
+    ],
+)
+def test_invalid_values(name, value):
+    with pytest.raises(SettingsError, match=rf"^{name}=.* from keyword {name}=: expected "):
+        load_settings({name: value}, environ={})
+
+
+def test_keyword_values_of_native_types():
+    settings = load_settings(
+        {"cacheable_statuses": [200, 301], "ignore_request_no_cache": True, "socket_timeout": 1},
+        environ={},
+    )
+    assert settings.cacheable_statuses == frozenset({200, 301})
+    assert settings.ignore_request_no_cache is True
+    assert settings.socket_timeout == 1.0
