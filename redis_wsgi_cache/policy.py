@@ -340,6 +340,10 @@ def build_entry(
         last_modified=header(headers, "last-modified"),
         vary=vary_names(header_values(headers, "vary")) or (),
     )
+    if not fresh.explicit and fresh.lifetime == 0 and not fresh.no_cache:
+        # No freshness information and no default_ttl for it: nothing says
+        # this response may be reused, not even after validation.
+        return None
     if redis_ttl(entry, response_time, settings) <= 0:
         return None
     return entry

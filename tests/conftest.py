@@ -45,3 +45,29 @@ def cached(redis_server: RedisServer, redis_client: redis.Redis) -> Callable[...
         return CacheMiddleware(app, **settings)
 
     return wrap
+
+
+class Clock:
+    """The middleware's view of the time, moved by hand."""
+
+    def __init__(self) -> None:
+        import time
+
+        self.now = time.time()
+
+    def time(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """Freshness is decided from stored fields, so moving the middleware's
+    clock ages every entry without waiting."""
+    from redis_wsgi_cache import middleware
+
+    fake = Clock()
+    monkeypatch.setattr(middleware, "time", fake)
+    return fake

@@ -1,0 +1,503 @@
+"""RFC 9111 shared-cache behaviour end to end: WebTest, the middleware and the
+suite's real Redis. The ``clock`` fixture moves the middleware's time."""
+
+from __future__ import annotations
+
+import pytest
+from webtest import TestApp
+from werkzeug.http import http_date
+from wsgi_apps import Origin
+
+from redis_wsgi_cache.keys import primary_key
+
+
+def app_for(cached, origin, **settings) -> TestApp:
+    settings.setdefault("prefix", "t")
+    return TestApp(cached(origin, **settings), lint=False)
+
+
+# -- 1. Freshness (§4.2) -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "fresh_for"),
+    [
+        pytest.param([("Cache-Control", "max-age=100")], 100, id="max-age"),
+        pytest.param([("Cache-Control", "max-age=100, s-maxage=200")], 200, id="s-maxage"),
+        pytest.param([("Expires", "@+100")], 100, id="expires"),
+        pytest.param([], 60, id="default-ttl"),
+    ],
+)
+def test_fresh_until_its_lifetime_then_fetched_again(cached, clock, headers, fresh_for):
+    headers = [(n, http_date(clock.now + 100) if v == "@+100" else v) for n, v in headers]
+    origin = Origin(headers=[*headers, ("Date", http_date(clock.now))])
+    app = app_for(cached, origin, default_ttl=60)
+    app.get("/")
+    clock.advance(fresh_for - 2)
+    assert app.get("/").headers["X-Cache"] == "HIT"
+    clock.advance(3)
+    response = app.get("/")
+    assert response.headers["X-Cache"] == "MISS"
+    assert "fwd=stale" in response.headers["Cache-Status"]
+    assert origin.count == 2
+
+
+def test_heuristically_cacheable_status_with_explicit_freshness(cached, clock):
+    origin = Origin(status="404 Not Found", headers=[("Cache-Control", "max-age=30")])
+    app = app_for(cached, origin)
+    app.get("/", status=404)
+    assert app.get("/", status=404).headers["X-Cache"] == "HIT"
+
+
+def test_default_ttl_zero_stores_only_explicit_freshness(cached, clock):
+    origin = Origin()
+    origin.responses["/explicit"] = ("200 OK", [("Cache-Control", "max-age=30")], b"x")
+    app = app_for(cached, origin, default_ttl=0)
+    app.get("/")
+    assert app.get("/").headers["X-Cache"] == "MISS"
+    app.get("/explicit")
+    assert app.get("/explicit").headers["X-Cache"] == "HIT"
+
+
+def test_no_cache_response_is_validated_on_every_use(cached, clock):
+    origin = Origin(headers=[("Cache-Control", "no-cache"), ("ETag", '"v1"')])
+    app = app_for(cached, origin)
+    app.get("/")
+    origin.status = "304 Not Modified"
+    response = app.get("/")
+    assert response.body == b"hello"
+    assert response.status_int == 200
+    assert "fwd=stale; fwd-status=304" in response.headers["Cache-Status"]
+    assert origin.calls[-1]["HTTP_IF_NONE_MATCH"] == '"v1"'
+    assert origin.count == 2
+
+
+def test_must_revalidate_is_never_served_stale(cached, clock):
+    origin = Origin(headers=[("Cache-Control", "max-age=10, must-revalidate")])
+    app = app_for(cached, origin)
+    app.get("/")
+    clock.advance(20)
+    response = app.get("/", headers={"Cache-Control": "max-stale=100"})
+    assert response.headers["X-Cache"] == "MISS"
+
+
+# -- 2. Age (§4.2.3, §5.1) -------------------------------------------------------
+
+
+def test_age_grows_with_time_in_the_cache_and_date_is_kept(cached, clock):
+    sent = http_date(clock.now)
+    origin = Origin(headers=[("Cache-Control", "max-age=100"), ("Date", sent)])
+    app = app_for(cached, origin)
+    app.get("/")
+    clock.advance(30)
+    response = app.get("/")
+    assert response.headers["Age"] == "30"
+    assert response.headers["Date"] == sent
+
+
+def test_age_from_the_app_counts(cached, clock):
+    origin = Origin(
+        headers=[("Cache-Control", "max-age=100"), ("Age", "40"), ("Date", http_date(clock.now))]
+    )
+    app = app_for(cached, origin)
+    app.get("/")
+    clock.advance(10)
+    response = app.get("/")
+    assert int(response.headers["Age"]) == 50
+    assert response.headers.getall("Age") == ["50"]
+    clock.advance(55)
+    assert app.get("/").headers["X-Cache"] == "MISS"
+
+
+# -- 3. Vary (§4.1) ----------------------------------------------------------------
+
+
+def vary_origin() -> Origin:
+    origin = Origin(headers=[("Vary", "Accept-Language"), ("Cache-Control", "max-age=100")])
+    origin.body = lambda environ: environ.get("HTTP_ACCEPT_LANGUAGE", "none").encode()
+    return origin
+
+
+def test_each_variant_is_stored_and_served(cached, clock):
+    origin = vary_origin()
+    app = app_for(cached, origin)
+    for language in ("en", "fr", None):
+        headers = {"Accept-Language": language} if language else {}
+        first = app.get("/", headers=headers)
+        second = app.get("/", headers=headers)
+        assert first.body == second.body == (language or "none").encode()
+        assert second.headers["X-Cache"] == "HIT"
+    assert origin.count == 3
+    assert (
+        "fwd=vary-miss" in app.get("/", headers={"Accept-Language": "de"}).headers["Cache-Status"]
+    )
+
+
+def test_vary_values_compare_after_whitespace_normalisation(cached, clock):
+    origin = vary_origin()
+    app = app_for(cached, origin)
+    app.get("/", headers={"Accept-Language": "en, fr"})
+    assert app.get("/", headers={"Accept-Language": "en,fr"}).headers["X-Cache"] == "HIT"
+    assert app.get("/", headers={"Accept-Language": "en ,  fr"}).headers["X-Cache"] == "HIT"
+    assert app.get("/", headers={"Accept-Language": "fr, en"}).headers["X-Cache"] == "MISS"
+
+
+def test_vary_names_are_case_insensitive(cached, clock):
+    origin = vary_origin()
+    origin.headers = [("Vary", "ACCEPT-language"), ("Cache-Control", "max-age=100")]
+    app = app_for(cached, origin)
+    app.get("/", headers={"accept-language": "en"})
+    assert app.get("/", headers={"Accept-Language": "en"}).headers["X-Cache"] == "HIT"
+
+
+def test_variants_per_url_are_capped(cached, clock, redis_client):
+    origin = vary_origin()
+    app = app_for(cached, origin, max_variants=3)
+    for i in range(10):
+        app.get("/", headers={"Accept-Language": f"lang-{i}"})
+    key = primary_key("t", "http://localhost/")
+    record = redis_client.hgetall(key)
+    assert len([field for field in record if field.startswith(b"x:")]) == 3
+    assert len(redis_client.keys(key + ":*")) == 3
+    # The newest variants survive.
+    assert app.get("/", headers={"Accept-Language": "lang-9"}).headers["X-Cache"] == "HIT"
+    assert app.get("/", headers={"Accept-Language": "lang-0"}).headers["X-Cache"] == "MISS"
+
+
+def test_vary_star_is_never_served(cached, clock, redis_client):
+    origin = Origin(headers=[("Vary", "*"), ("Cache-Control", "max-age=100")])
+    app = app_for(cached, origin)
+    app.get("/")
+    assert app.get("/").headers["X-Cache"] == "MISS"
+    assert redis_client.keys("*") == []
+
+
+def test_a_new_vary_replaces_the_old_record(cached, clock, redis_client):
+    origin = vary_origin()
+    app = app_for(cached, origin)
+    app.get("/", headers={"Accept-Language": "en"})
+    origin.headers = [("Cache-Control", "max-age=100")]
+    app.get("/", headers={"Accept-Language": "fr", "Cache-Control": "no-cache"})
+    assert app.get("/", headers={"Accept-Language": "en"}).body == b"fr"
+    assert len(redis_client.keys("*")) == 1
+
+
+# -- 4. Request directives (§5.2.1) -------------------------------------------------
+
+
+@pytest.fixture
+def stored(cached, clock):
+    origin = Origin(headers=[("Cache-Control", "max-age=100")])
+    app = app_for(cached, origin)
+    app.get("/")
+    return app, origin
+
+
+@pytest.mark.parametrize(
+    ("request_headers", "advance", "x_cache", "fwd"),
+    [
+        pytest.param({"Cache-Control": "no-cache"}, 0, "MISS", "fwd=request", id="no-cache"),
+        pytest.param({"Pragma": "no-cache"}, 0, "MISS", "fwd=request", id="pragma"),
+        pytest.param({"Cache-Control": "max-age=0"}, 1, "MISS", "fwd=stale", id="max-age-0"),
+        pytest.param({"Cache-Control": "max-age=50"}, 40, "HIT", "hit", id="max-age-ok"),
+        pytest.param({"Cache-Control": "min-fresh=70"}, 40, "MISS", "fwd=stale", id="min-fresh"),
+        pytest.param({"Cache-Control": "max-stale=50"}, 120, "STALE", "hit", id="max-stale"),
+        pytest.param({"Cache-Control": "max-stale"}, 1000, "STALE", "hit", id="max-stale-any"),
+        pytest.param({"Cache-Control": "no-store"}, 0, "HIT", "hit", id="no-store-may-hit"),
+    ],
+)
+def test_request_directives(stored, clock, request_headers, advance, x_cache, fwd):
+    app, origin = stored
+    clock.advance(advance)
+    response = app.get("/", headers=request_headers)
+    assert response.headers["X-Cache"] == x_cache
+    assert fwd in response.headers["Cache-Status"]
+    assert origin.count == (1 if x_cache in ("HIT", "STALE") else 2)
+
+
+def test_request_no_store_is_not_stored(cached, clock, redis_client):
+    app = app_for(cached, Origin())
+    app.get("/", headers={"Cache-Control": "no-store"})
+    assert redis_client.keys("*") == []
+
+
+def test_only_if_cached(stored, clock):
+    app, origin = stored
+    assert app.get("/", headers={"Cache-Control": "only-if-cached"}).headers["X-Cache"] == "HIT"
+    response = app.get("/other", headers={"Cache-Control": "only-if-cached"}, status=504)
+    assert response.status_int == 504
+    clock.advance(200)
+    app.get("/", headers={"Cache-Control": "only-if-cached"}, status=504)
+    assert origin.count == 1
+
+
+def test_operator_can_ignore_client_no_cache(cached, clock):
+    origin = Origin(headers=[("Cache-Control", "max-age=100")])
+    app = app_for(cached, origin, ignore_request_no_cache=True)
+    app.get("/")
+    for headers in (
+        {"Cache-Control": "no-cache"},
+        {"Pragma": "no-cache"},
+        {"Cache-Control": "max-age=0"},
+    ):
+        assert app.get("/", headers=headers).headers["X-Cache"] == "HIT"
+    assert origin.count == 1
+
+
+# -- 5. Conditional requests and revalidation (§4.3) -----------------------------------
+
+
+@pytest.fixture
+def validated(cached, clock):
+    last_modified = http_date(clock.now - 1000)
+    origin = Origin(
+        headers=[
+            ("Cache-Control", "max-age=100"),
+            ("ETag", '"v1"'),
+            ("Last-Modified", last_modified),
+            ("Vary", "Accept-Encoding"),
+        ]
+    )
+    app = app_for(cached, origin)
+    app.get("/")
+    return app, origin, last_modified
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        pytest.param({"If-None-Match": '"v1"'}, id="if-none-match"),
+        pytest.param({"If-None-Match": 'W/"v1"'}, id="if-none-match-weak"),
+        pytest.param({"If-Modified-Since": "@now"}, id="if-modified-since"),
+    ],
+)
+def test_fresh_entry_answers_conditionals_with_304(validated, clock, condition):
+    app, origin, _ = validated
+    condition = {k: http_date(clock.now) if v == "@now" else v for k, v in condition.items()}
+    response = app.get("/", headers=condition, status=304)
+    assert response.body == b""
+    assert response.headers["ETag"] == '"v1"'
+    assert response.headers["Cache-Control"] == "max-age=100"
+    assert response.headers["Vary"] == "Accept-Encoding"
+    assert "Date" in response.headers and "Age" in response.headers
+    assert "Content-Type" not in response.headers
+    assert response.headers["X-Cache"] == "HIT"
+    assert origin.count == 1
+
+
+def test_non_matching_conditional_gets_the_body(validated):
+    app, _, _ = validated
+    response = app.get("/", headers={"If-None-Match": '"v0"'})
+    assert response.status_int == 200
+    assert response.body == b"hello"
+
+
+def test_stale_entry_is_revalidated_and_freshened_by_304(validated, clock):
+    app, origin, last_modified = validated
+    clock.advance(150)
+    origin.status = "304 Not Modified"
+    origin.headers = [("Cache-Control", "max-age=500"), ("ETag", '"v1"'), ("X-Fresh", "yes")]
+    response = app.get("/")
+    assert response.status_int == 200
+    assert response.body == b"hello"
+    assert response.headers["X-Fresh"] == "yes"
+    assert response.headers["Cache-Status"].startswith(
+        "redis-wsgi-cache; fwd=stale; fwd-status=304"
+    )
+    assert origin.calls[-1]["HTTP_IF_NONE_MATCH"] == '"v1"'
+    assert origin.calls[-1]["HTTP_IF_MODIFIED_SINCE"] == last_modified
+    clock.advance(400)
+    hit = app.get("/")
+    assert hit.headers["X-Cache"] == "HIT"
+    assert hit.headers["Cache-Control"] == "max-age=500"
+    assert hit.headers["Content-Length"] == "5"
+    assert origin.count == 2
+
+
+def test_revalidation_with_client_conditional_gives_304(validated, clock):
+    app, origin, _ = validated
+    clock.advance(150)
+    origin.status = "304 Not Modified"
+    response = app.get("/", headers={"If-None-Match": '"v1"'}, status=304)
+    assert "fwd-status=304" in response.headers["Cache-Status"]
+
+
+def test_stale_entry_replaced_by_a_new_200(validated, clock):
+    app, origin, _ = validated
+    clock.advance(150)
+    origin.body = b"new body"
+    origin.headers = [("Cache-Control", "max-age=100"), ("ETag", '"v2"')]
+    response = app.get("/")
+    assert response.body == b"new body"
+    assert "fwd=stale; fwd-status=200; stored" in response.headers["Cache-Status"]
+    assert app.get("/").body == b"new body"
+    assert app.get("/").headers["ETag"] == '"v2"'
+
+
+def test_304_for_another_validator_does_not_freshen(validated, clock):
+    app, origin, _ = validated
+    clock.advance(150)
+    origin.status = "304 Not Modified"
+    origin.headers = [("ETag", '"other"')]
+    response = app.get("/", expect_errors=True)
+    assert response.headers["X-Cache"] == "MISS"
+    assert origin.calls[-1].get("HTTP_IF_NONE_MATCH") is None
+
+
+# -- 6. HEAD (§4.3.5) -------------------------------------------------------------
+
+
+def test_head_is_answered_from_the_stored_get(stored):
+    app, origin = stored
+    get = app.get("/")
+    head = app.head("/")
+    assert head.body == b""
+    assert head.headers["X-Cache"] == "HIT"
+    assert head.headers["Content-Length"] == get.headers["Content-Length"] == "5"
+    assert origin.count == 1
+
+
+def test_head_miss_goes_to_the_app_as_head_and_is_not_stored(cached, clock, redis_client):
+    origin = Origin(headers=[("Cache-Control", "max-age=100")])
+    app = app_for(cached, origin)
+    response = app.head("/")
+    assert origin.calls[-1]["REQUEST_METHOD"] == "HEAD"
+    assert "detail=method" in response.headers["Cache-Status"]
+    assert redis_client.keys("*") == []
+
+
+def test_head_with_new_validators_invalidates(validated, clock):
+    app, origin, _ = validated
+    origin.headers = [("Cache-Control", "max-age=100"), ("ETag", '"v2"')]
+    app.head("/", headers={"Cache-Control": "no-cache"})
+    assert app.get("/").headers["X-Cache"] == "MISS"
+
+
+# -- 7. Invalidation (§4.4) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])
+def test_unsafe_success_invalidates_url_location_and_content_location(cached, clock, method):
+    origin = Origin(headers=[("Cache-Control", "max-age=100")])
+    origin.responses["/items"] = (
+        "200 OK",
+        [("Location", "/items/1"), ("Content-Location", "http://localhost/items/2")],
+        b"done",
+    )
+    app = app_for(cached, origin)
+    for path in ("/items", "/items/1", "/items/2", "/items/3"):
+        app.get(path)
+    response = app.request("/items", method=method)
+    assert response.headers["X-Cache"] == "BYPASS"
+    assert app.get("/items").headers["X-Cache"] == "MISS"
+    assert app.get("/items/1").headers["X-Cache"] == "MISS"
+    assert app.get("/items/2").headers["X-Cache"] == "MISS"
+    assert app.get("/items/3").headers["X-Cache"] == "HIT"
+
+
+def test_failed_unsafe_request_does_not_invalidate(cached, clock):
+    origin = Origin(headers=[("Cache-Control", "max-age=100")])
+    app = app_for(cached, origin)
+    app.get("/")
+    origin.status = "500 Internal Server Error"
+    app.post("/", status=500)
+    assert app.get("/").headers["X-Cache"] == "HIT"
+
+
+def test_other_host_location_is_not_invalidated(cached, clock):
+    origin = Origin(
+        headers=[("Cache-Control", "max-age=100"), ("Location", "http://other.example/")]
+    )
+    app = app_for(cached, origin)
+    app.get("http://other.example/")
+    app.post("/")
+    assert app.get("http://other.example/").headers["X-Cache"] == "HIT"
+
+
+# -- 8. Never stored, never served ------------------------------------------------------
+
+
+def test_authorization_with_public_response_is_stored_and_shared(cached, clock):
+    origin = Origin(headers=[("Cache-Control", "public, max-age=100")])
+    app = app_for(cached, origin)
+    app.get("/", headers={"Authorization": "Bearer a"})
+    assert app.get("/", headers={"Authorization": "Bearer b"}).headers["X-Cache"] == "HIT"
+    assert app.get("/").headers["X-Cache"] == "HIT"
+
+
+def test_authorization_request_is_not_served_a_non_public_entry(cached, clock):
+    origin = Origin(headers=[("Cache-Control", "max-age=100")])
+    app = app_for(cached, origin)
+    app.get("/")
+    response = app.get("/", headers={"Authorization": "Bearer a"})
+    assert response.headers["X-Cache"] == "BYPASS"
+    assert "fwd=bypass" in response.headers["Cache-Status"]
+    assert origin.count == 2
+
+
+def test_range_requests_are_forwarded_and_206_not_stored(cached, clock, redis_client):
+    origin = Origin(status="206 Partial Content", headers=[("Content-Range", "bytes 0-4/10")])
+    app = app_for(cached, origin)
+    response = app.get("/", headers={"Range": "bytes=0-4"})
+    assert response.status_int == 206
+    assert "detail=range" in response.headers["Cache-Status"]
+    origin.headers = [("Content-Range", "bytes 0-4/10"), ("Cache-Control", "max-age=100")]
+    app.get("/")
+    assert redis_client.keys("*") == []
+
+
+def test_hop_by_hop_headers_are_stripped_from_what_is_stored(cached, clock):
+    origin = Origin(
+        headers=[
+            ("Cache-Control", "max-age=100"),
+            ("Connection", "X-Hop"),
+            ("X-Hop", "1"),
+            ("Keep-Alive", "timeout=5"),
+            ("Proxy-Authenticate", "Basic"),
+            ("Upgrade", "h2c"),
+            ("X-End-To-End", "1"),
+        ]
+    )
+    app = app_for(cached, origin)
+    app.get("/")
+    hit = app.get("/")
+    assert hit.headers["X-Cache"] == "HIT"
+    for name in ("Connection", "X-Hop", "Keep-Alive", "Proxy-Authenticate", "Upgrade"):
+        assert name not in hit.headers
+    assert hit.headers["X-End-To-End"] == "1"
+
+
+# -- 9. Cache-Status (RFC 9211) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "request_headers", "expected"),
+    [
+        pytest.param([], {}, "redis-wsgi-cache; fwd=uri-miss; fwd-status=200; stored", id="stored"),
+        pytest.param(
+            [("Set-Cookie", "a=b")],
+            {},
+            "fwd=uri-miss; fwd-status=200; detail=set-cookie",
+            id="set-cookie",
+        ),
+        pytest.param(
+            [],
+            {"Authorization": "x"},
+            "fwd=bypass; fwd-status=200; detail=authorization",
+            id="auth",
+        ),
+        pytest.param([("Cache-Control", "private")], {}, "detail=private", id="private"),
+        pytest.param([("Vary", "*")], {}, "detail=vary-star", id="vary-star"),
+        pytest.param([("Cache-Control", "no-store")], {}, "detail=no-store", id="no-store"),
+    ],
+)
+def test_cache_status_of_a_miss(cached, clock, headers, request_headers, expected):
+    response = app_for(cached, Origin(headers=headers)).get("/", headers=request_headers)
+    assert expected in response.headers["Cache-Status"]
+
+
+def test_cache_status_of_a_hit_counts_down_ttl(cached, clock):
+    app = app_for(cached, Origin(headers=[("Cache-Control", "max-age=60")]))
+    app.get("/")
+    clock.advance(3)
+    assert app.get("/").headers["Cache-Status"] == "redis-wsgi-cache; hit; ttl=57"

@@ -1,0 +1,577 @@
+"""The pure rules of RFC 9111, table-tested with plain values: no Redis, no app.
+Each row names the section it checks."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+from werkzeug.http import http_date
+
+from redis_wsgi_cache import policy
+from redis_wsgi_cache.entry import CachedResponse
+from redis_wsgi_cache.keys import normalize_value, vary_names
+from redis_wsgi_cache.policy import Reuse
+from redis_wsgi_cache.settings import Settings
+
+NOW = 1_800_000_000.0
+SETTINGS = Settings(default_ttl=60, keep=300)
+
+
+def date(offset: float = 0) -> str:
+    return http_date(NOW + offset)
+
+
+def environ(**headers: str) -> dict[str, str]:
+    env = {"REQUEST_METHOD": headers.pop("method", "GET")}
+    env.update({f"HTTP_{name.upper()}": value for name, value in headers.items()})
+    return env
+
+
+def entry(**changes) -> CachedResponse:
+    base = CachedResponse(
+        url="http://localhost/",
+        status="200 OK",
+        headers=[("Content-Type", "text/plain"), ("Date", date())],
+        body=b"body",
+        stored_at=NOW,
+        initial_age=0.0,
+        freshness_lifetime=100.0,
+    )
+    return dataclasses.replace(base, **changes)
+
+
+# -- Cache-Control parsing ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param("max-age=60", {"max-age": "60"}, id="§5.2-argument"),
+        pytest.param("Max-Age=60, PUBLIC", {"max-age": "60", "public": None}, id="§5.2-case"),
+        pytest.param('max-age="60"', {"max-age": "60"}, id="§5.2-quoted"),
+        pytest.param(
+            'no-cache="Set-Cookie, X-A"', {"no-cache": "Set-Cookie, X-A"}, id="§5.2.2.4-fields"
+        ),
+        pytest.param("max-age=60, max-age=60", {"max-age": "60"}, id="§4.2.1-same-twice"),
+        pytest.param(
+            "max-age=60, max-age=10", {"max-age": policy.CONFLICT}, id="§4.2.1-conflicting"
+        ),
+        pytest.param(" , ,max-age=5,, ", {"max-age": "5"}, id="§5.2-empty-items"),
+        pytest.param("", {}, id="empty"),
+    ],
+)
+def test_parse_cache_control(value, expected):
+    assert policy.parse_cache_control(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("directives", "expected"),
+    [
+        pytest.param({"max-age": "60"}, 60, id="§1.2.2-digits"),
+        pytest.param({}, None, id="absent"),
+        pytest.param({"max-age": None}, -1, id="§1.2.2-no-argument"),
+        pytest.param({"max-age": "-5"}, -1, id="§1.2.2-negative"),
+        pytest.param({"max-age": "1.5"}, -1, id="§1.2.2-fraction"),
+        pytest.param({"max-age": "abc"}, -1, id="§1.2.2-text"),
+        pytest.param({"max-age": "99999999999"}, 2147483648, id="§1.2.2-overflow"),
+        pytest.param({"max-age": policy.CONFLICT}, -1, id="§4.2.1-conflict"),
+        pytest.param({"max-age": "\u0663"}, -1, id="non-ascii-digit"),
+    ],
+)
+def test_delta_seconds(directives, expected):
+    assert policy.delta_seconds(directives, "max-age") == expected
+
+
+# -- Request directives ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "field", "expected"),
+    [
+        pytest.param({"method": "POST"}, "bypass", "method", id="§4.4-unsafe-method"),
+        pytest.param({"method": "PUT"}, "bypass", "method", id="§4.4-put"),
+        pytest.param({"range": "bytes=0-1"}, "bypass", "range", id="§3.3-range"),
+        pytest.param({"if_match": '"a"'}, "bypass", "precondition", id="rfc9110§13.1.1"),
+        pytest.param({"cache_control": "no-cache"}, "no_cache", True, id="§5.2.1.4-no-cache"),
+        pytest.param({"cache_control": "no-store"}, "no_store", True, id="§5.2.1.5-no-store"),
+        pytest.param({"cache_control": "max-age=5"}, "max_age", 5, id="§5.2.1.1-max-age"),
+        pytest.param({"cache_control": "max-age=x"}, "max_age", 0, id="§5.2.1.1-invalid"),
+        pytest.param(
+            {"cache_control": "max-stale"}, "max_stale", math.inf, id="§5.2.1.2-no-argument"
+        ),
+        pytest.param({"cache_control": "max-stale=9"}, "max_stale", 9, id="§5.2.1.2-argument"),
+        pytest.param({"cache_control": "max-stale=x"}, "max_stale", None, id="§5.2.1.2-bad"),
+        pytest.param({"cache_control": "min-fresh=7"}, "min_fresh", 7, id="§5.2.1.3-min-fresh"),
+        pytest.param({"cache_control": "only-if-cached"}, "only_if_cached", True, id="§5.2.1.7"),
+        pytest.param({"pragma": "no-cache"}, "no_cache", True, id="§5.4-pragma"),
+        pytest.param(
+            {"pragma": "no-cache", "cache_control": "max-age=5"},
+            "no_cache",
+            False,
+            id="§5.4-pragma-ignored-with-cache-control",
+        ),
+        pytest.param({"authorization": "Basic x"}, "authorization", True, id="§3.5"),
+    ],
+)
+def test_request_policy(headers, field, expected):
+    assert getattr(policy.request_policy(environ(**headers), SETTINGS), field) == expected
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({"cache_control": "no-cache"}, id="no-cache"),
+        pytest.param({"cache_control": "max-age=0"}, id="max-age-0"),
+        pytest.param({"pragma": "no-cache"}, id="pragma"),
+    ],
+)
+def test_operator_may_ignore_client_no_cache(headers):
+    settings = Settings(ignore_request_no_cache=True)
+    request = policy.request_policy(environ(**headers), settings)
+    assert not request.no_cache
+    assert request.max_age is None
+
+
+# -- Freshness (§4.2.1) --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "lifetime", "explicit"),
+    [
+        pytest.param(200, [("Cache-Control", "max-age=30")], 30, True, id="§5.2.2.1-max-age"),
+        pytest.param(
+            200,
+            [("Cache-Control", "max-age=30, s-maxage=90")],
+            90,
+            True,
+            id="§5.2.2.10-s-maxage-wins",
+        ),
+        pytest.param(
+            200,
+            [("Cache-Control", "max-age=30"), ("Expires", date(500)), ("Date", date())],
+            30,
+            True,
+            id="§5.3-max-age-beats-expires",
+        ),
+        pytest.param(
+            200, [("Expires", date(50)), ("Date", date())], 50, True, id="§4.2.1-expires-date"
+        ),
+        pytest.param(
+            200, [("Expires", date(50)), ("Date", date(-20))], 70, True, id="§4.2.1-date-past"
+        ),
+        pytest.param(200, [("Expires", date(50))], 50, True, id="§4.2.1-no-date"),
+        pytest.param(200, [("Expires", "0")], 0, True, id="§5.3-invalid-expires"),
+        pytest.param(
+            200,
+            [("Expires", date(50)), ("Expires", date(90))],
+            0,
+            True,
+            id="§4.2.1-two-expires",
+        ),
+        pytest.param(200, [("Cache-Control", "max-age=-1")], 0, True, id="§1.2.2-negative"),
+        pytest.param(
+            200, [("Cache-Control", "max-age=10, max-age=20")], 0, True, id="§4.2.1-duplicates"
+        ),
+        pytest.param(200, [], 60, False, id="§4.2.2-default-ttl"),
+        pytest.param(200, [("Cache-Control", "public")], 60, False, id="public-no-lifetime"),
+        pytest.param(404, [], 0, False, id="default-only-for-cacheable-statuses"),
+        pytest.param(404, [("Cache-Control", "max-age=5")], 5, True, id="404-explicit"),
+    ],
+)
+def test_freshness_lifetime(status, headers, lifetime, explicit):
+    fresh = policy.freshness(status, headers, NOW, SETTINGS)
+    assert (fresh.lifetime, fresh.explicit) == (lifetime, explicit)
+
+
+@pytest.mark.parametrize(
+    ("value", "must_revalidate", "no_cache"),
+    [
+        pytest.param("must-revalidate", True, False, id="§5.2.2.2"),
+        pytest.param("proxy-revalidate", True, False, id="§5.2.2.8"),
+        pytest.param("s-maxage=5", True, False, id="§5.2.2.10-implies-proxy-revalidate"),
+        pytest.param("no-cache", False, True, id="§5.2.2.4"),
+        pytest.param('no-cache="set-cookie"', False, True, id="§5.2.2.4-qualified"),
+        pytest.param("max-age=5", False, False, id="plain"),
+    ],
+)
+def test_revalidation_directives(value, must_revalidate, no_cache):
+    fresh = policy.freshness(200, [("Cache-Control", value)], NOW, SETTINGS)
+    assert (fresh.must_revalidate, fresh.no_cache) == (must_revalidate, no_cache)
+
+
+@pytest.mark.parametrize(
+    ("headers", "request_time", "response_time", "expected"),
+    [
+        pytest.param([("Date", date())], NOW, NOW, 0, id="§4.2.3-fresh-from-origin"),
+        pytest.param([("Date", date(-10))], NOW, NOW, 10, id="§4.2.3-apparent-age"),
+        pytest.param([("Date", date()), ("Age", "30")], NOW, NOW, 30, id="§4.2.3-age-header"),
+        pytest.param(
+            [("Date", date()), ("Age", "30")], NOW - 2, NOW, 32, id="§4.2.3-response-delay"
+        ),
+        pytest.param([("Age", "junk")], NOW, NOW, 0, id="§5.1-invalid-age"),
+        pytest.param([("Date", date(60))], NOW, NOW, 0, id="§4.2.3-date-in-future"),
+    ],
+)
+def test_initial_age(headers, request_time, response_time, expected):
+    assert policy.initial_age(headers, request_time, response_time) == expected
+
+
+# -- Storing (§3) ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("request_headers", "status", "headers", "expected"),
+    [
+        pytest.param({}, 200, [], None, id="§3-plain-200"),
+        pytest.param({"method": "HEAD"}, 200, [], "method", id="§3-head-not-stored"),
+        pytest.param({"cache_control": "no-store"}, 200, [], "request-no-store", id="§5.2.1.5"),
+        pytest.param({}, 200, [("Cache-Control", "no-store")], "no-store", id="§5.2.2.5"),
+        pytest.param({}, 200, [("Cache-Control", "private")], "private", id="§5.2.2.7"),
+        pytest.param(
+            {}, 200, [("Cache-Control", 'private="x-a"')], "private", id="§5.2.2.7-qualified"
+        ),
+        pytest.param({"authorization": "x"}, 200, [], "authorization", id="§3.5"),
+        pytest.param(
+            {"authorization": "x"}, 200, [("Cache-Control", "public")], None, id="§3.5-public"
+        ),
+        pytest.param(
+            {"authorization": "x"},
+            200,
+            [("Cache-Control", "s-maxage=5")],
+            None,
+            id="§3.5-s-maxage",
+        ),
+        pytest.param(
+            {"authorization": "x"},
+            200,
+            [("Cache-Control", "must-revalidate, max-age=5")],
+            None,
+            id="§3.5-must-revalidate",
+        ),
+        pytest.param({}, 200, [("Set-Cookie", "a=b")], "set-cookie", id="set-cookie"),
+        pytest.param({}, 200, [("Vary", "*")], "vary-star", id="§4.1-vary-star"),
+        pytest.param({}, 200, [("Vary", "Accept, *")], "vary-star", id="§4.1-vary-star-list"),
+        pytest.param({}, 206, [], "partial-content", id="§3.3-206"),
+        pytest.param(
+            {}, 200, [("Content-Range", "bytes 0-1/5")], "partial-content", id="§3.3-range"
+        ),
+        pytest.param({}, 500, [], "status", id="§3-500"),
+        pytest.param({}, 404, [], "status", id="§4.2.2-not-heuristic"),
+        pytest.param({}, 404, [("Cache-Control", "max-age=5")], None, id="§3-404-explicit"),
+        pytest.param({}, 301, [("Expires", date(5))], None, id="§3-301-expires"),
+        pytest.param({}, 302, [("Cache-Control", "max-age=5")], None, id="§3-302-explicit"),
+        pytest.param({}, 500, [("Cache-Control", "max-age=5")], "status", id="§3-500-explicit"),
+        pytest.param({}, 304, [("Cache-Control", "max-age=5")], "status", id="§3-304"),
+        pytest.param({"range": "bytes=0-1"}, 200, [], "range", id="§3.3-range-request"),
+    ],
+)
+def test_not_storable_reason(request_headers, status, headers, expected):
+    request = policy.request_policy(environ(**request_headers), SETTINGS)
+    assert policy.not_storable_reason(request, status, headers, SETTINGS) == expected
+
+
+def test_hop_by_hop_headers_are_not_stored():
+    """RFC 9110 §7.6.1 and RFC 9111 §3.1."""
+    headers = [
+        ("Connection", "close, X-Private-Hop"),
+        ("X-Private-Hop", "1"),
+        ("Keep-Alive", "timeout=5"),
+        ("TE", "trailers"),
+        ("Trailer", "X-T"),
+        ("Transfer-Encoding", "chunked"),
+        ("Upgrade", "h2c"),
+        ("Proxy-Authenticate", "Basic"),
+        ("Proxy-Connection", "keep-alive"),
+        ("Age", "5"),
+        ("Date", date()),
+        ("X-Kept", "1"),
+    ]
+    assert policy.stored_headers(headers, NOW) == [("Date", date()), ("X-Kept", "1")]
+
+
+def test_missing_date_is_added():
+    """RFC 9110 §6.6.1: a recipient with a clock adds Date."""
+    assert policy.stored_headers([("X", "1")], NOW) == [("X", "1"), ("Date", date())]
+
+
+def build(headers, status="200 OK", request_time=NOW, settings=SETTINGS):
+    request = policy.request_policy(environ(), settings)
+    return policy.build_entry(
+        "http://localhost/", request, status, headers, b"", request_time, NOW, settings
+    )
+
+
+@pytest.mark.parametrize(
+    ("headers", "settings", "expected_ttl"),
+    [
+        pytest.param([("Cache-Control", "max-age=30")], SETTINGS, 30, id="fresh-only"),
+        pytest.param(
+            [("Cache-Control", "max-age=30"), ("ETag", '"a"')],
+            SETTINGS,
+            330,
+            id="validator-kept-for-revalidation",
+        ),
+        pytest.param(
+            [("Cache-Control", "max-age=30, stale-while-revalidate=100")],
+            SETTINGS,
+            130,
+            id="rfc5861-stale-window",
+        ),
+        pytest.param(
+            [("Cache-Control", "max-age=30, stale-if-error=100, must-revalidate")],
+            SETTINGS,
+            30,
+            id="§5.2.2.2-no-stale-use",
+        ),
+        pytest.param([("Cache-Control", "max-age=0")], SETTINGS, None, id="stale-and-useless"),
+        pytest.param(
+            [("Cache-Control", "no-cache"), ("ETag", '"a"')],
+            SETTINGS,
+            300,
+            id="§5.2.2.4-stored-for-validation",
+        ),
+        pytest.param([("Cache-Control", "no-cache")], SETTINGS, None, id="no-cache-no-validator"),
+        pytest.param([], Settings(default_ttl=0), None, id="default-ttl-0-explicit-only"),
+        pytest.param(
+            [("ETag", '"a"')], Settings(default_ttl=0), None, id="default-ttl-0-with-validator"
+        ),
+    ],
+)
+def test_redis_ttl(headers, settings, expected_ttl):
+    stored = build(headers, settings=settings)
+    if expected_ttl is None:
+        assert stored is None
+    else:
+        assert stored is not None
+        assert policy.redis_ttl(stored, NOW, settings) == expected_ttl
+
+
+def test_entry_keeps_validators_and_flags():
+    stored = build(
+        [
+            ("Cache-Control", "public, max-age=5"),
+            ("ETag", 'W/"v1"'),
+            ("Last-Modified", date(-100)),
+            ("Vary", "Accept-Encoding, accept-language"),
+        ]
+    )
+    assert stored is not None
+    assert stored.etag == 'W/"v1"'
+    assert stored.last_modified == date(-100)
+    assert stored.shared_auth
+    assert stored.vary == ("accept-encoding", "accept-language")
+
+
+# -- Reuse (§4) -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("stored", "request_headers", "at", "expected"),
+    [
+        pytest.param({}, {}, NOW + 10, Reuse.FRESH, id="§4.2-fresh"),
+        pytest.param({}, {}, NOW + 101, Reuse.MISS, id="§4.2-stale-no-validator"),
+        pytest.param({"etag": '"a"'}, {}, NOW + 101, Reuse.REVALIDATE, id="§4.3-stale-validator"),
+        pytest.param({"initial_age": 95.0}, {}, NOW + 10, Reuse.MISS, id="§4.2.3-initial-age"),
+        pytest.param({}, {"cache_control": "max-age=5"}, NOW + 10, Reuse.MISS, id="§5.2.1.1"),
+        pytest.param({}, {"cache_control": "max-age=50"}, NOW + 10, Reuse.FRESH, id="§5.2.1.1-ok"),
+        pytest.param({}, {"cache_control": "min-fresh=95"}, NOW + 10, Reuse.MISS, id="§5.2.1.3"),
+        pytest.param(
+            {}, {"cache_control": "min-fresh=50"}, NOW + 10, Reuse.FRESH, id="§5.2.1.3-ok"
+        ),
+        pytest.param({}, {"cache_control": "max-stale=20"}, NOW + 110, Reuse.STALE, id="§5.2.1.2"),
+        pytest.param(
+            {}, {"cache_control": "max-stale=5"}, NOW + 110, Reuse.MISS, id="§5.2.1.2-too-stale"
+        ),
+        pytest.param(
+            {}, {"cache_control": "max-stale"}, NOW + 9999, Reuse.STALE, id="§5.2.1.2-any"
+        ),
+        pytest.param(
+            {"must_revalidate": True},
+            {"cache_control": "max-stale"},
+            NOW + 110,
+            Reuse.MISS,
+            id="§5.2.2.2-must-revalidate",
+        ),
+        pytest.param({}, {"cache_control": "no-cache"}, NOW + 1, Reuse.MISS, id="§5.2.1.4"),
+        pytest.param(
+            {"etag": '"a"'},
+            {"cache_control": "no-cache"},
+            NOW + 1,
+            Reuse.REVALIDATE,
+            id="§5.2.1.4-validator",
+        ),
+        pytest.param(
+            {"no_cache": True, "etag": '"a"'}, {}, NOW + 1, Reuse.REVALIDATE, id="§5.2.2.4"
+        ),
+        pytest.param({}, {"authorization": "x"}, NOW + 1, Reuse.MISS, id="§3.5"),
+        pytest.param(
+            {"shared_auth": True}, {"authorization": "x"}, NOW + 1, Reuse.FRESH, id="§3.5-public"
+        ),
+    ],
+)
+def test_reuse(stored, request_headers, at, expected):
+    request = policy.request_policy(environ(**request_headers), SETTINGS)
+    assert policy.reuse(entry(**stored), request, at) == expected
+
+
+@pytest.mark.parametrize(
+    ("stored", "request_headers", "expected"),
+    [
+        pytest.param({"etag": '"a"'}, {"if_none_match": '"a"'}, True, id="§13.1.2-match"),
+        pytest.param({"etag": '"a"'}, {"if_none_match": '"b", "a"'}, True, id="§13.1.2-list"),
+        pytest.param({"etag": 'W/"a"'}, {"if_none_match": '"a"'}, True, id="§13.1.2-weak"),
+        pytest.param({"etag": '"a"'}, {"if_none_match": '"b"'}, False, id="§13.1.2-no-match"),
+        pytest.param({"etag": '"a"'}, {"if_none_match": "*"}, True, id="§13.1.2-star"),
+        pytest.param({}, {"if_none_match": '"a"'}, False, id="§13.1.2-no-etag"),
+        pytest.param(
+            {"etag": '"a"', "last_modified": date(-100)},
+            {"if_none_match": '"b"', "if_modified_since": date()},
+            False,
+            id="§13.2.2-inm-decides",
+        ),
+        pytest.param(
+            {"last_modified": date(-100)},
+            {"if_modified_since": date()},
+            True,
+            id="§13.1.3-not-modified",
+        ),
+        pytest.param(
+            {"last_modified": date(-100)},
+            {"if_modified_since": date(-200)},
+            False,
+            id="§13.1.3-modified",
+        ),
+        pytest.param({}, {"if_modified_since": date(10)}, True, id="rfc9111§4.3.2-date"),
+        pytest.param(
+            {"last_modified": date()}, {"if_modified_since": "garbage"}, False, id="§13.1.3-bad"
+        ),
+    ],
+)
+def test_not_modified(stored, request_headers, expected):
+    assert policy.not_modified(entry(**stored), environ(**request_headers)) is expected
+
+
+def test_not_modified_headers():
+    """RFC 9110 §15.4.5: what a 304 carries."""
+    headers = [
+        ("Content-Type", "text/plain"),
+        ("Content-Length", "4"),
+        ("ETag", '"a"'),
+        ("Cache-Control", "max-age=5"),
+        ("Vary", "Accept"),
+        ("Date", date()),
+        ("Expires", date(5)),
+        ("Content-Location", "/x"),
+        ("X-Other", "1"),
+    ]
+    kept = policy.not_modified_headers(headers)
+    assert [name for name, _ in kept] == [
+        "ETag",
+        "Cache-Control",
+        "Vary",
+        "Date",
+        "Expires",
+        "Content-Location",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("stored", "headers", "expected"),
+    [
+        pytest.param({"etag": '"a"'}, [("ETag", '"a"')], True, id="§4.3.4-etag"),
+        pytest.param({"etag": '"a"'}, [("ETag", '"b"')], False, id="§4.3.4-other-etag"),
+        pytest.param({}, [("ETag", '"b"')], False, id="§4.3.4-etag-where-none"),
+        pytest.param({"last_modified": date()}, [("Last-Modified", date())], True, id="§4.3.4-lm"),
+        pytest.param(
+            {"last_modified": date()}, [("Last-Modified", date(-5))], False, id="§4.3.4-other-lm"
+        ),
+        pytest.param({"etag": '"a"'}, [], True, id="§4.3.4-no-validator"),
+    ],
+)
+def test_validators_match(stored, headers, expected):
+    assert policy.validators_match(entry(**stored), headers) is expected
+
+
+def test_freshen_replaces_headers_but_not_those_of_the_body():
+    """RFC 9111 §3.2 and §4.3.4."""
+    stored = entry(
+        headers=[
+            ("Content-Type", "text/plain"),
+            ("Content-Length", "4"),
+            ("Cache-Control", "max-age=1"),
+            ("ETag", '"a"'),
+            ("X-Old", "1"),
+        ],
+        etag='"a"',
+        freshness_lifetime=1.0,
+    )
+    updated = policy.freshen(
+        stored,
+        [
+            ("Cache-Control", "max-age=500"),
+            ("Content-Length", "0"),
+            ("X-New", "2"),
+            ("ETag", '"a"'),
+        ],
+        NOW + 100,
+        NOW + 100,
+        SETTINGS,
+    )
+    assert updated.freshness_lifetime == 500
+    assert updated.stored_at == NOW + 100
+    assert updated.header("content-length") == "4"
+    assert updated.header("x-new") == "2"
+    assert updated.header("x-old") == "1"
+    assert updated.body == b"body"
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "expected"),
+    [
+        pytest.param(200, [], ["http://h/a"], id="§4.4-own-url"),
+        pytest.param(
+            201,
+            [("Location", "/b"), ("Content-Location", "http://h/c")],
+            ["http://h/a", "http://h/b", "http://h/c"],
+            id="§4.4-location",
+        ),
+        pytest.param(303, [("Location", "http://other/b")], ["http://h/a"], id="§4.4-other-host"),
+        pytest.param(200, [("Location", "https://h/b")], ["http://h/a"], id="§4.4-other-scheme"),
+        pytest.param(404, [("Location", "/b")], [], id="§4.4-error"),
+        pytest.param(500, [], [], id="§4.4-server-error"),
+    ],
+)
+def test_invalidated_urls(status, headers, expected):
+    assert policy.invalidated_urls("http://h/a", status, headers) == expected
+
+
+@pytest.mark.parametrize(
+    ("vary", "expected"),
+    [
+        pytest.param(None, (), id="none"),
+        pytest.param("Accept-Encoding", ("accept-encoding",), id="§4.1-one"),
+        pytest.param(
+            "accept-language, Accept-Encoding, ACCEPT-encoding",
+            ("accept-encoding", "accept-language"),
+            id="§4.1-case-insensitive",
+        ),
+        pytest.param("*", None, id="§4.1-star"),
+    ],
+)
+def test_vary_names(vary, expected):
+    assert vary_names(vary) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param("gzip, deflate", "gzip,deflate", id="§4.1-list-spaces"),
+        pytest.param("  gzip ,\tdeflate  ", "gzip,deflate", id="§4.1-tabs"),
+        pytest.param("en  US", "en US", id="§4.1-runs"),
+        pytest.param("plain", "plain", id="unchanged"),
+    ],
+)
+def test_vary_value_normalisation(value, expected):
+    assert normalize_value(value) == expected
