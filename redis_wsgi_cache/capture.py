@@ -81,17 +81,18 @@ class Capture:
         start_response: StartResponse,
         headers: Headers,
         keep_up_to: int = 0,
-        on_complete: Callable[[bytes], None] | None = None,
+        on_close: Callable[[bytes | None, bool], None] | None = None,
     ) -> Iterable[bytes]:
         """Start the response with ``headers`` and return the body iterable.
 
         With ``keep_up_to`` > 0, a copy of the body is kept while it stays within
-        that many bytes, and ``on_complete(body)`` is called once the app has
-        finished cleanly: iterated to the end, closed without error, and as long
-        as its ``Content-Length`` said.
+        that many bytes, and ``on_close(body, too_large)`` is called when the
+        server closes the iterable: with the body if the app finished cleanly
+        (iterated to the end, closed without error, as long as its
+        ``Content-Length`` said), else with None.
         """
         assert self.status is not None
-        stream = _Stream(self, start_response, keep_up_to, on_complete)
+        stream = _Stream(self, start_response, keep_up_to, on_close)
         self._stream = stream
         stream.write_callable = start_response(self.status, headers)
         if keep_up_to <= 0 and not self._pending and not self._exhausted:
@@ -107,13 +108,13 @@ class _Stream:
         capture: Capture,
         start_response: StartResponse,
         keep_up_to: int,
-        on_complete: Callable[[bytes], None] | None,
+        on_close: Callable[[bytes | None, bool], None] | None,
     ) -> None:
         self.capture = capture
         self.start_response = start_response
         self.write_callable: Callable[[bytes], object] | None = None
         self.limit = keep_up_to
-        self.on_complete = on_complete
+        self.on_close = on_close
         self.kept: list[bytes] | None = [] if keep_up_to > 0 else None
         self.size = 0
         self.finished = False
@@ -153,14 +154,18 @@ class _Stream:
             self.capture.failed = True
             raise
         finally:
-            if (
-                self.finished
-                and not self.capture.failed
-                and self.kept is not None
-                and self.on_complete is not None
-                and _complete(self.capture.headers, self.size)
-            ):
-                self.on_complete(b"".join(self.kept))
+            if self.on_close is not None:
+                complete = (
+                    self.finished
+                    and not self.capture.failed
+                    and self.kept is not None
+                    and _complete(self.capture.headers, self.size)
+                )
+                on_close, self.on_close = self.on_close, None
+                on_close(
+                    b"".join(self.kept) if complete and self.kept is not None else None,
+                    self.size > self.limit,
+                )
 
 
 def _complete(headers: Headers, size: int) -> bool:

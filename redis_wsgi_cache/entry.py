@@ -90,43 +90,56 @@ class CachedResponse:
     @classmethod
     def from_mapping(cls, fields: dict[bytes, bytes]) -> CachedResponse:
         """Rebuild an entry from a hash; :class:`EntryFormatError` for anything else."""
-        if fields.get(b"v") != FORMAT_VERSION:
+        return cls.from_values([fields.get(name.encode()) for name in FIELDS])
+
+    @classmethod
+    def from_values(cls, values: list[bytes | None]) -> CachedResponse:
+        """Rebuild an entry from the values of :data:`FIELDS`, in that order (what
+        ``HMGET`` answers); :class:`EntryFormatError` for anything else."""
+        if len(values) != len(FIELDS) or values[0] != FORMAT_VERSION:
             raise EntryFormatError("missing or unknown format version")
+        present = [value for value in values if isinstance(value, bytes)]
+        if len(present) != len(FIELDS):
+            raise EntryFormatError("missing fields")
+        (_, url, status, headers, body, stored_at, age, fresh, swr, sie, flags, etag,
+         last_modified, vary) = present  # fmt: skip
         try:
-            headers = json.loads(fields[b"headers"])
-            if not isinstance(headers, list) or not all(
+            pairs = json.loads(headers)
+            if not isinstance(pairs, list) or not all(
                 isinstance(pair, list)
                 and len(pair) == 2
                 and isinstance(pair[0], str)
                 and isinstance(pair[1], str)
-                for pair in headers
+                for pair in pairs
             ):
                 raise EntryFormatError("headers are not a list of pairs of strings")
-            status = fields[b"status"].decode("utf-8")
-            if len(status) < 3 or not status[:3].isdigit():
-                raise EntryFormatError(f"bad status {status!r}")
-            flags = fields[b"flags"]
-            etag = fields[b"etag"].decode("utf-8")
-            last_modified = fields[b"lm"].decode("utf-8")
-            vary = fields[b"vary"].decode("utf-8")
+            status_line = status.decode("utf-8")
+            if len(status_line) < 3 or not status_line[:3].isdigit():
+                raise EntryFormatError(f"bad status {status_line!r}")
+            names = vary.decode("utf-8")
             return cls(
-                url=fields[b"url"].decode("utf-8"),
-                status=status,
-                headers=[(name, value) for name, value in headers],
-                body=fields[b"body"],
-                stored_at=float(fields[b"stored_at"]),
-                initial_age=float(fields[b"age"]),
-                freshness_lifetime=float(fields[b"fresh"]),
-                stale_while_revalidate=float(fields[b"swr"]),
-                stale_if_error=float(fields[b"sie"]),
+                url=url.decode("utf-8"),
+                status=status_line,
+                headers=[(name, value) for name, value in pairs],
+                body=body,
+                stored_at=float(stored_at),
+                initial_age=float(age),
+                freshness_lifetime=float(fresh),
+                stale_while_revalidate=float(swr),
+                stale_if_error=float(sie),
                 must_revalidate=b"r" in flags,
                 no_cache=b"n" in flags,
                 shared_auth=b"a" in flags,
-                etag=etag or None,
-                last_modified=last_modified or None,
-                vary=tuple(vary.split(",")) if vary else (),
+                etag=etag.decode("utf-8") or None,
+                last_modified=last_modified.decode("utf-8") or None,
+                vary=tuple(names.split(",")) if names else (),
             )
         except EntryFormatError:
             raise
-        except (KeyError, ValueError, TypeError, UnicodeDecodeError) as error:
+        except (ValueError, TypeError) as error:
             raise EntryFormatError(f"malformed entry: {error!r}") from None
+
+
+# The hash fields of an entry, in the order from_values expects them.
+FIELDS = ("v", "url", "status", "headers", "body", "stored_at", "age", "fresh", "swr", "sie",
+          "flags", "etag", "lm", "vary")  # fmt: skip

@@ -7,31 +7,60 @@ from __future__ import annotations
 import hashlib
 import re
 import typing as t
+from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 from werkzeug.http import parse_set_header
-from werkzeug.sansio.utils import get_current_url
-from werkzeug.wsgi import get_host
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
 _WHITESPACE = re.compile(r"[ \t]+")
+# A host name, IPv4 or bracketed IPv6 address, and an optional port.
+_HOST = re.compile(r"[a-z0-9._~!$&'()*+,;=%-]+(:[0-9]*)?|\[[0-9a-f:.]+\](:[0-9]*)?")
+_DEFAULT_PORTS = {"http": ":80", "https": ":443"}
+# What a path keeps unencoded (RFC 3986 §3.3 pchar and "/").
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
 _AROUND_COMMAS = re.compile(r"[ \t]*,[ \t]*")
 
 
 def request_url(environ: WSGIEnvironment) -> str | None:
-    """The absolute URL the primary key is made of, or None when the request has
-    no usable host (an invalid ``Host`` header must not share a key)."""
-    host = get_host(environ)
+    """The absolute URL the primary key is made of: scheme and host lower-cased,
+    the default port dropped, the path percent-encoded as :func:`canonical_url`
+    does. None when the request has no usable host (one with characters a host
+    cannot have must not share a key)."""
+    scheme = environ["wsgi.url_scheme"].lower()
+    host = environ.get("HTTP_HOST")
     if not host:
+        host = environ.get("SERVER_NAME", "")
+        port = environ.get("SERVER_PORT")
+        if port:
+            host = f"{host}:{port}"
+    host = host.lower()
+    if not _HOST.fullmatch(host):
         return None
-    return get_current_url(
-        scheme=environ["wsgi.url_scheme"].lower(),
-        host=host.lower(),
-        root_path=environ.get("SCRIPT_NAME", ""),
-        path=environ.get("PATH_INFO", ""),
-        query_string=environ.get("QUERY_STRING", "").encode("latin-1"),
+    path = quote(
+        (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "") or "/").encode("latin-1"),
+        safe=_PATH_SAFE,
     )
+    host = _without_default_port(scheme, host)
+    query = environ.get("QUERY_STRING")
+    return f"{scheme}://{host}{path}?{query}" if query else f"{scheme}://{host}{path}"
+
+
+def canonical_url(url: str) -> str:
+    """An absolute URL (a ``Location``, say) in the form :func:`request_url`
+    gives, so that both name the same key."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = _without_default_port(scheme, parts.netloc.lower())
+    path = quote(unquote_to_bytes(parts.path or "/"), safe=_PATH_SAFE)
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{scheme}://{host}{path}{query}"
+
+
+def _without_default_port(scheme: str, host: str) -> str:
+    default = _DEFAULT_PORTS.get(scheme)
+    return host[: -len(default)] if default and host.endswith(default) else host
 
 
 def primary_key(prefix: str, url: str) -> str:

@@ -4,18 +4,24 @@ stores what the application answers when that is safe."""
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import math
 import os
 import time
 import typing as t
+import uuid
 from collections.abc import Iterable
 
 from . import policy
+from .background import BackgroundPool
 from .capture import Capture
+from .coalesce import USABLE, wait_for_leader
 from .keys import primary_key, request_headers, request_url, variant_id
+from .near import NearCache
 from .policy import Reuse
 from .settings import load_settings
-from .store import RedisStore, make_client
+from .store import Lock, Lookup, RedisStore, make_client
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -24,10 +30,34 @@ if t.TYPE_CHECKING:
 
 CACHE_NAME = "redis-wsgi-cache"
 ENVIRON_ORIGINAL = "redis_wsgi_cache.orig"
+ENVIRON_BACKGROUND = "redis_wsgi_cache.background"
+# Reasons a response was not stored that will hold for the next one too, so
+# requests for the key should not queue behind a leader (Varnish's hit-for-miss).
+LASTING_REASONS = frozenset(
+    {"set-cookie", "no-store", "private", "vary-star", "partial-content", "status", "too-large"}
+)
+CONDITIONS = ("HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE")
 
 
 def _age(seconds: float) -> str:
     return str(min(int(seconds), policy.MAX_DELTA))
+
+
+def _ignore_start_response(status: str, headers: list[tuple[str, str]], exc_info: t.Any = None):
+    return lambda data: None
+
+
+@dataclasses.dataclass
+class _Exchange:
+    """One request on its way through the cache."""
+
+    environ: WSGIEnvironment
+    start_response: StartResponse
+    request: policy.RequestPolicy
+    url: str
+    key: str
+    headers: dict[str, str]
+    token: str
 
 
 class CacheMiddleware:
@@ -39,8 +69,15 @@ class CacheMiddleware:
       allows a shared cache to: see the README for the full list of rules.
     - Responses served from the cache carry ``Age``; every response carries
       ``Cache-Status`` (RFC 9211) and ``X-Cache: HIT|STALE|MISS|BYPASS``.
+    - Concurrent misses for one key call the app once, across processes and
+      hosts; the others wait for its stored response (request coalescing).
+    - Stale entries are served while refreshed in the background within their
+      ``stale-while-revalidate`` window, and instead of an app error within
+      their ``stale-if-error`` window (RFC 5861).
     - Unsafe requests (POST, PUT, PATCH, DELETE…) that succeed invalidate their
       URL and same-origin ``Location``/``Content-Location``.
+    - With ``near_cache_size``, hot entries are also kept in process memory,
+      invalidated through Redis pub/sub when any process stores or purges.
     - If Redis is down, slow or answers garbage, the app is served uncached.
 
     :param app: the WSGI application to wrap.
@@ -67,9 +104,25 @@ class CacheMiddleware:
     ) -> None:
         self.app = app
         self.settings = load_settings(settings, config_file=config_file)
-        self.store = RedisStore(
-            client if client is not None else make_client(self.settings), self.settings
+        client = client if client is not None else make_client(self.settings)
+        self.store = RedisStore(client, self.settings)
+        self.near = (
+            NearCache(
+                client,
+                self.settings.prefix,
+                self.settings.near_cache_size,
+                self.settings.near_cache_bytes,
+            )
+            if self.settings.near_cache_size
+            else None
         )
+        self.background = BackgroundPool(self.settings.background_workers)
+
+    def close(self) -> None:
+        """Finish background refreshes and stop the near cache's subscriber."""
+        self.background.shutdown()
+        if self.near is not None:
+            self.near.close()
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         request = policy.request_policy(environ, self.settings)
@@ -77,67 +130,125 @@ class CacheMiddleware:
         if request.bypass == "method":
             return self._pass_unsafe(environ, start_response, url)
         if url is None or request.bypass is not None:
-            detail = request.bypass or "host"
-            return self._forward(environ, start_response, request, None, "bypass", detail)
+            return self._pass(environ, start_response, "bypass", request.bypass or "host")
 
         key = primary_key(self.settings.prefix, url)
         headers = request_headers(environ)
-        found = self.store.lookup(key, url, headers)
+        token = uuid.uuid4().hex if request.may_coalesce else ""
+        exchange = _Exchange(environ, start_response, request, url, key, headers, token)
+        generation = 0
+        if self.near is not None:
+            entry = self.near.get(key, headers)
+            now = time.time()
+            if entry is not None and policy.reuse(entry, request, now) == Reuse.FRESH:
+                return self._serve(exchange, entry, now, "HIT", f"hit; ttl={_ttl(entry, now)}")
+            generation = self.near.generation()
+
+        found = self.store.lookup(key, url, headers, token)
+        if found.outcome == "unavailable":
+            return self._pass(environ, start_response, "miss", "redis-unavailable")
+        if found.entry is not None and self.near is not None:
+            self.near.put(key, found.entry, headers, generation)
+        return self._use(exchange, found)
+
+    # -- deciding ------------------------------------------------------------
+
+    def _use(self, exchange: _Exchange, found: Lookup) -> Iterable[bytes]:
+        """RFC 9111 §4: serve what was found, or go to the app for it."""
+        request = exchange.request
         entry = found.entry
         now = time.time()
-        if entry is not None:
-            decision = policy.reuse(entry, request, now)
-            if decision in (Reuse.FRESH, Reuse.STALE):
-                return self._serve(environ, start_response, entry, now, decision)
-            if request.only_if_cached:
-                return self._gateway_timeout(start_response)
-            if decision == Reuse.REVALIDATE and request.method == "GET":
-                return self._revalidate(environ, start_response, request, url, key, entry)
-            fwd = "request" if request.no_cache else "stale"
-            if request.authorization and not entry.shared_auth:
-                fwd = "bypass"
-        elif request.only_if_cached:
-            return self._gateway_timeout(start_response)
-        elif found.outcome == "unavailable":
-            return self._forward(
-                environ, start_response, request, None, "miss", "redis-unavailable"
-            )
-        else:
-            fwd = "uri-miss" if found.outcome == "miss" else found.outcome
-            if request.authorization:
-                fwd = "bypass"
-        return self._forward(environ, start_response, request, url, fwd, None, key, headers, entry)
+        decision = policy.reuse(entry, request, now) if entry is not None else Reuse.MISS
+        if entry is not None and decision in (Reuse.FRESH, Reuse.STALE):
+            x_cache = "HIT" if decision == Reuse.FRESH else "STALE"
+            return self._serve(exchange, entry, now, x_cache, f"hit; ttl={_ttl(entry, now)}")
+        if entry is not None and decision == Reuse.STALE_WHILE_REVALIDATE:
+            self._refresh_behind(exchange, found)
+            status = f"hit; ttl={_ttl(entry, now)}; detail=stale-while-revalidate"
+            return self._serve(exchange, entry, now, "STALE", status)
+        if request.only_if_cached:
+            return self._gateway_timeout(exchange.start_response)
 
-    # -- serving from the cache -------------------------------------------
+        if entry is None:
+            fwd = "uri-miss" if found.outcome == "miss" else found.outcome
+        else:
+            fwd = "request" if request.no_cache else "stale"
+        if request.authorization and (entry is None or not entry.shared_auth):
+            fwd = "bypass"
+
+        lock: Lock | None = None
+        if request.may_coalesce:
+            if found.role == "leader":
+                lock = Lock(found.base + ":lock", exchange.token)
+            elif entry is not None:
+                lock = self.store.try_lock(found.base, exchange.token)
+            if lock is None and found.role != "hfm":
+                waited = wait_for_leader(
+                    self.store,
+                    exchange.key,
+                    exchange.url,
+                    exchange.headers,
+                    request,
+                    exchange.token,
+                    self.settings,
+                    time,
+                )
+                now = time.time()
+                if waited.entry is not None and policy.reuse(waited.entry, request, now) in USABLE:
+                    status = f"hit; ttl={_ttl(waited.entry, now)}; detail=collapsed"
+                    return self._serve(exchange, waited.entry, now, "HIT", status)
+                if waited.role == "leader":
+                    lock = Lock(waited.base + ":lock", exchange.token)
+                    entry = waited.entry or entry
+        revalidate = (
+            entry is not None
+            and entry.has_validator
+            and request.method == "GET"
+            and policy.reuse(entry, request, time.time()) == Reuse.REVALIDATE
+        )
+        return self._fetch(exchange, entry, lock, fwd, revalidate)
+
+    # -- serving from the cache -------------------------------------------------
 
     def _serve(
         self,
-        environ: WSGIEnvironment,
-        start_response: StartResponse,
+        exchange: _Exchange,
         entry: CachedResponse,
         now: float,
-        decision: str,
-        fwd_status: int | None = None,
+        x_cache: str,
+        cache_status: str,
     ) -> Iterable[bytes]:
-        """RFC 9111 §4: answer from ``entry``, as a 304 when the request's
-        conditions match it (RFC 9110 §13.2.2)."""
-        ttl = entry.ttl(now)
-        if fwd_status is None:
-            cache_status = f"{CACHE_NAME}; hit; ttl={math.floor(ttl)}"
-        else:
-            cache_status = (
-                f"{CACHE_NAME}; fwd=stale; fwd-status={fwd_status}; stored; ttl={math.floor(ttl)}"
-            )
-        x_cache = "STALE" if decision == Reuse.STALE else ("HIT" if fwd_status is None else "MISS")
+        """Answer from ``entry``, as a 304 when the request's conditions match it
+        (RFC 9110 §13.2.2), with ``Age`` (RFC 9111 §5.1)."""
         extra = [
             ("Age", _age(entry.current_age(now))),
             ("X-Cache", x_cache),
-            ("Cache-Status", cache_status),
+            ("Cache-Status", f"{CACHE_NAME}; {cache_status}"),
         ]
+        environ = exchange.environ
         if policy.is_conditional(environ) and policy.not_modified(entry, environ):
-            start_response("304 Not Modified", policy.not_modified_headers(entry.headers) + extra)
+            exchange.start_response(
+                "304 Not Modified", policy.not_modified_headers(entry.headers) + extra
+            )
             return []
-        start_response(entry.status, entry.headers + extra)
+        span = policy.byte_range(entry, environ) if exchange.request.range else None
+        if span is not None:
+            start, stop = span
+            exchange.start_response(
+                "206 Partial Content",
+                [
+                    *(
+                        (name, value)
+                        for name, value in entry.headers
+                        if name.lower() != "content-length"
+                    ),
+                    ("Content-Range", f"bytes {start}-{stop - 1}/{len(entry.body)}"),
+                    ("Content-Length", str(stop - start)),
+                    *extra,
+                ],
+            )
+            return [entry.body[start:stop]]
+        exchange.start_response(entry.status, entry.headers + extra)
         if environ.get("REQUEST_METHOD") == "HEAD":
             return []
         return [entry.body]
@@ -156,66 +267,88 @@ class CacheMiddleware:
         )
         return [body]
 
-    # -- forwarding to the app ----------------------------------------------
+    # -- going to the app -----------------------------------------------------------
 
-    def _forward(
-        self,
-        environ: WSGIEnvironment,
-        start_response: StartResponse,
-        request: policy.RequestPolicy,
-        url: str | None,
-        fwd: str,
-        detail: str | None,
-        key: str | None = None,
-        headers: dict[str, str] | None = None,
-        stale: CachedResponse | None = None,
+    def _pass(
+        self, environ: WSGIEnvironment, start_response: StartResponse, fwd: str, detail: str
     ) -> Iterable[bytes]:
-        """Call the app and stream its response, storing it when allowed."""
-        request_time = time.time()
+        """Forward a request the cache may neither answer nor store."""
         capture = Capture()
         capture.run(self.app, environ)
-        return self._respond(
-            capture, start_response, request, url, fwd, detail, key, headers, request_time, stale
+        assert capture.status is not None
+        x_cache = "BYPASS" if fwd == "bypass" else "MISS"
+        status = f"{CACHE_NAME}; fwd={fwd}; fwd-status={capture.status[:3]}; detail={detail}"
+        return capture.commit(
+            start_response, [*capture.headers, ("X-Cache", x_cache), ("Cache-Status", status)]
         )
 
-    def _respond(
+    def _fetch(
         self,
-        capture: Capture,
-        start_response: StartResponse,
-        request: policy.RequestPolicy,
-        url: str | None,
+        exchange: _Exchange,
+        stale: CachedResponse | None,
+        lock: Lock | None,
         fwd: str,
-        detail: str | None,
-        key: str | None,
-        headers: dict[str, str] | None,
-        request_time: float,
-        stale: CachedResponse | None = None,
+        revalidate: bool,
     ) -> Iterable[bytes]:
-        """Send the app's response on, and store it when allowed."""
+        """Call the app (§4.3.1: conditionally, to revalidate ``stale``), stream
+        its answer on and store it when allowed; or serve ``stale`` instead of an
+        error when stale-if-error allows (RFC 5861 §4). Releases ``lock``."""
+        request = exchange.request
+        environ = exchange.environ
+        if revalidate and stale is not None:
+            environ = dict(environ)
+            environ[ENVIRON_ORIGINAL] = {
+                name: environ.pop(name) for name in CONDITIONS if name in environ
+            }
+            environ.update(policy.validation_headers(stale))
+        request_time = time.time()
+        capture = Capture()
+        try:
+            capture.run(self.app, environ)
+        except Exception:
+            if stale is not None and policy.stale_if_error(stale, request, time.time()):
+                self._release(lock)
+                return self._serve_instead_of_error(exchange, stale, "exception")
+            self._release(lock)
+            raise
         assert capture.status is not None
         status_code = int(capture.status[:3])
+
+        if (
+            status_code >= 500
+            and stale is not None
+            and policy.stale_if_error(stale, request, time.time())
+        ):
+            capture.close()
+            self._release(lock)
+            return self._serve_instead_of_error(exchange, stale, str(status_code))
+        if revalidate and stale is not None and status_code == 304:
+            capture.close()
+            return self._freshen(exchange, stale, lock, capture.headers, request_time, fwd)
         if stale is not None and request.method == "HEAD":
-            self._check_head(url, stale, capture.headers)
-        if detail is None:
-            detail = policy.not_storable_reason(
-                request, status_code, capture.headers, self.settings
-            )
+            self._check_head(exchange.url, stale, capture.headers)
+
+        detail = policy.not_storable_reason(request, status_code, capture.headers, self.settings)
         if detail is None and _too_large(capture.headers, self.settings.max_body_bytes):
             detail = "too-large"
         if detail is None and not self.store.available:
             detail = "redis-unavailable"
-        x_cache = "BYPASS" if fwd in ("bypass", "method") else "MISS"
+        x_cache = "BYPASS" if fwd == "bypass" else "MISS"
         cache_status = f"{CACHE_NAME}; fwd={fwd}; fwd-status={status_code}"
         cache_status += "; stored" if detail is None else f"; detail={detail}"
         response_headers = [*capture.headers, ("X-Cache", x_cache), ("Cache-Status", cache_status)]
-        if detail is not None or url is None or key is None:
-            return capture.commit(start_response, response_headers)
+        if detail is not None:
+            self._release(lock, detail)
+            return capture.commit(exchange.start_response, response_headers)
 
-        def store(body: bytes) -> None:
-            assert capture.status is not None and url is not None and key is not None
+        def store(body: bytes | None, too_large: bool) -> None:
+            assert capture.status is not None
+            if body is None:
+                self._release(lock, "too-large" if too_large else None)
+                return
             response_time = time.time()
             entry = policy.build_entry(
-                url,
+                exchange.url,
                 request,
                 capture.status,
                 capture.headers,
@@ -224,64 +357,98 @@ class CacheMiddleware:
                 response_time,
                 self.settings,
             )
-            if entry is not None:
-                self._save(key, entry, headers or {}, response_time)
+            if entry is None:
+                self._release(lock, "status")
+            else:
+                self._save(exchange, entry, lock, response_time)
 
-        return capture.commit(start_response, response_headers, self.settings.max_body_bytes, store)
+        return capture.commit(
+            exchange.start_response, response_headers, self.settings.max_body_bytes, store
+        )
 
-    def _save(self, key: str, entry: CachedResponse, headers: dict[str, str], now: float) -> None:
-        ttl = policy.redis_ttl(entry, now, self.settings)
-        if ttl > 0:
-            variant = variant_id(entry.vary, headers) if entry.vary else ""
-            self.store.save(key, entry, ttl, variant)
-
-    def _revalidate(
-        self,
-        environ: WSGIEnvironment,
-        start_response: StartResponse,
-        request: policy.RequestPolicy,
-        url: str,
-        key: str,
-        entry: CachedResponse,
+    def _serve_instead_of_error(
+        self, exchange: _Exchange, stale: CachedResponse, error: str
     ) -> Iterable[bytes]:
-        """RFC 9111 §4.3: ask the app whether a stored response is still valid,
-        with the entry's validators in place of the client's conditions."""
-        conditional = dict(environ)
-        for name in ("HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE"):
-            conditional.pop(name, None)
-        conditional.update(policy.validation_headers(entry))
-        conditional[ENVIRON_ORIGINAL] = {
-            name: environ[name]
-            for name in ("HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE")
-            if name in environ
-        }
-        request_time = time.time()
-        capture = Capture()
-        capture.run(self.app, conditional)
-        assert capture.status is not None
-        headers = request_headers(environ)
-        if capture.status[:3] != "304":
-            # A new response replaces the stored one (§4.3.3).
-            return self._respond(
-                capture, start_response, request, url, "stale", None, key, headers, request_time
-            )
-        capture.close()
-        response_time = time.time()
-        if not policy.validators_match(entry, capture.headers):
-            # §4.3.4: the 304 is for another response than the stored one.
-            self.store.purge_url(url)
-            return self._forward(environ, start_response, request, url, "stale", None, key, headers)
-        fresh = policy.freshen(entry, capture.headers, request_time, response_time, self.settings)
-        self._save(key, fresh, headers, response_time)
-        return self._serve(environ, start_response, fresh, time.time(), Reuse.FRESH, fwd_status=304)
+        now = time.time()
+        status = f"fwd=stale; fwd-status={error}; ttl={_ttl(stale, now)}; detail=stale-if-error"
+        return self._serve(exchange, stale, now, "STALE", status)
 
-    def _check_head(
-        self, url: str | None, entry: CachedResponse, headers: list[tuple[str, str]]
+    def _freshen(
+        self,
+        exchange: _Exchange,
+        stale: CachedResponse,
+        lock: Lock | None,
+        headers: list[tuple[str, str]],
+        request_time: float,
+        fwd: str,
+    ) -> Iterable[bytes]:
+        """RFC 9111 §4.3.3-4: a 304 freshens the stored response it validates."""
+        if not policy.validators_match(stale, headers):
+            # §4.3.4: the 304 selects another response than the stored one.
+            self._purge(exchange.url)
+            return self._fetch(exchange, None, lock, fwd, revalidate=False)
+        response_time = time.time()
+        fresh = policy.freshen(stale, headers, request_time, response_time, self.settings)
+        self._save(exchange, fresh, lock, response_time)
+        now = time.time()
+        status = f"fwd={fwd}; fwd-status=304; stored; ttl={_ttl(fresh, now)}"
+        return self._serve(exchange, fresh, now, "MISS", status)
+
+    def _save(
+        self, exchange: _Exchange, entry: CachedResponse, lock: Lock | None, now: float
     ) -> None:
+        ttl = policy.redis_ttl(entry, now, self.settings)
+        if ttl <= 0:
+            self._release(lock)
+            return
+        variant = variant_id(entry.vary, exchange.headers) if entry.vary else ""
+        self.store.save(exchange.key, entry, ttl, variant, lock)
+
+    def _release(self, lock: Lock | None, reason: str | None = None) -> None:
+        if lock is not None:
+            hit_for_miss = self.settings.hit_for_miss if reason in LASTING_REASONS else 0
+            self.store.release(lock, hit_for_miss)
+
+    def _refresh_behind(self, exchange: _Exchange, found: Lookup) -> None:
+        """RFC 5861 §3: refresh a stale entry in the background, once for all
+        processes (whoever takes the key's lock does it)."""
+        if not exchange.request.may_coalesce or found.entry is None:
+            return
+        lock = self.store.try_lock(found.base, exchange.token)
+        if lock is None:
+            return
+        environ = _background_environ(exchange.environ)
+        background = dataclasses.replace(
+            exchange,
+            environ=environ,
+            start_response=_ignore_start_response,
+            request=policy.request_policy(environ, self.settings),
+        )
+        stale = found.entry
+
+        def refresh() -> None:
+            body = self._fetch(background, stale, lock, "stale", revalidate=stale.has_validator)
+            try:
+                for _ in body:
+                    pass
+            finally:
+                close = getattr(body, "close", None)
+                if close is not None:
+                    close()
+
+        if not self.background.submit(refresh, f"refresh of {exchange.url}"):
+            self.store.release(lock)
+
+    def _check_head(self, url: str, entry: CachedResponse, headers: list[tuple[str, str]]) -> None:
         """RFC 9111 §4.3.5: a HEAD response whose validators differ from the
         stored response's makes the stored response unusable."""
-        if url is not None and not policy.validators_match(entry, headers):
-            self.store.purge_url(url)
+        if not policy.validators_match(entry, headers):
+            self._purge(url)
+
+    def _purge(self, url: str) -> None:
+        self.store.purge_url(url)
+        if self.near is not None:
+            self.near.invalidate(primary_key(self.settings.prefix, url))
 
     def _pass_unsafe(
         self, environ: WSGIEnvironment, start_response: StartResponse, url: str | None
@@ -294,7 +461,7 @@ class CacheMiddleware:
         status_code = int(capture.status[:3])
         if url is not None:
             for target in policy.invalidated_urls(url, status_code, capture.headers):
-                self.store.purge_url(target)
+                self._purge(target)
         response_headers = [
             *capture.headers,
             ("X-Cache", "BYPASS"),
@@ -303,6 +470,26 @@ class CacheMiddleware:
         return capture.commit(start_response, response_headers)
 
 
+def _ttl(entry: CachedResponse, now: float) -> int:
+    return math.floor(entry.ttl(now))
+
+
 def _too_large(headers: list[tuple[str, str]], limit: int) -> bool:
     length = policy.header(headers, "content-length")
     return length is not None and length.strip().isdigit() and int(length) > limit
+
+
+def _background_environ(environ: WSGIEnvironment) -> WSGIEnvironment:
+    """A copy of a GET request for a refresh after the response has gone: the
+    CGI variables and wsgi.* keys only (no framework state), an empty body,
+    and none of the client's conditions or cache directives."""
+    copied = {
+        name: value
+        for name, value in environ.items()
+        if (name.isupper() and name not in (*CONDITIONS, "HTTP_CACHE_CONTROL", "HTTP_PRAGMA"))
+        or name.startswith("wsgi.")
+    }
+    copied["REQUEST_METHOD"] = "GET"
+    copied["wsgi.input"] = io.BytesIO(b"")
+    copied[ENVIRON_BACKGROUND] = True
+    return copied

@@ -6,21 +6,26 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import typing as t
 from datetime import datetime
 from urllib.parse import urljoin, urlsplit
 
+import http_sf
 from werkzeug.http import (
     http_date,
     parse_date,
     parse_etags,
+    parse_if_range_header,
     parse_list_header,
+    parse_range_header,
     parse_set_header,
+    unquote_etag,
     unquote_header_value,
 )
 
 from .entry import CachedResponse
-from .keys import vary_names
+from .keys import canonical_url, vary_names
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
@@ -60,6 +65,19 @@ NOT_UPDATED_HEADERS = frozenset({"content-length", "content-encoding", "content-
 # RFC 9111 §1.2.2: a delta-seconds too large to represent is this.
 MAX_DELTA = 2147483648
 CONFLICT = "\x00conflict"
+DELTA_DIRECTIVES = frozenset(
+    {"max-age", "s-maxage", "stale-while-revalidate", "stale-if-error", "max-stale", "min-fresh"}
+)
+# RFC 9110 §5.6.7: IMF-fixdate, and the obsolete RFC 850 and asctime forms.
+_HTTP_DATE = re.compile(
+    r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
+    r" \d{4} \d{2}:\d{2}:\d{2} GMT"
+    r"|(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday), \d{2}-"
+    r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)-\d{2} \d{2}:\d{2}:\d{2} GMT"
+    r"|(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) (?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
+    r" [ \d]\d \d{2}:\d{2}:\d{2} \d{4}",
+    re.IGNORECASE,
+)
 
 
 def header(headers: Headers, name: str) -> str | None:
@@ -99,6 +117,38 @@ def parse_cache_control(value: str | None) -> dict[str, str | None]:
     return directives
 
 
+def response_directives(headers: Headers) -> tuple[dict[str, str | None], bool]:
+    """The response's cache directives, and whether they came from a targeted
+    field: ``CDN-Cache-Control`` (RFC 9213), when present and valid, stands in
+    for ``Cache-Control`` and ``Expires``; an invalid one is ignored whole."""
+    targeted = header_values(headers, "cdn-cache-control")
+    if targeted is not None:
+        directives = _targeted_directives(targeted)
+        if directives is not None:
+            return directives, True
+    return parse_cache_control(header_values(headers, "cache-control")), False
+
+
+def _targeted_directives(value: str) -> dict[str, str | None] | None:
+    """A targeted cache-control field: a Structured Fields dictionary (RFC 9213
+    §2.1, RFC 8941) whose delta-seconds directives must be integers."""
+    try:
+        members = http_sf.parse(value.encode("latin-1"), tltype="dictionary")
+    except (ValueError, UnicodeEncodeError):
+        return None
+    directives: dict[str, str | None] = {}
+    for name, (item, _) in members.items():
+        if item is True:
+            directives[name] = None
+        elif isinstance(item, int) and not isinstance(item, bool) and item >= 0:
+            directives[name] = str(item)
+        elif name in DELTA_DIRECTIVES:
+            return None
+        else:
+            directives[name] = str(item)
+    return directives
+
+
 def delta_seconds(directives: dict[str, str | None], name: str) -> int | None:
     """A delta-seconds argument (§1.2.2): None when the directive is absent, -1 when
     its argument is missing, malformed or given twice with different values."""
@@ -113,6 +163,13 @@ def delta_seconds(directives: dict[str, str | None], name: str) -> int | None:
 def _date(value: str | None) -> float | None:
     parsed: datetime | None = parse_date(value) if value else None
     return parsed.timestamp() if parsed is not None else None
+
+
+def _strict_date(value: str) -> float | None:
+    """An HTTP-date in one of its three forms, or None: what ``Expires`` must be
+    to mean a time (RFC 9111 §5.3); ``parse_date`` alone accepts far more."""
+    value = value.strip(" \t")
+    return _date(value) if _HTTP_DATE.fullmatch(value) else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,26 +188,39 @@ class RequestPolicy:
     min_fresh: int | None = None
     only_if_cached: bool = False
     authorization: bool = False
+    #: RFC 5861 §4: the client accepts a stale response this old on errors
+    stale_if_error: int | None = None
+    #: the ``Range`` asked for: served from a stored complete response, never stored
+    range: str | None = None
 
     @property
     def may_store(self) -> bool:
-        return self.bypass is None and self.method == "GET" and not self.no_store
+        return (
+            self.bypass is None
+            and self.method == "GET"
+            and not self.no_store
+            and self.range is None
+        )
+
+    @property
+    def may_coalesce(self) -> bool:
+        """Whether this request may wait for, or fetch on behalf of, others: only
+        requests whose response would be stored for everyone."""
+        return self.may_store and not self.authorization
 
 
 def request_policy(environ: WSGIEnvironment, settings: Settings) -> RequestPolicy:
     """Read the request's method and directives. Requests the cache leaves alone:
-    unsafe and unknown methods, ``Range`` requests (a 206 is never stored), and
-    ``If-Match``/``If-Unmodified-Since``/``If-Range`` preconditions, which the
-    origin evaluates."""
+    unsafe and unknown methods, HEAD with ``Range``, and ``If-Match`` /
+    ``If-Unmodified-Since`` preconditions, which the origin evaluates."""
     method = environ.get("REQUEST_METHOD", "GET").upper()
     authorization = bool(environ.get("HTTP_AUTHORIZATION"))
+    byte_range = environ.get("HTTP_RANGE") or None
     if method not in ("GET", "HEAD"):
         return RequestPolicy(method, bypass="method", authorization=authorization)
-    if environ.get("HTTP_RANGE"):
+    if byte_range and method == "HEAD":
         return RequestPolicy(method, bypass="range", authorization=authorization)
-    if any(
-        environ.get(name) for name in ("HTTP_IF_MATCH", "HTTP_IF_UNMODIFIED_SINCE", "HTTP_IF_RANGE")
-    ):
+    if environ.get("HTTP_IF_MATCH") or environ.get("HTTP_IF_UNMODIFIED_SINCE"):
         return RequestPolicy(method, bypass="precondition", authorization=authorization)
 
     value = environ.get("HTTP_CACHE_CONTROL")
@@ -162,7 +232,9 @@ def request_policy(environ: WSGIEnvironment, settings: Settings) -> RequestPolic
         }
         if no_cache and settings.ignore_request_no_cache:
             no_cache = False
-        return RequestPolicy(method, no_cache=no_cache, authorization=authorization)
+        return RequestPolicy(
+            method, no_cache=no_cache, authorization=authorization, range=byte_range
+        )
 
     directives = parse_cache_control(value)
     max_stale: float | None = None
@@ -172,6 +244,7 @@ def request_policy(environ: WSGIEnvironment, settings: Settings) -> RequestPolic
         max_stale = math.inf if directives["max-stale"] is None else (stale if stale >= 0 else None)
     max_age = delta_seconds(directives, "max-age")
     min_fresh = delta_seconds(directives, "min-fresh")
+    stale_if_error = delta_seconds(directives, "stale-if-error")
     no_cache = "no-cache" in directives
     if settings.ignore_request_no_cache:
         no_cache, max_age = False, None
@@ -184,6 +257,8 @@ def request_policy(environ: WSGIEnvironment, settings: Settings) -> RequestPolic
         min_fresh=None if min_fresh is None or min_fresh < 0 else min_fresh,
         only_if_cached="only-if-cached" in directives,
         authorization=authorization,
+        stale_if_error=None if stale_if_error is None or stale_if_error < 0 else stale_if_error,
+        range=byte_range,
     )
 
 
@@ -206,15 +281,18 @@ class Freshness:
 def freshness(status: int, headers: Headers, response_time: float, settings: Settings) -> Freshness:
     """Freshness lifetime (§4.2.1): ``s-maxage`` > ``max-age`` > ``Expires`` -
     ``Date`` > ``default_ttl`` for statuses in ``cacheable_statuses``."""
-    directives = parse_cache_control(header_values(headers, "cache-control"))
+    directives, targeted = response_directives(headers)
     # §5.2.2.4: no-cache with field names may be treated as unqualified no-cache.
     no_cache = "no-cache" in directives
     must_revalidate = bool({"must-revalidate", "proxy-revalidate", "s-maxage"} & directives.keys())
+    # RFC 5861: the response's windows, else the operator's defaults.
     swr = delta_seconds(directives, "stale-while-revalidate")
     sie = delta_seconds(directives, "stale-if-error")
     windows = {
-        "stale_while_revalidate": float(max(swr or 0, 0)),
-        "stale_if_error": float(max(sie or 0, 0)),
+        "stale_while_revalidate": float(
+            settings.stale_while_revalidate if swr is None else max(swr, 0)
+        ),
+        "stale_if_error": float(settings.stale_if_error if sie is None else max(sie, 0)),
     }
 
     for name in ("s-maxage", "max-age"):
@@ -230,8 +308,8 @@ def freshness(status: int, headers: Headers, response_time: float, settings: Set
             )
 
     expires_values = [value for key, value in headers if key.lower() == "expires"]
-    if expires_values:
-        expires = _date(expires_values[0]) if len(set(expires_values)) == 1 else None
+    if expires_values and not targeted:
+        expires = _strict_date(expires_values[0]) if len(set(expires_values)) == 1 else None
         date = _date(header(headers, "date"))
         base = date if date is not None else response_time
         # §5.3: an invalid Expires, "0" included, means already expired.
@@ -251,8 +329,10 @@ def initial_age(headers: Headers, request_time: float, response_time: float) -> 
     age_header = header(headers, "age")
     age_value = 0
     if age_header is not None:
-        age_value = delta_seconds({"age": age_header.strip()}, "age") or 0
-        age_value = max(age_value, 0)
+        # §5.1: one delta-seconds. Of a list the first member counts, and
+        # parameters after it are ignored; anything else is invalid.
+        first = age_header.split(",", 1)[0].split(";", 1)[0].strip(" \t")
+        age_value = min(int(first), MAX_DELTA) if first.isdigit() and first.isascii() else 0
     corrected_age_value = age_value + max(0.0, response_time - request_time)
     return max(apparent_age, corrected_age_value)
 
@@ -265,12 +345,16 @@ def not_storable_reason(
     checked as the body streams."""
     if request.bypass is not None:
         return request.bypass
+    if request.range is not None:
+        return "range"
     if request.method != "GET":
         return "method"
     if request.no_store:
         return "request-no-store"
-    directives = parse_cache_control(header_values(headers, "cache-control"))
-    if "no-store" in directives:
+    directives, targeted = response_directives(headers)
+    # §5.2.2.3: must-understand overrides no-store for a status the cache knows.
+    must_understand = "must-understand" in directives and status in UNDERSTOOD_STATUSES
+    if "no-store" in directives and not must_understand:
         return "no-store"
     if "private" in directives:
         return "private"
@@ -285,11 +369,15 @@ def not_storable_reason(
     if status == 206 or header(headers, "content-range") is not None:
         return "partial-content"
     explicit = bool({"s-maxage", "max-age"} & directives.keys()) or (
-        header(headers, "expires") is not None
+        not targeted and header(headers, "expires") is not None
     )
-    if status not in settings.cacheable_statuses and not (
-        explicit and status in UNDERSTOOD_STATUSES
+    # §3: any final status may be stored given explicit freshness; without it,
+    # only those in cacheable_statuses (under default_ttl).
+    if status == 304 or (
+        status not in settings.cacheable_statuses and not (explicit and status >= 200)
     ):
+        return "status"
+    if "must-understand" in directives and not must_understand:
         return "status"
     return None
 
@@ -322,7 +410,7 @@ def build_entry(
     would be of no use: stale at once, with no validator and no stale window."""
     status_code = int(status[:3])
     fresh = freshness(status_code, headers, response_time, settings)
-    directives = parse_cache_control(header_values(headers, "cache-control"))
+    directives, _ = response_directives(headers)
     entry = CachedResponse(
         url=url,
         status=status,
@@ -368,6 +456,7 @@ class Reuse:
 
     FRESH = "fresh"
     STALE = "stale"  # stale, but the request's max-stale allows it (§5.2.1.2)
+    STALE_WHILE_REVALIDATE = "stale-while-revalidate"  # serve, refresh behind (RFC 5861 §3)
     REVALIDATE = "revalidate"  # must be validated with the origin first (§4.3)
     MISS = "miss"  # unusable; fetch a new response
 
@@ -390,7 +479,25 @@ def reuse(entry: CachedResponse, request: RequestPolicy, now: float) -> str:
         and -ttl <= request.max_stale
     ):
         return Reuse.STALE
+    if ttl <= 0 and not entry.must_revalidate and -ttl <= entry.stale_while_revalidate:
+        return Reuse.STALE_WHILE_REVALIDATE
     return Reuse.REVALIDATE if entry.has_validator else Reuse.MISS
+
+
+def stale_if_error(entry: CachedResponse, request: RequestPolicy, now: float) -> bool:
+    """Whether ``entry`` may stand in for an error from the app (RFC 5861 §4):
+    within the response's (or the default) window or the request's, and never
+    against must-revalidate (RFC 9111 §5.2.2.2) or an Authorization it may not
+    answer (§3.5)."""
+    if entry.must_revalidate or entry.no_cache:
+        return False
+    if request.authorization and not entry.shared_auth:
+        return False
+    staleness = -entry.ttl(now)
+    window = entry.stale_if_error
+    if request.stale_if_error is not None:
+        window = max(window, request.stale_if_error)
+    return staleness <= window
 
 
 def not_modified(entry: CachedResponse, environ: WSGIEnvironment) -> bool:
@@ -411,6 +518,31 @@ def not_modified(entry: CachedResponse, environ: WSGIEnvironment) -> bool:
     # RFC 9111 §4.3.2: without Last-Modified, the stored Date stands in for it.
     modified = _date(entry.last_modified) if entry.last_modified else _date(entry.header("date"))
     return modified is not None and modified <= since
+
+
+def byte_range(entry: CachedResponse, environ: WSGIEnvironment) -> tuple[int, int] | None:
+    """The one byte range (start, stop) of a stored 200 that a ``Range`` request
+    asks for (RFC 9110 §14.2), or None to answer with the whole response: for
+    several ranges, an unsatisfiable one, or an ``If-Range`` that does not match
+    the stored response strongly (§13.1.5)."""
+    if entry.status_code != 200:
+        return None
+    if_range = environ.get("HTTP_IF_RANGE")
+    if if_range:
+        condition = parse_if_range_header(if_range)
+        if condition.etag is not None:
+            if (
+                entry.etag is None
+                or entry.etag.startswith("W/")
+                or (unquote_etag(entry.etag)[0] != condition.etag)
+            ):
+                return None
+        elif condition.date is None or condition.date.timestamp() != _date(entry.last_modified):
+            return None
+    requested = parse_range_header(environ.get("HTTP_RANGE"))
+    if requested is None or len(requested.ranges) != 1:
+        return None
+    return requested.range_for_length(len(entry.body))
 
 
 def not_modified_headers(headers: Headers) -> Headers:
@@ -489,7 +621,7 @@ def invalidated_urls(url: str, status: int, headers: Headers) -> list[str]:
     for name in ("location", "content-location"):
         value = header(headers, name)
         if value:
-            target = urljoin(url, value.strip())
+            target = canonical_url(urljoin(url, value.strip()))
             if _origin(target) == origin and target not in urls:
                 urls.append(target)
     return urls

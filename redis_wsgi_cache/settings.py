@@ -39,9 +39,16 @@ class Settings:
     max_variants: int = 32
     ignore_request_no_cache: bool = False
     breaker_cooldown: float = 5.0
+    lock_timeout: float = 10.0
+    hit_for_miss: int = 30
+    stale_while_revalidate: int = 0
+    stale_if_error: int = 0
+    background_workers: int = 2
+    near_cache_size: int = 0
+    near_cache_bytes: int = 64 * 1024 * 1024
 
 
-def _whole_seconds(value: str) -> int:
+def _non_negative_int(value: str) -> int:
     number = int(value)
     if number < 0:
         raise ValueError
@@ -101,17 +108,24 @@ def _boolean(value: str) -> bool:
 _PARSERS: dict[str, tuple[Callable[[str], t.Any], str]] = {
     "redis_url": (_redis_url, "a redis://, rediss:// or unix:// URL"),
     "prefix": (_prefix, "a non-empty string without braces or whitespace"),
-    "default_ttl": (_whole_seconds, "a whole number of seconds >= 0"),
+    "default_ttl": (_non_negative_int, "a whole number of seconds >= 0"),
     "max_body_bytes": (_positive_int, "a whole number of bytes >= 1"),
     "socket_timeout": (_positive_seconds, "a number of seconds > 0 and < 3600"),
     "cacheable_statuses": (
         _statuses,
         "status codes from 200 to 599 (not 206 or 304), separated by commas",
     ),
-    "keep": (_whole_seconds, "a whole number of seconds >= 0"),
+    "keep": (_non_negative_int, "a whole number of seconds >= 0"),
     "max_variants": (_positive_int, "a whole number >= 1"),
     "ignore_request_no_cache": (_boolean, "true or false"),
     "breaker_cooldown": (_non_negative_seconds, "a number of seconds >= 0 and < 86400"),
+    "lock_timeout": (_positive_seconds, "a number of seconds > 0 and < 3600"),
+    "hit_for_miss": (_non_negative_int, "a whole number of seconds >= 0"),
+    "stale_while_revalidate": (_non_negative_int, "a whole number of seconds >= 0"),
+    "stale_if_error": (_non_negative_int, "a whole number of seconds >= 0"),
+    "background_workers": (_positive_int, "a whole number >= 1"),
+    "near_cache_size": (_non_negative_int, "a whole number of entries >= 0 (0 turns it off)"),
+    "near_cache_bytes": (_positive_int, "a whole number of bytes >= 1"),
 }
 
 FIELDS = tuple(field.name for field in dataclasses.fields(Settings))

@@ -1,5 +1,6 @@
 """The only module that talks to Redis: lookup, save and purge of stored
-responses, each one round trip, behind a circuit breaker that fails open."""
+responses and the locks that coalesce misses, each one round trip, behind a
+circuit breaker that fails open."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .entry import CachedResponse
+from .entry import FIELDS, CachedResponse
 from .keys import primary_key
 
 if t.TYPE_CHECKING:
@@ -23,56 +24,98 @@ logger = logging.getLogger("redis_wsgi_cache")
 
 T = t.TypeVar("T")
 
-# KEYS[1]: primary key. ARGV: the request's header names and values, in pairs.
-# A plain entry is returned as it is; a Vary record ("vr" holds the header
-# names) selects the variant whose secondary key keys.variant_id computes.
-LOOKUP = """
-local fields = redis.pcall('HGETALL', KEYS[1])
-if fields.err or #fields == 0 then return {'miss'} end
-local names = nil
-for i = 1, #fields, 2 do
-  if fields[i] == 'vr' then names = fields[i + 1] break end
+# Keys of one URL, all in the slot of the primary key's {hash tag}:
+#   <primary>                 the entry, or the Vary record ('vr' = header names,
+#                             'x:<variant>' = expiry time of each stored variant)
+#   <primary>:<variant>       the entry of one variant
+#   <base>:lock               held by the one request that fetches <base>
+#   <base>:hfm                "hit-for-miss": the last fetch was not storable
+# where <base> is the primary key, or the variant key when the URL has a Vary.
+
+_VARIANT = """
+local function variant_of(headers, names)
+  local request = {}
+  local name = nil
+  for line in string.gmatch(headers, '([^\\n]*)\\n') do
+    if name == nil then name = line else request[name] = line; name = nil end
+  end
+  local parts = {}
+  for header in string.gmatch(names, '[^,]+') do
+    local value = request[header]
+    if value ~= nil then header = header .. '=' .. value end
+    parts[#parts + 1] = header
+  end
+  return redis.sha1hex(table.concat(parts, '\\n'))
 end
-if names == nil then return {'entry', fields} end
-local request = {}
-for i = 1, #ARGV, 2 do request[ARGV[i]] = ARGV[i + 1] end
-local parts = {}
-for name in string.gmatch(names, '[^,]+') do
-  local value = request[name]
-  if value == nil then parts[#parts + 1] = name else parts[#parts + 1] = name .. '=' .. value end
-end
-local variant = redis.pcall('HGETALL', KEYS[1] .. ':' .. redis.sha1hex(table.concat(parts, '\\n')))
-if variant.err or #variant == 0 then return {'vary-miss'} end
-return {'entry', variant}
 """
 
-# Deletes what a primary key holds: the entry or Vary record and its variants.
+# KEYS[1]: primary key. ARGV[1]: the request's headers, "name\nvalue\n" each;
+# ARGV[2]: a lock token, or '' not to take the lock on a miss; ARGV[3]: the
+# lock's lifetime in ms. Answers {'hit', base, <FIELDS values>}, or
+# {'miss' | 'vary-miss', base, 'leader' | 'follower' | 'hfm' | ''}.
+LOOKUP = (
+    _VARIANT
+    + """
+local base = KEYS[1]
+local outcome = 'miss'
+local names = redis.pcall('HGET', KEYS[1], 'vr')
+if type(names) == 'string' then
+  base = KEYS[1] .. ':' .. variant_of(ARGV[1], names)
+  outcome = 'vary-miss'
+end
+local values = redis.pcall('HMGET', base, FIELD_NAMES)
+if type(values) == 'table' and not values.err and values[1] then
+  return {'hit', base, unpack(values)}
+end
+if redis.call('EXISTS', base .. ':hfm') == 1 then return {outcome, base, 'hfm'} end
+if ARGV[2] == '' then return {outcome, base, ''} end
+if redis.call('SET', base .. ':lock', ARGV[2], 'NX', 'PX', ARGV[3]) then
+  return {outcome, base, 'leader'}
+end
+return {outcome, base, 'follower'}
+""".replace("FIELD_NAMES", ", ".join(f"'{name}'" for name in FIELDS))
+)
+
+# Deletes what a primary key holds: the entry or Vary record, its variants, and
+# their hit-for-miss markers; then tells near caches (channel ARGV[1]).
 _DROP = """
 local function drop(key)
   if redis.call('TYPE', key)['ok'] == 'hash' and redis.call('HEXISTS', key, 'vr') == 1 then
     for _, field in ipairs(redis.call('HKEYS', key)) do
       if string.sub(field, 1, 2) == 'x:' then
-        redis.call('DEL', key .. ':' .. string.sub(field, 3))
+        local variant = key .. ':' .. string.sub(field, 3)
+        redis.call('DEL', variant, variant .. ':hfm')
       end
     end
   end
-  return redis.call('DEL', key)
+  return redis.call('DEL', key, key .. ':hfm')
 end
 """
 
-PURGE = _DROP + "return drop(KEYS[1])"
+# KEYS[1]: primary key. ARGV[1]: the invalidation channel.
+PURGE = (
+    _DROP
+    + """
+local dropped = drop(KEYS[1])
+redis.call('PUBLISH', ARGV[1], KEYS[1])
+return dropped
+"""
+)
 
-# KEYS[1]: primary key. ARGV: ttl, Vary names ('' for none), variant id, the
-# most variants to keep, the time now, then the entry's fields and values.
-# Keeps the Vary record's list of live variants ('x:<id>' = expiry time) and
-# evicts the variant that expires first once there are too many.
+# KEYS[1]: primary key, KEYS[2]: the lock the saver may hold. ARGV: ttl, Vary
+# names ('' for none), variant id, the most variants to keep, the time now, the
+# invalidation channel, the lock token ('' for none), then the entry's fields
+# and values. Keeps the Vary record's list of live variants and evicts the
+# variant that expires first once there are too many.
 SAVE = (
     _DROP
     + """
 local ttl = tonumber(ARGV[1])
 local names = ARGV[2]
 local fields = {}
-for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
+if ARGV[7] ~= '' and redis.call('GET', KEYS[2]) == ARGV[7] then redis.call('DEL', KEYS[2]) end
+redis.call('PUBLISH', ARGV[6], KEYS[1])
 if names == '' then
   drop(KEYS[1])
   redis.call('HSET', KEYS[1], unpack(fields))
@@ -104,7 +147,7 @@ if live >= tonumber(ARGV[4]) then
   redis.call('DEL', KEYS[1] .. ':' .. string.sub(oldest, 3))
 end
 local variant = KEYS[1] .. ':' .. ARGV[3]
-redis.call('DEL', variant)
+redis.call('DEL', variant, variant .. ':hfm')
 redis.call('HSET', variant, unpack(fields))
 redis.call('EXPIRE', variant, ttl)
 redis.call('HSET', KEYS[1], this, now + ttl)
@@ -113,18 +156,32 @@ return 1
 """
 )
 
+# KEYS[1]: a lock, KEYS[2]: its hit-for-miss marker. ARGV[1]: the token,
+# ARGV[2]: seconds to mark the key hit-for-miss (0: none).
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if tonumber(ARGV[2]) > 0 then redis.call('SET', KEYS[2], '1', 'EX', ARGV[2]) end
+return 1
+"""
+
 
 @dataclasses.dataclass(frozen=True)
 class Lookup:
-    """The outcome of a lookup: ``hit`` with an entry, ``miss``, ``vary-miss``
-    (the URL is stored, not this variant) or ``unavailable`` (Redis failed)."""
+    """The outcome of a lookup.
+
+    ``outcome`` is ``hit`` (with ``entry``), ``miss``, ``vary-miss`` (the URL is
+    stored, not this variant) or ``unavailable`` (Redis failed). ``base`` is the
+    key the entry lives under and its lock and marker hang off. ``role`` says,
+    on a miss, whether this request took the lock (``leader``), another request
+    holds it (``follower``), or the last fetch was not storable (``hfm``).
+    """
 
     outcome: str
     entry: CachedResponse | None = None
+    base: str = ""
+    role: str = ""
 
 
-MISS = Lookup("miss")
-VARY_MISS = Lookup("vary-miss")
 UNAVAILABLE = Lookup("unavailable")
 
 
@@ -157,9 +214,12 @@ class RedisStore:
             )
         self.client = client
         self.settings = settings
+        self.channel = f"{settings.prefix}:invalidate"
         self._lookup = client.register_script(LOOKUP)
         self._save = client.register_script(SAVE)
         self._purge = client.register_script(PURGE)
+        self._release = client.register_script(RELEASE)
+        self._lock_ms = int(settings.lock_timeout * 1000)
         self._closed_at = 0.0
         self._healthy = True
 
@@ -194,52 +254,80 @@ class RedisStore:
         """False while the circuit breaker is open."""
         return self._healthy or time.monotonic() >= self._closed_at
 
-    def lookup(self, key: str, url: str, headers: Mapping[str, str]) -> Lookup:
-        """The entry stored for ``key`` and the request headers' variant."""
-        args: list[bytes] = []
-        for name, value in headers.items():
-            args.append(_encode(name))
-            args.append(_encode(value))
+    def lookup(
+        self, key: str, url: str, headers: Mapping[str, str], lock_token: str = ""
+    ) -> Lookup:
+        """The entry stored for ``key`` and the request headers' variant, in one
+        round trip; on a miss, also try to take the key's lock with
+        ``lock_token`` (if given)."""
+        joined = "".join(f"{name}\n{value}\n" for name, value in headers.items())
+        args = (_encode(joined), lock_token, self._lock_ms)
         reply = self._call(lambda: self._lookup(keys=[key], args=args), None)
         if reply is None:
             return UNAVAILABLE
+        outcome, base = reply[0].decode(), reply[1].decode()
+        if outcome != "hit":
+            return Lookup(outcome, None, base, reply[2].decode())
         try:
-            outcome = reply[0]
-            if outcome == b"miss":
-                return MISS
-            if outcome == b"vary-miss":
-                return VARY_MISS
-            flat = reply[1]
-            entry = CachedResponse.from_mapping(dict(zip(flat[::2], flat[1::2], strict=True)))
-        except (ValueError, IndexError, TypeError) as error:
-            logger.debug("unreadable entry under %s: %s", key, error)
-            return MISS
+            entry = CachedResponse.from_values(reply[2:])
+        except ValueError as error:
+            logger.debug("unreadable entry under %s: %s", base, error)
+            return self._unusable(base, lock_token)
         if entry.url != url:
-            return MISS
-        return Lookup("hit", entry)
+            return self._unusable(base, lock_token)
+        return Lookup("hit", entry, base)
+
+    def _unusable(self, base: str, lock_token: str) -> Lookup:
+        """A miss on a key that holds something else (another format version,
+        another program's data): the next store overwrites it."""
+        if not lock_token:
+            return Lookup("miss", None, base)
+        role = "leader" if self.try_lock(base, lock_token) else "follower"
+        return Lookup("miss", None, base, role)
 
     def save(
-        self,
-        key: str,
-        entry: CachedResponse,
-        ttl: int,
-        variant: str,
+        self, key: str, entry: CachedResponse, ttl: int, variant: str, lock: Lock | None = None
     ) -> bool:
         """Store ``entry`` for ``ttl`` seconds in one atomic script; ``variant``
-        is its secondary key when it has Vary names."""
+        is its secondary key when it has Vary names. Releases ``lock``."""
         args: list[t.Any] = [
             ttl,
             ",".join(entry.vary),
             variant,
             self.settings.max_variants,
             repr(time.time()),
+            self.channel,
+            lock.token if lock else "",
         ]
         for field, value in entry.to_mapping().items():
             args.append(field)
             args.append(value)
-        return bool(self._call(lambda: self._save(keys=[key], args=args), 0))
+        keys = [key, lock.key if lock else key + ":lock"]
+        return bool(self._call(lambda: self._save(keys=keys, args=args), 0))
+
+    def try_lock(self, base: str, token: str) -> Lock | None:
+        """Take the lock of ``base`` for ``lock_timeout`` seconds, if it is free."""
+        lock = Lock(base + ":lock", token)
+        taken = self._call(
+            lambda: self.client.set(lock.key, token, nx=True, px=self._lock_ms), None
+        )
+        return lock if taken else None
+
+    def release(self, lock: Lock, hit_for_miss: int = 0) -> None:
+        """Give up ``lock``; with ``hit_for_miss``, mark its key as not worth
+        waiting for during that many seconds."""
+        keys = [lock.key, lock.key.removesuffix(":lock") + ":hfm"]
+        self._call(lambda: self._release(keys=keys, args=[lock.token, hit_for_miss]), None)
 
     def purge_url(self, url: str) -> bool:
         """Forget every stored variant of ``url``. False if Redis failed."""
         key = primary_key(self.settings.prefix, url)
-        return self._call(lambda: self._purge(keys=[key]), None) is not None
+        return self._call(lambda: self._purge(keys=[key], args=[self.channel]), None) is not None
+
+
+@dataclasses.dataclass(frozen=True)
+class Lock:
+    """A held lock: its key and the token that proves it is ours."""
+
+    key: str
+    token: str

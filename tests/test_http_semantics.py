@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from webtest import TestApp
 from werkzeug.http import http_date
-from wsgi_apps import Origin
+from wsgi_apps import Origin, stored_entries
 
 from redis_wsgi_cache.keys import primary_key
 
@@ -169,7 +169,7 @@ def test_vary_star_is_never_served(cached, clock, redis_client):
     app = app_for(cached, origin)
     app.get("/")
     assert app.get("/").headers["X-Cache"] == "MISS"
-    assert redis_client.keys("*") == []
+    assert stored_entries(redis_client) == []
 
 
 def test_a_new_vary_replaces_the_old_record(cached, clock, redis_client):
@@ -179,7 +179,7 @@ def test_a_new_vary_replaces_the_old_record(cached, clock, redis_client):
     origin.headers = [("Cache-Control", "max-age=100")]
     app.get("/", headers={"Accept-Language": "fr", "Cache-Control": "no-cache"})
     assert app.get("/", headers={"Accept-Language": "en"}).body == b"fr"
-    assert len(redis_client.keys("*")) == 1
+    assert len(stored_entries(redis_client)) == 1
 
 
 # -- 4. Request directives (§5.2.1) -------------------------------------------------
@@ -218,7 +218,7 @@ def test_request_directives(stored, clock, request_headers, advance, x_cache, fw
 def test_request_no_store_is_not_stored(cached, clock, redis_client):
     app = app_for(cached, Origin())
     app.get("/", headers={"Cache-Control": "no-store"})
-    assert redis_client.keys("*") == []
+    assert stored_entries(redis_client) == []
 
 
 def test_only_if_cached(stored, clock):
@@ -363,7 +363,7 @@ def test_head_miss_goes_to_the_app_as_head_and_is_not_stored(cached, clock, redi
     response = app.head("/")
     assert origin.calls[-1]["REQUEST_METHOD"] == "HEAD"
     assert "detail=method" in response.headers["Cache-Status"]
-    assert redis_client.keys("*") == []
+    assert stored_entries(redis_client) == []
 
 
 def test_head_with_new_validators_invalidates(validated, clock):
@@ -443,7 +443,22 @@ def test_range_requests_are_forwarded_and_206_not_stored(cached, clock, redis_cl
     assert "detail=range" in response.headers["Cache-Status"]
     origin.headers = [("Content-Range", "bytes 0-4/10"), ("Cache-Control", "max-age=100")]
     app.get("/")
-    assert redis_client.keys("*") == []
+    assert stored_entries(redis_client) == []
+
+
+def test_range_of_a_stored_response_is_served_from_the_cache(cached, clock):
+    origin = Origin(b"0123456789", headers=[("Cache-Control", "max-age=100"), ("ETag", '"e"')])
+    app = app_for(cached, origin)
+    app.get("/")
+    partial = app.get("/", headers={"Range": "bytes=2-4"}, status=206)
+    assert partial.body == b"234"
+    assert partial.headers["Content-Range"] == "bytes 2-4/10"
+    assert partial.headers["Content-Length"] == "3"
+    assert partial.headers["X-Cache"] == "HIT"
+    whole = app.get("/", headers={"Range": "bytes=2-4", "If-Range": '"other"'})
+    assert whole.status_int == 200
+    assert whole.body == b"0123456789"
+    assert origin.count == 1
 
 
 def test_hop_by_hop_headers_are_stripped_from_what_is_stored(cached, clock):

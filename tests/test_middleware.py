@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 from webtest import TestApp
-from wsgi_apps import Origin
+from wsgi_apps import Origin, stored_entries
 
 from redis_wsgi_cache.keys import primary_key
 
@@ -23,10 +23,6 @@ ENVIRON = {
     "wsgi.url_scheme": "http",
     "HTTP_HOST": "localhost",
 }
-
-
-def stored_keys(client: redis.Redis) -> list[bytes]:
-    return sorted(client.keys("*"))
 
 
 def test_second_get_is_a_hit_and_does_not_call_the_app(cached, redis_client):
@@ -85,7 +81,7 @@ def test_default_port_and_host_case_share_an_entry(cached, redis_client):
 def test_long_urls_are_hashed_into_short_keys(cached, redis_client):
     app = TestApp(cached(Origin()))
     app.get("/" + "x" * 5000)
-    (key,) = stored_keys(redis_client)
+    (key,) = stored_entries(redis_client)
     assert len(key) < 64
 
 
@@ -97,7 +93,7 @@ def test_entry_is_one_redis_hash_with_a_ttl(cached, redis_client, redis_server):
     app = TestApp(cached(origin, default_ttl=60, prefix="t"))
     app.get("/raw")
 
-    (key,) = stored_keys(redis_client)
+    (key,) = stored_entries(redis_client)
     assert key == primary_key("t", "http://localhost/raw").encode()
     assert redis_client.type(key) == b"hash"
     assert 0 < redis_client.ttl(key) <= 60 + 300
@@ -118,7 +114,7 @@ def test_entry_is_one_redis_hash_with_a_ttl(cached, redis_client, redis_server):
 def test_ttl_without_validator_is_the_freshness_lifetime(cached, redis_client):
     app = TestApp(cached(Origin(), default_ttl=60))
     app.get("/")
-    (key,) = stored_keys(redis_client)
+    (key,) = stored_entries(redis_client)
     assert 55 <= redis_client.ttl(key) <= 60
 
 
@@ -145,7 +141,7 @@ def test_responses_that_are_never_stored(cached, redis_client, status, headers, 
         assert response.headers["X-Cache"] == "MISS"
         assert f"detail={detail}" in response.headers["Cache-Status"]
     assert origin.count == 2
-    assert stored_keys(redis_client) == []
+    assert stored_entries(redis_client) == []
 
 
 def test_cacheable_statuses_setting_allows_more_statuses(cached, redis_client):
@@ -161,7 +157,7 @@ def test_authorization_requests_are_not_stored(cached, redis_client):
     response = app.get("/", headers={"Authorization": "Bearer secret"})
     assert response.headers["X-Cache"] == "BYPASS"
     assert "detail=authorization" in response.headers["Cache-Status"]
-    assert stored_keys(redis_client) == []
+    assert stored_entries(redis_client) == []
     # ...and an anonymous request is not answered with it.
     assert app.get("/").headers["X-Cache"] == "MISS"
 
@@ -171,7 +167,7 @@ def test_other_methods_bypass_the_cache(cached, redis_client):
     app = TestApp(cached(origin))
     assert app.post("/").headers["X-Cache"] == "BYPASS"
     assert app.options("/").headers["X-Cache"] == "BYPASS"
-    assert stored_keys(redis_client) == []
+    assert stored_entries(redis_client) == []
 
 
 def test_body_over_max_body_bytes_streams_through_without_being_stored(cached, redis_client):
@@ -191,7 +187,7 @@ def test_body_over_max_body_bytes_streams_through_without_being_stored(cached, r
     response = app.get("/big")
     assert len(response.body) == 10000
     assert response.body[-1] == 9
-    assert stored_keys(redis_client) == []
+    assert stored_entries(redis_client) == []
     assert app.get("/big").headers["X-Cache"] == "MISS"
 
 
@@ -200,7 +196,7 @@ def test_content_length_over_limit_is_not_buffered(cached, redis_client):
     app = TestApp(cached(origin, max_body_bytes=4000))
     response = app.get("/")
     assert "detail=too-large" in response.headers["Cache-Status"]
-    assert stored_keys(redis_client) == []
+    assert stored_entries(redis_client) == []
 
 
 def test_body_that_raises_half_way_is_never_stored(cached, redis_client):
@@ -216,7 +212,7 @@ def test_body_that_raises_half_way_is_never_stored(cached, redis_client):
     app = TestApp(cached(failing))
     with pytest.raises(RuntimeError, match="database went away"):
         app.get("/")
-    assert stored_keys(redis_client) == []
+    assert stored_entries(redis_client) == []
 
 
 def test_body_shorter_than_content_length_is_not_stored(cached, redis_client):
@@ -228,7 +224,7 @@ def test_body_shorter_than_content_length_is_not_stored(cached, redis_client):
     body = middleware(dict(ENVIRON), lambda status, headers, exc_info=None: None)
     assert b"".join(body) == b"only ten b"
     getattr(body, "close", lambda: None)()
-    assert stored_keys(redis_client) == []
+    assert stored_entries(redis_client) == []
 
 
 def test_close_is_called_on_miss_hit_and_bypass(cached, redis_client):
@@ -307,7 +303,7 @@ def test_exc_info_is_passed_on_and_the_response_not_stored(cached, redis_client)
     assert b"".join(body) == b"error page"
     getattr(body, "close", lambda: None)()
     assert seen[0][0] == "500 Internal Server Error"
-    assert stored_keys(redis_client) == []
+    assert stored_entries(redis_client) == []
 
 
 def test_exc_info_after_headers_are_sent_reaches_the_server(cached, redis_client):
@@ -331,7 +327,7 @@ def test_exc_info_after_headers_are_sent_reaches_the_server(cached, redis_client
         list(body)
     body.close()
     assert received and received[0][0] is KeyError
-    assert stored_keys(redis_client) == []
+    assert stored_entries(redis_client) == []
 
 
 @pytest.mark.parametrize("method", ["GET", "HEAD", "POST"])
@@ -387,4 +383,4 @@ def test_bring_your_own_client(redis_server, redis_client):
     app = TestApp(CacheMiddleware(Origin(), client=client, prefix="own"))
     app.get("/")
     assert app.get("/").headers["X-Cache"] == "HIT"
-    assert all(key.startswith(b"own:") for key in stored_keys(redis_client))
+    assert all(key.startswith(b"own:") for key in stored_entries(redis_client))

@@ -92,7 +92,11 @@ def test_delta_seconds(directives, expected):
     [
         pytest.param({"method": "POST"}, "bypass", "method", id="§4.4-unsafe-method"),
         pytest.param({"method": "PUT"}, "bypass", "method", id="§4.4-put"),
-        pytest.param({"range": "bytes=0-1"}, "bypass", "range", id="§3.3-range"),
+        pytest.param({"range": "bytes=0-1"}, "range", "bytes=0-1", id="§3.3-range"),
+        pytest.param({"range": "bytes=0-1"}, "may_store", False, id="§3.3-range-not-stored"),
+        pytest.param(
+            {"range": "bytes=0-1", "method": "HEAD"}, "bypass", "range", id="§3.3-head-range"
+        ),
         pytest.param({"if_match": '"a"'}, "bypass", "precondition", id="rfc9110§13.1.1"),
         pytest.param({"cache_control": "no-cache"}, "no_cache", True, id="§5.2.1.4-no-cache"),
         pytest.param({"cache_control": "no-store"}, "no_store", True, id="§5.2.1.5-no-store"),
@@ -165,6 +169,27 @@ def test_operator_may_ignore_client_no_cache(headers):
         pytest.param(200, [("Expires", "0")], 0, True, id="§5.3-invalid-expires"),
         pytest.param(
             200,
+            [("Expires", date(50).replace("GMT", "UTC"))],
+            0,
+            True,
+            id="§5.3-expires-not-an-http-date",
+        ),
+        pytest.param(
+            200,
+            [("Expires", "Sunday, 06-Nov-94 08:49:37 GMT"), ("Date", "Sun Nov  6 08:49:27 1994")],
+            10,
+            True,
+            id="rfc9110§5.6.7-obsolete-forms",
+        ),
+        pytest.param(
+            200,
+            [("CDN-Cache-Control", "max-age=30"), ("Expires", date(-50))],
+            30,
+            True,
+            id="rfc9213-targeted-ignores-expires",
+        ),
+        pytest.param(
+            200,
             [("Expires", date(50)), ("Expires", date(90))],
             0,
             True,
@@ -211,6 +236,9 @@ def test_revalidation_directives(value, must_revalidate, no_cache):
             [("Date", date()), ("Age", "30")], NOW - 2, NOW, 32, id="§4.2.3-response-delay"
         ),
         pytest.param([("Age", "junk")], NOW, NOW, 0, id="§5.1-invalid-age"),
+        pytest.param([("Age", "7200.0")], NOW, NOW, 0, id="§5.1-float-age"),
+        pytest.param([("Age", "7200, 0")], NOW, NOW, 7200, id="§5.1-list-first-member"),
+        pytest.param([("Age", "5;x=1")], NOW, NOW, 5, id="§5.1-parameter"),
         pytest.param([("Date", date(60))], NOW, NOW, 0, id="§4.2.3-date-in-future"),
     ],
 )
@@ -262,7 +290,39 @@ def test_initial_age(headers, request_time, response_time, expected):
         pytest.param({}, 404, [("Cache-Control", "max-age=5")], None, id="§3-404-explicit"),
         pytest.param({}, 301, [("Expires", date(5))], None, id="§3-301-expires"),
         pytest.param({}, 302, [("Cache-Control", "max-age=5")], None, id="§3-302-explicit"),
-        pytest.param({}, 500, [("Cache-Control", "max-age=5")], "status", id="§3-500-explicit"),
+        pytest.param({}, 500, [("Cache-Control", "max-age=5")], None, id="§3-500-explicit"),
+        pytest.param({}, 299, [("Expires", date(5))], None, id="§3-any-final-status"),
+        pytest.param(
+            {}, 200, [("Cache-Control", "no-store, must-understand")], None, id="§5.2.2.3"
+        ),
+        pytest.param(
+            {},
+            299,
+            [("Cache-Control", "max-age=5, must-understand")],
+            "status",
+            id="§5.2.2.3-unknown-status",
+        ),
+        pytest.param(
+            {},
+            200,
+            [("Cache-Control", "no-store"), ("CDN-Cache-Control", "max-age=5")],
+            None,
+            id="rfc9213-targeted-wins",
+        ),
+        pytest.param(
+            {},
+            200,
+            [("Cache-Control", "max-age=5"), ("CDN-Cache-Control", "private")],
+            "private",
+            id="rfc9213-targeted-private",
+        ),
+        pytest.param(
+            {},
+            200,
+            [("Cache-Control", "no-store"), ("CDN-Cache-Control", 'max-age="5"')],
+            "no-store",
+            id="rfc9213-invalid-ignored",
+        ),
         pytest.param({}, 304, [("Cache-Control", "max-age=5")], "status", id="§3-304"),
         pytest.param({"range": "bytes=0-1"}, 200, [], "range", id="§3.3-range-request"),
     ],
@@ -575,3 +635,43 @@ def test_vary_names(vary, expected):
 )
 def test_vary_value_normalisation(value, expected):
     assert normalize_value(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("stored", "request_headers", "expected"),
+    [
+        pytest.param({}, {"range": "bytes=0-1"}, (0, 2), id="rfc9110§14.2-first-bytes"),
+        pytest.param({}, {"range": "bytes=-2"}, (2, 4), id="rfc9110§14.1.2-suffix"),
+        pytest.param({}, {"range": "bytes=1-"}, (1, 4), id="rfc9110§14.1.2-open"),
+        pytest.param({}, {"range": "bytes=0-0,2-3"}, None, id="several-ranges-whole"),
+        pytest.param({}, {"range": "bytes=10-20"}, None, id="unsatisfiable-whole"),
+        pytest.param({}, {"range": "pages=1"}, None, id="other-unit"),
+        pytest.param({"status": "404 Not Found"}, {"range": "bytes=0-1"}, None, id="not-a-200"),
+        pytest.param(
+            {"etag": '"a"'}, {"range": "bytes=0-1", "if_range": '"a"'}, (0, 2), id="§13.1.5"
+        ),
+        pytest.param(
+            {"etag": '"a"'}, {"range": "bytes=0-1", "if_range": '"b"'}, None, id="§13.1.5-other"
+        ),
+        pytest.param(
+            {"etag": 'W/"a"'},
+            {"range": "bytes=0-1", "if_range": '"a"'},
+            None,
+            id="§13.1.5-weak-never-matches",
+        ),
+        pytest.param(
+            {"last_modified": date(-10)},
+            {"range": "bytes=0-1", "if_range": date(-10)},
+            (0, 2),
+            id="§13.1.5-date",
+        ),
+        pytest.param(
+            {"last_modified": date(-10)},
+            {"range": "bytes=0-1", "if_range": date(-5)},
+            None,
+            id="§13.1.5-other-date",
+        ),
+    ],
+)
+def test_byte_range(stored, request_headers, expected):
+    assert policy.byte_range(entry(**stored), environ(**request_headers)) == expected

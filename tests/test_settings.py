@@ -38,6 +38,13 @@ def test_every_setting_has_an_environment_variable():
         "max_variants": "3",
         "ignore_request_no_cache": "true",
         "breaker_cooldown": "2",
+        "lock_timeout": "1.5",
+        "hit_for_miss": "4",
+        "stale_while_revalidate": "5",
+        "stale_if_error": "6",
+        "background_workers": "3",
+        "near_cache_size": "100",
+        "near_cache_bytes": "1000",
     }
     assert set(values) == set(FIELDS)
     environ = {f"REDIS_WSGI_CACHE_{name.upper()}": value for name, value in values.items()}
@@ -47,6 +54,8 @@ def test_every_setting_has_an_environment_variable():
     assert settings.cacheable_statuses == frozenset({200, 404})
     assert settings.ignore_request_no_cache is True
     assert settings.socket_timeout == 0.5
+    assert settings.lock_timeout == 1.5
+    assert settings.near_cache_size == 100
 
 
 def test_config_file_beats_default(config):

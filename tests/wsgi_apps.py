@@ -3,6 +3,7 @@ counts its calls."""
 
 from __future__ import annotations
 
+import io
 import typing as t
 from collections.abc import Iterable, Iterator
 
@@ -51,3 +52,89 @@ class ClosingBody:
 
     def close(self) -> None:
         self.origin.closed += 1
+
+
+def stored_entries(client: t.Any) -> list[bytes]:
+    """The keys holding responses or Vary records: not locks or hit-for-miss marks."""
+    return sorted(key for key in client.keys("*") if not key.endswith((b":lock", b":hfm")))
+
+
+def slow_counting_app(redis_url: str, counter: str, seconds: float) -> t.Any:
+    """A WSGI app that takes ``seconds`` and counts its runs in Redis, so runs
+    in several processes add up."""
+    import time
+
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+
+    def app(environ: dict[str, t.Any], start_response: t.Any) -> Iterable[bytes]:
+        runs = client.incr(counter)
+        time.sleep(seconds)
+        body = f"run {runs}".encode()
+        start_response(
+            "200 OK",
+            [
+                ("Content-Type", "text/plain"),
+                ("Content-Length", str(len(body))),
+                ("Cache-Control", "max-age=60"),
+            ],
+        )
+        return [body]
+
+    return app
+
+
+def call(app: t.Any, path: str = "/", **headers: str) -> tuple[str, dict[str, str], bytes]:
+    """One in-process request: status, headers and body, the iterable closed."""
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "80",
+        "HTTP_HOST": "localhost",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(b""),
+    }
+    environ.update({f"HTTP_{name.upper()}": value for name, value in headers.items()})
+    started: list[t.Any] = []
+    body = app(
+        environ,
+        lambda status, response_headers, exc_info=None: started.append(
+            (status, dict(response_headers))
+        ),
+    )
+    try:
+        data = b"".join(body)
+    finally:
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+    return started[0][0], started[0][1], data
+
+
+def concurrent_requests(redis_url: str, counter: str, seconds: float, count: int) -> list[str]:
+    """Run in another process: ``count`` simultaneous requests for one cold URL
+    through a middleware of this process's own; their Cache-Status values."""
+    import threading
+
+    from redis_wsgi_cache import CacheMiddleware
+
+    middleware = CacheMiddleware(
+        slow_counting_app(redis_url, counter, seconds), redis_url=redis_url, prefix="t"
+    )
+    barrier = threading.Barrier(count)
+    statuses: list[str] = []
+
+    def one() -> None:
+        barrier.wait()
+        statuses.append(call(middleware, "/cold")[1]["Cache-Status"])
+
+    threads = [threading.Thread(target=one) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return statuses

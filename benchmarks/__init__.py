@@ -1,0 +1,14 @@
+"""Benchmarks of redis-wsgi-cache against its peers, run by hand::
+
+    python -m benchmarks            # everything, two to three minutes
+    python -m benchmarks --quick    # fewer rounds, shorter loads: half a minute
+    python -m benchmarks --only inprocess --only stampede
+
+Every measure runs against one private redis-server started for the run. The
+contenders serve the same ``/users/1`` JSON: a raw redis-py ``GET`` (the floor),
+a bare Flask app, Flask-Caching's ``@cache.cached()`` on its RedisCache backend,
+Django's per-site cache middleware on Django's RedisCache backend, and
+``CacheMiddleware`` around the bare Flask app.
+
+Not part of the test suite or CI: timings depend on the machine.
+"""

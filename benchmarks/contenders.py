@@ -1,0 +1,212 @@
+"""The contenders: WSGI apps serving the same views, each behind one cache.
+
+Every Flask-based contender is the same bare Flask app (built afresh, so each
+has its own view run counters); the caches are what differ. Views:
+
+- ``/users/1``: ``{"id": 1, "name": "Alice"}``, no artificial delay (hit path);
+- ``/slow``: the same after a 50 ms sleep (stampede);
+- ``/stream``: 100 MiB in 64 KiB chunks, as Flask's docs write a streaming
+  view (``return generate(), headers``);
+- ``/stream-gen``: the same, the view returning the bare generator (Flask
+  streams it too; Flask-Caching joins it and stores it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+import typing as t
+from collections.abc import Callable
+
+import redis
+from flask import Flask, jsonify
+
+from redis_wsgi_cache import CacheMiddleware
+from redis_wsgi_cache.settings import Settings
+
+from .common import (
+    RAW_KEY,
+    RAW_VALUE,
+    SLOW_PATH,
+    SLOW_SECONDS,
+    STREAM_GEN_PATH,
+    STREAM_PATH,
+    TTL,
+    USER,
+    USER_PATH,
+    Counter,
+    LocalCounter,
+    RedisCounter,
+    stream_chunks,
+)
+
+if t.TYPE_CHECKING:
+    from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+
+FLASK = "flask"
+FLASK_CACHING = "flask-caching"
+DJANGO = "django"
+OURS = "ours"
+OURS_NEAR = "ours-near"
+WSGI_GET = "wsgi-get"
+
+LABELS = {
+    FLASK: "bare Flask (uncached)",
+    FLASK_CACHING: "Flask-Caching @cached (RedisCache)",
+    DJANGO: "Django per-site cache (RedisCache)",
+    OURS: "redis-wsgi-cache",
+    OURS_NEAR: "redis-wsgi-cache + near cache",
+    WSGI_GET: "plain WSGI app + redis-py GET",
+}
+CACHED = frozenset({FLASK_CACHING, DJANGO, OURS, OURS_NEAR})
+VIEWS = ("users", "slow", "stream", "stream-gen")
+
+View = Callable[..., t.Any]
+
+
+@dataclasses.dataclass
+class Contender:
+    key: str
+    app: WSGIApplication
+    counters: dict[str, Counter]
+    closer: Callable[[], object] | None = None
+
+    def close(self) -> None:
+        """Stop what the cache runs besides requests (threads, subscriptions)."""
+        if self.closer is not None:
+            self.closer()
+
+    @property
+    def label(self) -> str:
+        return LABELS[self.key]
+
+    @property
+    def cached(self) -> bool:
+        return self.key in CACHED
+
+
+def near_cache_option() -> dict[str, t.Any] | None:
+    """The middleware's near cache setting (entries kept in each process), if
+    this version of it has one: ``Settings.near_cache_size``."""
+    fields = {field.name for field in dataclasses.fields(Settings)}
+    if "near_cache_size" not in fields:
+        return None
+    return {"near_cache_size": 1024}
+
+
+def cache_contenders() -> list[str]:
+    """The cached contenders this version of the middleware supports."""
+    keys = [FLASK_CACHING, DJANGO, OURS]
+    if near_cache_option() is not None:
+        keys.append(OURS_NEAR)
+    return keys
+
+
+def wsgi_contenders() -> list[str]:
+    return [FLASK, *cache_contenders()]
+
+
+def _counters(key: str, redis_url: str, shared: bool) -> dict[str, Counter]:
+    if shared and key in CACHED:
+        client = redis.Redis.from_url(redis_url)
+        return {view: RedisCounter(client, run_counter_key(key, view)) for view in VIEWS}
+    return {view: LocalCounter() for view in VIEWS}
+
+
+def run_counter_key(key: str, view: str) -> str:
+    return f"bench:runs:{key}:{view}"
+
+
+def _flask_app(counters: dict[str, Counter], decorate: Callable[[View], View]) -> Flask:
+    app = Flask(__name__)
+
+    @app.get(USER_PATH)
+    @decorate
+    def user() -> t.Any:
+        counters["users"].add()
+        return jsonify(USER)
+
+    @app.get(SLOW_PATH)
+    @decorate
+    def slow() -> t.Any:
+        counters["slow"].add()
+        time.sleep(SLOW_SECONDS)
+        return jsonify(USER)
+
+    @app.get(STREAM_PATH)
+    @decorate
+    def stream() -> t.Any:
+        counters["stream"].add()
+        return stream_chunks(), {"Content-Type": "application/octet-stream"}
+
+    @app.get(STREAM_GEN_PATH)
+    @decorate
+    def stream_gen() -> t.Any:
+        counters["stream-gen"].add()
+        return stream_chunks()
+
+    return app
+
+
+def _unchanged(view: View) -> View:
+    return view
+
+
+def _wsgi_get_app(redis_url: str) -> WSGIApplication:
+    """The HTTP floor: a plain WSGI callable answering one redis-py GET."""
+    client = redis.Redis.from_url(redis_url)
+    client.set(RAW_KEY, RAW_VALUE)
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+        body = client.get(RAW_KEY) or b""
+        start_response(
+            "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        )
+        return [body]
+
+    return app
+
+
+def build(key: str, redis_url: str, *, shared_counters: bool = False) -> Contender:
+    """The contender ``key`` on ``redis_url``. With ``shared_counters`` the
+    cached contenders count view runs in Redis (for gunicorn workers)."""
+    counters = _counters(key, redis_url, shared_counters)
+    if key == FLASK:
+        return Contender(key, _flask_app(counters, _unchanged), counters)
+    if key == FLASK_CACHING:
+        from flask_caching import Cache
+
+        cache = Cache(
+            config={
+                "CACHE_TYPE": "RedisCache",
+                "CACHE_REDIS_URL": redis_url,
+                "CACHE_DEFAULT_TIMEOUT": TTL,
+                "CACHE_KEY_PREFIX": "bench-fc:",
+            }
+        )
+        app = _flask_app(counters, cache.cached(timeout=TTL))
+        cache.init_app(app)
+        return Contender(key, app, counters)
+    if key == DJANGO:
+        from . import django_site
+
+        return Contender(key, django_site.application(redis_url, counters), counters)
+    if key in (OURS, OURS_NEAR):
+        extra = near_cache_option() if key == OURS_NEAR else {}
+        if extra is None:
+            raise ValueError("this version of redis_wsgi_cache has no near cache setting")
+        app = _flask_app(counters, _unchanged)
+        middleware = CacheMiddleware(
+            app.wsgi_app,
+            config_file=os.devnull,
+            redis_url=redis_url,
+            prefix=f"bench-{key}",
+            default_ttl=TTL,
+            **extra,
+        )
+        app.wsgi_app = middleware  # type: ignore[method-assign]
+        return Contender(key, app, counters, getattr(middleware, "close", None))
+    if key == WSGI_GET:
+        return Contender(key, _wsgi_get_app(redis_url), counters)
+    raise ValueError(f"unknown contender {key!r}")

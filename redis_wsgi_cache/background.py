@@ -1,0 +1,63 @@
+"""A small bounded pool for work done after the response has gone: refreshing
+entries served under stale-while-revalidate. Jobs that do not fit are refused,
+not queued without end, and a job's failure is logged, never lost."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+
+logger = logging.getLogger("redis_wsgi_cache")
+
+
+class BackgroundPool:
+    """At most ``workers`` jobs run at once and as many wait; :meth:`submit`
+    refuses the rest. Threads are started on first use, so a pool built before
+    a server forks its workers gets new threads in each worker. The pool's
+    threads are joined when the interpreter exits (or on :meth:`shutdown`), so a
+    refresh is finished, not dropped."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._executor: ThreadPoolExecutor | None = None
+        self._pid = 0
+        self._slots = threading.BoundedSemaphore(2 * workers)
+        self._lock = threading.Lock()
+
+    def _executor_for_this_process(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._executor is None or self._pid != os.getpid():
+                self._executor = ThreadPoolExecutor(
+                    max_workers=self.workers, thread_name_prefix="redis-wsgi-cache"
+                )
+                self._slots = threading.BoundedSemaphore(2 * self.workers)
+                self._pid = os.getpid()
+            return self._executor
+
+    def submit(self, job: Callable[[], object], description: str) -> bool:
+        """Run ``job`` soon; False (and nothing run) when the pool is full."""
+        executor = self._executor_for_this_process()
+        if not self._slots.acquire(blocking=False):
+            return False
+        try:
+            future = executor.submit(job)
+        except RuntimeError:  # shut down
+            self._slots.release()
+            return False
+        future.add_done_callback(lambda done: self._finished(done, description))
+        return True
+
+    def _finished(self, future: Future[object], description: str) -> None:
+        self._slots.release()
+        error = future.exception()
+        if error is not None:
+            logger.error("background %s failed", description, exc_info=error)
+
+    def shutdown(self, wait: bool = True) -> None:
+        with self._lock:
+            if self._executor is not None:
+                self._executor.shutdown(wait=wait)
+                self._executor = None

@@ -1,0 +1,184 @@
+"""Request coalescing: concurrent misses for one key run the app once, across
+threads and processes; followers never receive an unstorable response; a dead
+leader blocks nobody beyond its lock's expiry. And one Redis round trip a hit."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from wsgi_apps import Origin, call, concurrent_requests, slow_counting_app
+
+from redis_wsgi_cache import CacheMiddleware
+from redis_wsgi_cache.keys import primary_key
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_together(count: int, target) -> list:
+    barrier = threading.Barrier(count)
+    results: list = []
+
+    def one() -> None:
+        barrier.wait()
+        results.append(target())
+
+    threads = [threading.Thread(target=one) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def test_fifty_concurrent_misses_run_the_app_once(cached, redis_server, redis_client):
+    app = slow_counting_app(redis_server.url, "runs", 0.05)
+    middleware = cached(app, prefix="t")
+    results = run_together(50, lambda: call(middleware, "/cold"))
+    assert int(redis_client.get("runs")) == 1
+    assert {body for _, _, body in results} == {b"run 1"}
+    statuses = [headers["Cache-Status"] for _, headers, _ in results]
+    assert sum("fwd=uri-miss" in status for status in statuses) == 1
+    assert sum("detail=collapsed" in status for status in statuses) == 49
+
+
+def test_coalescing_across_two_processes(redis_server, redis_client):
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(2) as pool:
+        jobs = [
+            pool.apply_async(concurrent_requests, (redis_server.url, "runs", 0.5, 10))
+            for _ in range(2)
+        ]
+        statuses = [status for job in jobs for status in job.get(timeout=60)]
+    assert len(statuses) == 20
+    assert int(redis_client.get("runs")) == 1
+    assert sum("fwd=uri-miss" in status for status in statuses) == 1
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param([("Set-Cookie", "id=@")], id="set-cookie"),
+        pytest.param([("Cache-Control", "private")], id="private"),
+        pytest.param([("Cache-Control", "no-store")], id="no-store"),
+    ],
+)
+def test_followers_never_receive_an_unstorable_response(cached, redis_client, headers):
+    runs = []
+    lock = threading.Lock()
+
+    def personal(environ, start_response):
+        with lock:
+            runs.append(1)
+            mine = str(len(runs))
+        time.sleep(0.05)
+        response_headers = [(name, value.replace("@", mine)) for name, value in headers]
+        start_response("200 OK", [*response_headers, ("Content-Type", "text/plain")])
+        return [f"for caller {mine}".encode()]
+
+    middleware = cached(personal, prefix="t")
+    results = run_together(10, lambda: call(middleware, "/personal"))
+    bodies = sorted(body for _, _, body in results)
+    # Every caller got a response made for it: none was handed the leader's.
+    assert len(set(bodies)) == 10
+    assert len(runs) == 10
+    # The key is now hit-for-miss: later requests go straight to the app.
+    base = primary_key("t", "http://localhost/personal")
+    assert redis_client.exists(base + ":hfm")
+    started = time.monotonic()
+    run_together(5, lambda: call(middleware, "/personal"))
+    assert len(runs) == 15
+    assert time.monotonic() - started < 1
+
+
+def test_a_storable_response_clears_hit_for_miss(cached, redis_client):
+    origin = Origin(headers=[("Set-Cookie", "a=b")])
+    middleware = cached(origin, prefix="t")
+    call(middleware)
+    origin.headers = [("Cache-Control", "max-age=60"), ("Content-Type", "text/plain")]
+    call(middleware)
+    assert call(middleware)[1]["X-Cache"] == "HIT"
+
+
+def test_a_killed_leader_does_not_block_the_key(redis_server, redis_client):
+    leader = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.path[:0] = ['tests', '.'];"
+            "from wsgi_apps import slow_counting_app, call;"
+            "from redis_wsgi_cache import CacheMiddleware;"
+            f"app = slow_counting_app({redis_server.url!r}, 'runs', 30);"
+            f"call(CacheMiddleware(app, redis_url={redis_server.url!r}, prefix='t',"
+            " lock_timeout=1), '/cold')",
+        ],
+        cwd=ROOT,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while redis_client.get("runs") is None:
+            assert time.monotonic() < deadline, "the leader never started"
+            time.sleep(0.01)
+        os.kill(leader.pid, signal.SIGKILL)
+    finally:
+        leader.wait()
+    lock = primary_key("t", "http://localhost/cold") + ":lock"
+    assert redis_client.exists(lock)
+
+    middleware = CacheMiddleware(
+        slow_counting_app(redis_server.url, "runs", 0), redis_url=redis_server.url, prefix="t"
+    )
+    started = time.monotonic()
+    status, _, body = call(middleware, "/cold")
+    assert status == "200 OK"
+    assert body == b"run 2"
+    assert time.monotonic() - started < 5
+    assert call(middleware, "/cold")[1]["X-Cache"] == "HIT"
+
+
+def test_follower_gives_up_waiting_after_lock_timeout(cached, redis_client):
+    origin = Origin(headers=[("Cache-Control", "max-age=60")])
+    middleware = cached(origin, prefix="t", lock_timeout=0.3)
+    lock = primary_key("t", "http://localhost/") + ":lock"
+    redis_client.set(lock, "someone else", px=60_000)
+    started = time.monotonic()
+    status, _, _ = call(middleware)
+    assert status == "200 OK"
+    assert origin.count == 1
+    assert 0.3 <= time.monotonic() - started < 3
+
+
+def command_counts(client: redis.Redis) -> dict[str, int]:
+    """Calls per command since the last CONFIG RESETSTAT; commands a script runs
+    are counted under their own names too."""
+    return {
+        name.removeprefix("cmdstat_"): value["calls"]
+        for name, value in client.info("commandstats").items()
+        if name not in ("cmdstat_info", "cmdstat_config")
+    }
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param([("Cache-Control", "max-age=60")], id="plain"),
+        pytest.param([("Cache-Control", "max-age=60"), ("Vary", "Accept-Language")], id="vary"),
+    ],
+)
+def test_a_hit_costs_one_redis_command(cached, redis_client, headers):
+    middleware = cached(Origin(headers=headers), prefix="t")
+    call(middleware, accept_language="en")
+    assert call(middleware, accept_language="en")[1]["X-Cache"] == "HIT"
+    redis_client.config_resetstat()
+    for _ in range(10):
+        assert call(middleware, accept_language="en")[1]["X-Cache"] == "HIT"
+    # One EVALSHA a hit: the HGET and HMGET are what the lookup script runs.
+    assert command_counts(redis_client) == {"evalsha": 10, "hget": 10, "hmget": 10}
