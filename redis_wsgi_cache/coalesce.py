@@ -27,7 +27,6 @@ def wait_for_leader(
     url: str,
     headers: Mapping[str, str],
     request: policy.RequestPolicy,
-    token: str,
     settings: Settings,
     clock: t.Any = time,
 ) -> Lookup:
@@ -38,7 +37,7 @@ def wait_for_leader(
       failed, or the wait timed out: role ``hfm``, ``unavailable`` or ``timeout``,
       and the request should call the app on its own;
     - the lock is free again with nothing usable stored (the leader died or
-      gave up): this request took the lock, role ``leader``.
+      gave up): this request took the lock, role ``leader`` (and ``lock``).
     """
     deadline = time.monotonic() + settings.lock_timeout
     delay = FIRST_POLL
@@ -48,12 +47,12 @@ def wait_for_leader(
             return Lookup("miss", None, "", "timeout")
         time.sleep(min(delay, remaining))
         delay = min(delay * 2, LONGEST_POLL)
-        found = store.lookup(key, url, headers, token)
+        found = store.lookup(key, url, headers, coalesce=True)
         if found.outcome == "unavailable" or found.role in ("leader", "hfm"):
             return found
         if found.entry is not None:
             if policy.reuse(found.entry, request, clock.time()) in USABLE:
                 return found
-            lock = store.try_lock(found.base, token)
+            lock = store.try_lock(found.base)
             if lock is not None:
-                return Lookup(found.outcome, found.entry, found.base, "leader")
+                return Lookup(found.outcome, found.entry, found.base, "leader", lock)

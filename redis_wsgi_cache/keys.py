@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import re
 import typing as t
+from collections.abc import Iterator, Mapping
 from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 from werkzeug.http import parse_set_header
@@ -98,6 +99,30 @@ def request_headers(environ: WSGIEnvironment) -> dict[str, str]:
         if environ.get(key):
             headers[key.replace("_", "-").lower()] = normalize_value(environ[key])
     return headers
+
+
+class LazyHeaders(Mapping[str, str]):
+    """The request's headers as :func:`request_headers` gives them, worked out
+    on first use: a hit on a URL without Vary never needs them."""
+
+    def __init__(self, environ: WSGIEnvironment) -> None:
+        self._environ = environ
+        self._headers: dict[str, str] | None = None
+
+    @property
+    def _values(self) -> dict[str, str]:
+        if self._headers is None:
+            self._headers = request_headers(self._environ)
+        return self._headers
+
+    def __getitem__(self, name: str) -> str:
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
 
 
 def variant_id(names: t.Iterable[str], headers: t.Mapping[str, str]) -> str:

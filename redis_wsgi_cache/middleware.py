@@ -10,14 +10,13 @@ import math
 import os
 import time
 import typing as t
-import uuid
 from collections.abc import Iterable
 
 from . import policy
 from .background import BackgroundPool
 from .capture import Capture
 from .coalesce import USABLE, wait_for_leader
-from .keys import primary_key, request_headers, request_url, variant_id
+from .keys import LazyHeaders, primary_key, request_url, variant_id
 from .near import NearCache
 from .policy import Reuse
 from .settings import load_settings
@@ -56,8 +55,7 @@ class _Exchange:
     request: policy.RequestPolicy
     url: str
     key: str
-    headers: dict[str, str]
-    token: str
+    headers: LazyHeaders
 
 
 class CacheMiddleware:
@@ -133,9 +131,8 @@ class CacheMiddleware:
             return self._pass(environ, start_response, "bypass", request.bypass or "host")
 
         key = primary_key(self.settings.prefix, url)
-        headers = request_headers(environ)
-        token = uuid.uuid4().hex if request.may_coalesce else ""
-        exchange = _Exchange(environ, start_response, request, url, key, headers, token)
+        headers = LazyHeaders(environ)
+        exchange = _Exchange(environ, start_response, request, url, key, headers)
         generation = 0
         if self.near is not None:
             entry = self.near.get(key, headers)
@@ -144,7 +141,7 @@ class CacheMiddleware:
                 return self._serve(exchange, entry, now, "HIT", f"hit; ttl={_ttl(entry, now)}")
             generation = self.near.generation()
 
-        found = self.store.lookup(key, url, headers, token)
+        found = self.store.lookup(key, url, headers, request.may_coalesce)
         if found.outcome == "unavailable":
             return self._pass(environ, start_response, "miss", "redis-unavailable")
         if found.entry is not None and self.near is not None:
@@ -176,12 +173,10 @@ class CacheMiddleware:
         if request.authorization and (entry is None or not entry.shared_auth):
             fwd = "bypass"
 
-        lock: Lock | None = None
+        lock = found.lock
         if request.may_coalesce:
-            if found.role == "leader":
-                lock = Lock(found.base + ":lock", exchange.token)
-            elif entry is not None:
-                lock = self.store.try_lock(found.base, exchange.token)
+            if lock is None and entry is not None:
+                lock = self.store.try_lock(found.base)
             if lock is None and found.role != "hfm":
                 waited = wait_for_leader(
                     self.store,
@@ -189,7 +184,6 @@ class CacheMiddleware:
                     exchange.url,
                     exchange.headers,
                     request,
-                    exchange.token,
                     self.settings,
                     time,
                 )
@@ -197,8 +191,8 @@ class CacheMiddleware:
                 if waited.entry is not None and policy.reuse(waited.entry, request, now) in USABLE:
                     status = f"hit; ttl={_ttl(waited.entry, now)}; detail=collapsed"
                     return self._serve(exchange, waited.entry, now, "HIT", status)
-                if waited.role == "leader":
-                    lock = Lock(waited.base + ":lock", exchange.token)
+                if waited.lock is not None:
+                    lock = waited.lock
                     entry = waited.entry or entry
         revalidate = (
             entry is not None
@@ -414,7 +408,7 @@ class CacheMiddleware:
         processes (whoever takes the key's lock does it)."""
         if not exchange.request.may_coalesce or found.entry is None:
             return
-        lock = self.store.try_lock(found.base, exchange.token)
+        lock = self.store.try_lock(found.base)
         if lock is None:
             return
         environ = _background_environ(exchange.environ)

@@ -209,6 +209,17 @@ class RequestPolicy:
         return self.may_store and not self.authorization
 
 
+# The policies of requests without directives or ranges, made once: most requests.
+_PLAIN = {
+    (method, no_cache, authorization): RequestPolicy(
+        method, no_cache=no_cache, authorization=authorization
+    )
+    for method in ("GET", "HEAD")
+    for no_cache in (False, True)
+    for authorization in (False, True)
+}
+
+
 def request_policy(environ: WSGIEnvironment, settings: Settings) -> RequestPolicy:
     """Read the request's method and directives. Requests the cache leaves alone:
     unsafe and unknown methods, HEAD with ``Range``, and ``If-Match`` /
@@ -232,9 +243,11 @@ def request_policy(environ: WSGIEnvironment, settings: Settings) -> RequestPolic
         }
         if no_cache and settings.ignore_request_no_cache:
             no_cache = False
-        return RequestPolicy(
-            method, no_cache=no_cache, authorization=authorization, range=byte_range
-        )
+        if byte_range:
+            return RequestPolicy(
+                method, no_cache=no_cache, authorization=authorization, range=byte_range
+            )
+        return _PLAIN[method, no_cache, authorization]
 
     directives = parse_cache_control(value)
     max_stale: float | None = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 import typing as t
 from collections.abc import Callable, Mapping
@@ -15,7 +16,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from .entry import FIELDS, CachedResponse
-from .keys import primary_key
+from .keys import primary_key, variant_id
 
 if t.TYPE_CHECKING:
     from .settings import Settings
@@ -32,49 +33,20 @@ T = t.TypeVar("T")
 #   <base>:hfm                "hit-for-miss": the last fetch was not storable
 # where <base> is the primary key, or the variant key when the URL has a Vary.
 
-_VARIANT = """
-local function variant_of(headers, names)
-  local request = {}
-  local name = nil
-  for line in string.gmatch(headers, '([^\\n]*)\\n') do
-    if name == nil then name = line else request[name] = line; name = nil end
-  end
-  local parts = {}
-  for header in string.gmatch(names, '[^,]+') do
-    local value = request[header]
-    if value ~= nil then header = header .. '=' .. value end
-    parts[#parts + 1] = header
-  end
-  return redis.sha1hex(table.concat(parts, '\\n'))
+# KEYS[1]: the base key of a miss. ARGV[1]: a lock token, ARGV[2]: the lock's
+# lifetime in ms, ARGV[3]: '1' if what the key holds is unusable anyway. Says
+# whether an entry was stored since the lookup ('stored'),
+# the last fetch was not storable ('hfm'), or whether this request took the
+# lock ('leader') or someone else holds it ('follower').
+MISS = """
+if ARGV[3] ~= '1' and redis.call('TYPE', KEYS[1])['ok'] == 'hash'
+    and redis.call('HEXISTS', KEYS[1], 'v') == 1 then
+  return 'stored'
 end
+if redis.call('EXISTS', KEYS[1] .. ':hfm') == 1 then return 'hfm' end
+if redis.call('SET', KEYS[1] .. ':lock', ARGV[1], 'NX', 'PX', ARGV[2]) then return 'leader' end
+return 'follower'
 """
-
-# KEYS[1]: primary key. ARGV[1]: the request's headers, "name\nvalue\n" each;
-# ARGV[2]: a lock token, or '' not to take the lock on a miss; ARGV[3]: the
-# lock's lifetime in ms. Answers {'hit', base, <FIELDS values>}, or
-# {'miss' | 'vary-miss', base, 'leader' | 'follower' | 'hfm' | ''}.
-LOOKUP = (
-    _VARIANT
-    + """
-local base = KEYS[1]
-local outcome = 'miss'
-local names = redis.pcall('HGET', KEYS[1], 'vr')
-if type(names) == 'string' then
-  base = KEYS[1] .. ':' .. variant_of(ARGV[1], names)
-  outcome = 'vary-miss'
-end
-local values = redis.pcall('HMGET', base, FIELD_NAMES)
-if type(values) == 'table' and not values.err and values[1] then
-  return {'hit', base, unpack(values)}
-end
-if redis.call('EXISTS', base .. ':hfm') == 1 then return {outcome, base, 'hfm'} end
-if ARGV[2] == '' then return {outcome, base, ''} end
-if redis.call('SET', base .. ':lock', ARGV[2], 'NX', 'PX', ARGV[3]) then
-  return {outcome, base, 'leader'}
-end
-return {outcome, base, 'follower'}
-""".replace("FIELD_NAMES", ", ".join(f"'{name}'" for name in FIELDS))
-)
 
 # Deletes what a primary key holds: the entry or Vary record, its variants, and
 # their hit-for-miss markers; then tells near caches (channel ARGV[1]).
@@ -166,23 +138,42 @@ return 1
 
 
 @dataclasses.dataclass(frozen=True)
+class Lock:
+    """A held lock: its key and the token that proves it is ours."""
+
+    key: str
+    token: str
+
+
+@dataclasses.dataclass(frozen=True)
 class Lookup:
     """The outcome of a lookup.
 
     ``outcome`` is ``hit`` (with ``entry``), ``miss``, ``vary-miss`` (the URL is
     stored, not this variant) or ``unavailable`` (Redis failed). ``base`` is the
     key the entry lives under and its lock and marker hang off. ``role`` says,
-    on a miss, whether this request took the lock (``leader``), another request
-    holds it (``follower``), or the last fetch was not storable (``hfm``).
+    on a miss, whether this request took the lock (``leader``, with ``lock``),
+    another request holds it (``follower``), or the last fetch was not storable
+    (``hfm``).
     """
 
     outcome: str
     entry: CachedResponse | None = None
     base: str = ""
     role: str = ""
+    lock: Lock | None = None
 
 
 UNAVAILABLE = Lookup("unavailable")
+# What a lookup asks for: an entry's fields, and the Vary record's names.
+LOOKUP_FIELDS = (*FIELDS, "vr")
+# Primary keys whose Vary names a process remembers (forgotten all at once).
+VARY_MEMO_SIZE = 10_000
+
+
+def new_token() -> str:
+    """A lock token no other request, process or host will have."""
+    return os.urandom(12).hex()
 
 
 def make_client(settings: Settings) -> redis.Redis:
@@ -194,10 +185,6 @@ def make_client(settings: Settings) -> redis.Redis:
         socket_connect_timeout=settings.socket_timeout,
         retry=Retry(NoBackoff(), 0),
     )
-
-
-def _encode(value: str) -> bytes:
-    return value.encode("latin-1", "replace")
 
 
 class RedisStore:
@@ -215,7 +202,8 @@ class RedisStore:
         self.client = client
         self.settings = settings
         self.channel = f"{settings.prefix}:invalidate"
-        self._lookup = client.register_script(LOOKUP)
+        self._try_miss = client.register_script(MISS)
+        self._vary_names: dict[str, tuple[str, ...]] = {}
         self._save = client.register_script(SAVE)
         self._purge = client.register_script(PURGE)
         self._release = client.register_script(RELEASE)
@@ -223,7 +211,9 @@ class RedisStore:
         self._closed_at = 0.0
         self._healthy = True
 
-    def _call(self, operation: Callable[[], T], default: T) -> T:
+    def _call(self, operation: Callable[[], T], default: T, refused: T | None = None) -> T:
+        """Run ``operation``; ``default`` if Redis fails (or the breaker is open),
+        ``refused`` (else ``default``) if Redis answers this command with an error."""
         if not self._healthy and time.monotonic() < self._closed_at:
             return default
         try:
@@ -232,7 +222,7 @@ class RedisStore:
             # Redis is up and refused this one command (a foreign key type, OOM,
             # a read-only replica): fail this operation, not the connection.
             logger.debug("Redis refused a command: %s", error)
-            return default
+            return default if refused is None else refused
         except (redis.RedisError, OSError) as error:
             if self._healthy:
                 logger.warning(
@@ -255,35 +245,81 @@ class RedisStore:
         return self._healthy or time.monotonic() >= self._closed_at
 
     def lookup(
-        self, key: str, url: str, headers: Mapping[str, str], lock_token: str = ""
+        self,
+        key: str,
+        url: str,
+        headers: Mapping[str, str],
+        coalesce: bool = False,
+        retried: bool = False,
     ) -> Lookup:
-        """The entry stored for ``key`` and the request headers' variant, in one
-        round trip; on a miss, also try to take the key's lock with
-        ``lock_token`` (if given)."""
-        joined = "".join(f"{name}\n{value}\n" for name, value in headers.items())
-        args = (_encode(joined), lock_token, self._lock_ms)
-        reply = self._call(lambda: self._lookup(keys=[key], args=args), None)
-        if reply is None:
+        """The entry stored for ``key`` and the request headers' variant: one
+        ``HMGET`` in the steady state, Vary'd URLs included (their Vary names are
+        remembered per process). On a miss, with ``coalesce``, also try to take
+        the key's lock (a second round trip, misses only)."""
+        names = self._vary_names.get(key)
+        if names is not None:
+            base = f"{key}:{variant_id(names, headers)}"
+            values = self._hmget(base, FIELDS)
+            if values is None:
+                return UNAVAILABLE
+            if values[0] is not None:
+                found = self._found(base, values, url, coalesce)
+                if found.entry is not None and found.entry.vary == names:
+                    return found
+        values = self._hmget(key, LOOKUP_FIELDS)
+        if values is None:
             return UNAVAILABLE
-        outcome, base = reply[0].decode(), reply[1].decode()
-        if outcome != "hit":
-            return Lookup(outcome, None, base, reply[2].decode())
+        record = values[-1]
+        if record is None:
+            self._vary_names.pop(key, None)
+            base, outcome, values = key, "miss", values[:-1]
+        else:
+            names = tuple(record.decode("latin-1").split(","))
+            self._remember(key, names)
+            base, outcome = f"{key}:{variant_id(names, headers)}", "vary-miss"
+            values = self._hmget(base, FIELDS)
+            if values is None:
+                return UNAVAILABLE
+        if values[0] is not None:
+            return self._found(base, values, url, coalesce)
+        found = self._miss(outcome, base, coalesce)
+        if found.role == "stored" and not retried:
+            # Stored between the lookup and the lock: look again.
+            return self.lookup(key, url, headers, coalesce, retried=True)
+        return found
+
+    def _hmget(self, key: str, fields: tuple[str, ...]) -> list[bytes | None] | None:
+        """The fields' values; all None for a key holding something else than a
+        hash (another program's data is a miss, and is overwritten)."""
+        return self._call(
+            lambda: self.client.execute_command("HMGET", key, *fields),
+            None,
+            refused=[None] * len(fields),
+        )
+
+    def _found(self, base: str, values: list[bytes | None], url: str, coalesce: bool) -> Lookup:
         try:
-            entry = CachedResponse.from_values(reply[2:])
+            entry = CachedResponse.from_values(values)
         except ValueError as error:
             logger.debug("unreadable entry under %s: %s", base, error)
-            return self._unusable(base, lock_token)
+            return self._miss("miss", base, coalesce, unusable=True)
         if entry.url != url:
-            return self._unusable(base, lock_token)
+            return self._miss("miss", base, coalesce, unusable=True)
         return Lookup("hit", entry, base)
 
-    def _unusable(self, base: str, lock_token: str) -> Lookup:
-        """A miss on a key that holds something else (another format version,
-        another program's data): the next store overwrites it."""
-        if not lock_token:
-            return Lookup("miss", None, base)
-        role = "leader" if self.try_lock(base, lock_token) else "follower"
-        return Lookup("miss", None, base, role)
+    def _miss(self, outcome: str, base: str, coalesce: bool, unusable: bool = False) -> Lookup:
+        if not coalesce:
+            return Lookup(outcome, None, base)
+        lock = Lock(base + ":lock", new_token())
+        args = [lock.token, self._lock_ms, "1" if unusable else ""]
+        reply = self._call(lambda: self._try_miss(keys=[base], args=args), b"")
+        role = reply.decode() if isinstance(reply, bytes) else ""
+        return Lookup(outcome, None, base, role, lock if role == "leader" else None)
+
+    def _remember(self, key: str, names: tuple[str, ...]) -> None:
+        if len(self._vary_names) >= VARY_MEMO_SIZE:
+            self._vary_names.clear()
+        self._vary_names[key] = names
 
     def save(
         self, key: str, entry: CachedResponse, ttl: int, variant: str, lock: Lock | None = None
@@ -305,11 +341,11 @@ class RedisStore:
         keys = [key, lock.key if lock else key + ":lock"]
         return bool(self._call(lambda: self._save(keys=keys, args=args), 0))
 
-    def try_lock(self, base: str, token: str) -> Lock | None:
+    def try_lock(self, base: str) -> Lock | None:
         """Take the lock of ``base`` for ``lock_timeout`` seconds, if it is free."""
-        lock = Lock(base + ":lock", token)
+        lock = Lock(base + ":lock", new_token())
         taken = self._call(
-            lambda: self.client.set(lock.key, token, nx=True, px=self._lock_ms), None
+            lambda: self.client.set(lock.key, lock.token, nx=True, px=self._lock_ms), None
         )
         return lock if taken else None
 
@@ -323,11 +359,3 @@ class RedisStore:
         """Forget every stored variant of ``url``. False if Redis failed."""
         key = primary_key(self.settings.prefix, url)
         return self._call(lambda: self._purge(keys=[key], args=[self.channel]), None) is not None
-
-
-@dataclasses.dataclass(frozen=True)
-class Lock:
-    """A held lock: its key and the token that proves it is ours."""
-
-    key: str
-    token: str
