@@ -21,6 +21,8 @@ _HOST = re.compile(r"[a-z0-9._~!$&'()*+,;=%-]+(:[0-9]*)?|\[[0-9a-f:.]+\](:[0-9]*
 _DEFAULT_PORTS = {"http": ":80", "https": ":443"}
 # What a path keeps unencoded (RFC 3986 §3.3 pchar and "/").
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
+# A path that quote() would leave as it is.
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9/:@!$&'()*+,;=._~-]*")
 _AROUND_COMMAS = re.compile(r"[ \t]*,[ \t]*")
 
 
@@ -39,10 +41,9 @@ def request_url(environ: WSGIEnvironment) -> str | None:
     host = host.lower()
     if not _HOST.fullmatch(host):
         return None
-    path = quote(
-        (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "") or "/").encode("latin-1"),
-        safe=_PATH_SAFE,
-    )
+    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "") or "/"
+    if not _PLAIN_PATH.fullmatch(path):
+        path = quote(path.encode("latin-1"), safe=_PATH_SAFE)
     host = _without_default_port(scheme, host)
     query = environ.get("QUERY_STRING")
     return f"{scheme}://{host}{path}?{query}" if query else f"{scheme}://{host}{path}"

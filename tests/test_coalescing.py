@@ -15,28 +15,12 @@ from pathlib import Path
 
 import pytest
 import redis
-from wsgi_apps import Origin, call, concurrent_requests, slow_counting_app
+from wsgi_apps import Origin, call, concurrent_requests, run_together, slow_counting_app
 
 from redis_wsgi_cache import CacheMiddleware
 from redis_wsgi_cache.keys import primary_key
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def run_together(count: int, target) -> list:
-    barrier = threading.Barrier(count)
-    results: list = []
-
-    def one() -> None:
-        barrier.wait()
-        results.append(target())
-
-    threads = [threading.Thread(target=one) for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results
 
 
 def test_fifty_concurrent_misses_run_the_app_once(cached, redis_server, redis_client):

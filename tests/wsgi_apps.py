@@ -4,8 +4,14 @@ counts its calls."""
 from __future__ import annotations
 
 import io
+import threading
+import time
 import typing as t
 from collections.abc import Iterable, Iterator
+
+import redis
+
+from redis_wsgi_cache import CacheMiddleware
 
 
 class Origin:
@@ -62,10 +68,6 @@ def stored_entries(client: t.Any) -> list[bytes]:
 def slow_counting_app(redis_url: str, counter: str, seconds: float) -> t.Any:
     """A WSGI app that takes ``seconds`` and counts its runs in Redis, so runs
     in several processes add up."""
-    import time
-
-    import redis
-
     client = redis.Redis.from_url(redis_url)
 
     def app(environ: dict[str, t.Any], start_response: t.Any) -> Iterable[bytes]:
@@ -118,23 +120,27 @@ def call(app: t.Any, path: str = "/", **headers: str) -> tuple[str, dict[str, st
 def concurrent_requests(redis_url: str, counter: str, seconds: float, count: int) -> list[str]:
     """Run in another process: ``count`` simultaneous requests for one cold URL
     through a middleware of this process's own; their Cache-Status values."""
-    import threading
-
-    from redis_wsgi_cache import CacheMiddleware
-
     middleware = CacheMiddleware(
         slow_counting_app(redis_url, counter, seconds), redis_url=redis_url, prefix="t"
     )
+    return [
+        headers["Cache-Status"]
+        for _, headers, _ in run_together(count, lambda: call(middleware, "/cold"))
+    ]
+
+
+def run_together(count: int, target: t.Callable[[], t.Any]) -> list[t.Any]:
+    """Run ``target`` in ``count`` threads released at once; their results."""
     barrier = threading.Barrier(count)
-    statuses: list[str] = []
+    results: list[t.Any] = []
 
     def one() -> None:
         barrier.wait()
-        statuses.append(call(middleware, "/cold")[1]["Cache-Status"])
+        results.append(target())
 
     threads = [threading.Thread(target=one) for _ in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return statuses
+    return results
