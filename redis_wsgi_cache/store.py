@@ -17,6 +17,7 @@ from redis.retry import Retry
 
 from .entry import FIELDS, CachedResponse
 from .keys import primary_key, variant_id
+from .near import CLEAR_ALL
 
 if t.TYPE_CHECKING:
     from .settings import Settings
@@ -372,3 +373,41 @@ class RedisStore:
         """Forget every stored variant of ``url``. False if Redis failed."""
         key = primary_key(self.settings.prefix, url)
         return self._call(lambda: self._purge(keys=[key], args=[self.channel]), None) is not None
+
+    def purge_all(self) -> int:
+        """Forget everything under this cache's prefix; how many keys went.
+        Raises the Redis error, if any: this is an operator's command."""
+        count = 0
+        batch: list[bytes] = []
+        for name in self.client.scan_iter(match=f"{self.settings.prefix}:{{*", count=1000):
+            batch.append(name)
+            if len(batch) == 500:
+                count += self.client.delete(*batch)
+                batch.clear()
+        if batch:
+            count += self.client.delete(*batch)
+        self.client.publish(self.channel, CLEAR_ALL)
+        return count
+
+    def entries_of(self, url: str) -> list[tuple[str, CachedResponse | None, int]]:
+        """Every key stored for ``url``, the entry it holds (None when it is
+        unreadable) and its Redis TTL. Raises the Redis error, if any: this is an
+        operator's command."""
+        key = primary_key(self.settings.prefix, url)
+        names = self.client.hget(key, "vr")
+        if names is None:
+            bases = [key]
+        else:
+            fields = self.client.hkeys(key)
+            bases = [f"{key}:{field[2:].decode()}" for field in fields if field.startswith(b"x:")]
+        found: list[tuple[str, CachedResponse | None, int]] = []
+        for base in bases:
+            values = self.client.execute_command("HMGET", base, *FIELDS)
+            if values[0] is None:
+                continue
+            ttl = self.client.ttl(base)
+            try:
+                found.append((base, CachedResponse.from_values(values), ttl))
+            except ValueError:
+                found.append((base, None, ttl))
+        return found

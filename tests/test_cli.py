@@ -1,0 +1,69 @@
+"""The redis-wsgi-cache command, against the suite's Redis."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from webtest import TestApp
+from wsgi_apps import Origin, stored_entries
+
+from redis_wsgi_cache.cli import main
+from redis_wsgi_cache.keys import primary_key
+
+
+@pytest.fixture
+def filled(cached, redis_server, redis_client):
+    origin = Origin(headers=[("Cache-Control", "max-age=100"), ("Vary", "Accept-Language")])
+    app = TestApp(cached(origin, prefix="t"))
+    for language in ("en", "fr"):
+        app.get("/a", headers={"Accept-Language": language})
+    app.get("/b")
+    return ["--redis-url", redis_server.url, "--prefix", "t"]
+
+
+def test_inspect_lists_the_variants(filled, capsys):
+    assert main([*filled, "inspect", "http://localhost/a"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert len(shown) == 2
+    assert {entry["status"] for entry in shown} == {"200 OK"}
+    assert all(entry["vary"] == ["accept-language"] for entry in shown)
+    assert all(0 < entry["ttl"] <= 100 for entry in shown)
+
+
+def test_inspect_of_nothing_stored_fails(filled, capsys):
+    assert main([*filled, "inspect", "http://localhost/none"]) == 1
+    assert json.loads(capsys.readouterr().out) == []
+
+
+def test_purge_one_url(filled, redis_client, capsys):
+    a_key = primary_key("t", "http://localhost/a").encode()
+    assert any(key.startswith(a_key) for key in stored_entries(redis_client))
+    assert main([*filled, "purge", "http://localhost/a"]) == 0
+    assert not any(key.startswith(a_key) for key in stored_entries(redis_client))
+    assert main([*filled, "inspect", "http://localhost/a"]) == 1
+    assert main([*filled, "inspect", "http://localhost/b"]) == 0
+
+
+def test_purge_all(filled, redis_client, capsys):
+    redis_client.set("not-ours", "1")
+    assert main([*filled, "purge", "--all"]) == 0
+    assert "purged" in capsys.readouterr().out
+    assert redis_client.keys("*") == [b"not-ours"]
+
+
+def test_config_shows_the_settings_in_effect(monkeypatch, capsys):
+    monkeypatch.setenv("REDIS_WSGI_CACHE_DEFAULT_TTL", "17")
+    assert main(["config"]) == 0
+    assert "default_ttl = 17" in capsys.readouterr().out.splitlines()
+
+
+def test_bad_setting_is_a_clear_error(monkeypatch, capsys):
+    monkeypatch.setenv("REDIS_WSGI_CACHE_DEFAULT_TTL", "soon")
+    assert main(["config"]) == 2
+    assert "default_ttl='soon' from REDIS_WSGI_CACHE_DEFAULT_TTL" in capsys.readouterr().err
+
+
+def test_unreachable_redis_is_a_clear_error(capsys):
+    assert main(["--redis-url", "redis://127.0.0.1:1/0", "purge", "--all"]) == 1
+    assert "Redis" in capsys.readouterr().err
