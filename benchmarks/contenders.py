@@ -50,6 +50,7 @@ DJANGO = "django"
 OURS = "ours"
 OURS_NEAR = "ours-near"
 WSGI_GET = "wsgi-get"
+WSGI_CONSTANT = "wsgi-constant"
 
 LABELS = {
     FLASK: "bare Flask (uncached)",
@@ -58,6 +59,7 @@ LABELS = {
     OURS: "redis-wsgi-cache",
     OURS_NEAR: "redis-wsgi-cache + near cache",
     WSGI_GET: "plain WSGI app + redis-py GET",
+    WSGI_CONSTANT: "plain WSGI app, constant body (ceiling)",
 }
 CACHED = frozenset({FLASK_CACHING, DJANGO, OURS, OURS_NEAR})
 VIEWS = ("users", "slow", "stream", "stream-gen")
@@ -168,6 +170,20 @@ def _wsgi_get_app(redis_url: str) -> WSGIApplication:
     return app
 
 
+def _wsgi_constant_app() -> WSGIApplication:
+    """The HTTP ceiling: a plain WSGI callable answering a constant body, what
+    a cache that costs nothing at all would serve at."""
+    body = RAW_VALUE
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+        start_response(
+            "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        )
+        return [body]
+
+    return app
+
+
 def build(key: str, redis_url: str, *, shared_counters: bool = False) -> Contender:
     """The contender ``key`` on ``redis_url``. With ``shared_counters`` the
     cached contenders count view runs in Redis (for gunicorn workers)."""
@@ -209,4 +225,6 @@ def build(key: str, redis_url: str, *, shared_counters: bool = False) -> Contend
         return Contender(key, app, counters, getattr(middleware, "close", None))
     if key == WSGI_GET:
         return Contender(key, _wsgi_get_app(redis_url), counters)
+    if key == WSGI_CONSTANT:
+        return Contender(key, _wsgi_constant_app(), counters)
     raise ValueError(f"unknown contender {key!r}")

@@ -211,6 +211,7 @@ class RedisStore:
         self.client = client
         self.settings = settings
         self.channel = f"{settings.prefix}:invalidate"
+        self._pool = client.connection_pool if isinstance(client, redis.Redis) else None
         self._try_miss = client.register_script(MISS)
         self._vary_names: dict[str, tuple[str, ...]] = {}
         self._decoded: dict[str, tuple[list[bytes | None], CachedResponse]] = {}
@@ -305,10 +306,26 @@ class RedisStore:
         """The fields' values; all None for a key holding something else than a
         hash (another program's data is a miss, and is overwritten)."""
         return self._call(
-            lambda: self.client.execute_command("HMGET", key, *fields),
-            None,
-            refused=[None] * len(fields),
+            lambda: self._command("HMGET", key, *fields), None, refused=[None] * len(fields)
         )
+
+    def _command(self, *args: t.Any) -> t.Any:
+        """One command on a pooled connection, without the client's retry and
+        instrumentation layers: the hit path's one round trip. A cluster client
+        (no single pool) routes the command itself."""
+        if self._pool is None:
+            return self.client.execute_command(*args)
+        connection = self._pool.get_connection()
+        try:
+            connection.send_command(*args)
+            return connection.read_response()
+        except redis.ResponseError:
+            raise  # an error reply: the connection is still in step
+        except BaseException:
+            connection.disconnect()
+            raise
+        finally:
+            self._pool.release(connection)
 
     def _found(self, base: str, values: list[bytes | None], url: str, coalesce: bool) -> Lookup:
         decoded = self._decoded.get(base)
