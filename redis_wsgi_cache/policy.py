@@ -424,10 +424,15 @@ def build_entry(
     status_code = int(status[:3])
     fresh = freshness(status_code, headers, response_time, settings)
     directives, _ = response_directives(headers)
+    kept = stored_headers(headers, response_time)
+    if status_code not in (204, 304) and header(kept, "content-length") is None:
+        # The whole body is known now: saying its length lets clients keep
+        # their connection open (RFC 9112 §6.3).
+        kept.append(("Content-Length", str(len(body))))
     entry = CachedResponse(
         url=url,
         status=status,
-        headers=stored_headers(headers, response_time),
+        headers=kept,
         body=body,
         stored_at=response_time,
         initial_age=initial_age(headers, request_time, response_time),

@@ -408,6 +408,28 @@ def test_redis_ttl(headers, settings, expected_ttl):
         assert policy.redis_ttl(stored, NOW, settings) == expected_ttl
 
 
+def test_stored_response_gets_its_content_length():
+    """RFC 9112 §6.3: the length of a stored body is known."""
+    request = policy.request_policy(environ(), SETTINGS)
+    stored = policy.build_entry(
+        "http://localhost/", request, "200 OK", [], b"12345", NOW, NOW, SETTINGS
+    )
+    assert stored is not None
+    assert stored.header("content-length") == "5"
+    no_content = policy.build_entry(
+        "http://localhost/",
+        request,
+        "204 No Content",
+        [("Cache-Control", "max-age=60")],
+        b"",
+        NOW,
+        NOW,
+        SETTINGS,
+    )
+    assert no_content is not None
+    assert no_content.header("content-length") is None
+
+
 def test_entry_keeps_validators_and_flags():
     stored = build(
         [
