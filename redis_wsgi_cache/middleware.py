@@ -169,7 +169,9 @@ class CacheMiddleware:
         if entry is None:
             fwd = "uri-miss" if found.outcome == "miss" else found.outcome
         else:
-            fwd = "request" if request.no_cache else "stale"
+            # RFC 9211 §2.2: "request" when a fresh entry was there but the
+            # request's directives did not allow its use.
+            fwd = "request" if entry.ttl(now) > 0 and not entry.no_cache else "stale"
         if request.authorization and (entry is None or not entry.shared_auth):
             fwd = "bypass"
 

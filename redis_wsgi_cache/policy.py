@@ -205,8 +205,16 @@ class RequestPolicy:
     @property
     def may_coalesce(self) -> bool:
         """Whether this request may wait for, or fetch on behalf of, others: only
-        requests whose response would be stored for everyone."""
-        return self.may_store and not self.authorization
+        requests whose response would be stored for everyone, and which any fresh
+        response serves (one asking for a younger response than a fresh one goes
+        to the app, as it asked)."""
+        return (
+            self.may_store
+            and not self.authorization
+            and not self.no_cache
+            and self.max_age is None
+            and self.min_fresh is None
+        )
 
 
 # The policies of requests without directives or ranges, made once: most requests.

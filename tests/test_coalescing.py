@@ -168,3 +168,26 @@ def test_a_hit_costs_one_redis_command(cached, redis_client, headers):
         assert call(middleware, accept_language="en")[1]["X-Cache"] == "HIT"
     # One HMGET a hit, Vary or not: the Vary names are remembered per process.
     assert command_counts(redis_client) == {"hmget": 10}
+
+
+@pytest.mark.parametrize(
+    "request_headers",
+    [
+        pytest.param({"cache_control": "no-cache"}, id="no-cache"),
+        pytest.param({"cache_control": "max-age=0"}, id="max-age-0"),
+        pytest.param({"pragma": "no-cache"}, id="pragma"),
+    ],
+)
+def test_requests_asking_for_the_origin_do_not_queue(redis_server, redis_client, request_headers):
+    """Reloads go to the app at once, even while another request fetches."""
+    middleware = CacheMiddleware(
+        slow_counting_app(redis_server.url, "runs", 0), redis_url=redis_server.url, prefix="t"
+    )
+    call(middleware, "/page")
+    lock = primary_key("t", "http://localhost/page") + ":lock"
+    redis_client.set(lock, "a fetch in progress", px=60_000)
+    started = time.monotonic()
+    _, headers, body = call(middleware, "/page", **request_headers)
+    assert time.monotonic() - started < 1
+    assert body == b"run 2"
+    assert "fwd=request" in headers["Cache-Status"]
