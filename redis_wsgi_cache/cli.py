@@ -1,5 +1,5 @@
-"""The ``redis-wsgi-cache`` command: what the cache's settings are, what it holds
-for a URL, and purging, for operators. Settings are read as the middleware reads
+"""The ``redis-wsgi-cache`` command: what the cache's settings are, what it did,
+what it holds for a URL, and purging, for operators. Settings are read as the middleware reads
 them (environment, then setup.cfg), plus ``--redis-url``/``--prefix``."""
 
 from __future__ import annotations
@@ -65,6 +65,18 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0 if found else 1
 
 
+def _stats(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    counts = RedisStore(make_client(settings), settings).counts()
+    served = sum(counts.get(name, 0) for name in ("HIT", "STALE", "MISS", "BYPASS"))
+    for name in sorted(counts):
+        print(f"{name.lower()} = {counts[name]}")
+    if served:
+        hits = counts.get("HIT", 0) + counts.get("STALE", 0)
+        print(f"hit_ratio = {hits / served:.3f}")
+    return 0
+
+
 def _purge(args: argparse.Namespace) -> int:
     settings = _settings(args)
     store = RedisStore(make_client(settings), settings)
@@ -93,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prefix", help="the cache's key prefix (else the prefix setting)")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("config", help="print the settings in effect").set_defaults(run=_config)
+    commands.add_parser(
+        "stats", help="print what the cache did, over all processes (batched each second)"
+    ).set_defaults(run=_stats)
     inspect = commands.add_parser("inspect", help="print what is stored for URLs, as JSON")
     inspect.add_argument("url", nargs="+", help="absolute URL, e.g. http://example.com/users/1")
     inspect.set_defaults(run=_inspect)

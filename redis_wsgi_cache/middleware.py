@@ -20,6 +20,7 @@ from .keys import LazyHeaders, primary_key, request_url, variant_id
 from .near import NearCache
 from .policy import Reuse
 from .settings import load_settings
+from .stats import Counters
 from .store import Lock, Lookup, RedisStore, make_client
 
 if t.TYPE_CHECKING:
@@ -115,9 +116,12 @@ class CacheMiddleware:
             else None
         )
         self.background = BackgroundPool(self.settings.background_workers)
+        self.stats = Counters(self.store, self.background, self.settings.stats_interval)
 
     def close(self) -> None:
-        """Finish background refreshes and stop the near cache's subscriber."""
+        """Add the last counts to Redis, finish background refreshes and stop the
+        near cache's subscriber."""
+        self.stats.flush()
         self.background.shutdown()
         if self.near is not None:
             self.near.close()
@@ -222,6 +226,7 @@ class CacheMiddleware:
             ("Cache-Status", f"{CACHE_NAME}; {cache_status}"),
         ]
         environ = exchange.environ
+        self._count(environ, x_cache)
         if policy.is_conditional(environ) and policy.not_modified(entry, environ):
             exchange.start_response(
                 "304 Not Modified", policy.not_modified_headers(entry.headers) + extra
@@ -273,6 +278,7 @@ class CacheMiddleware:
         capture.run(self.app, environ)
         assert capture.status is not None
         x_cache = "BYPASS" if fwd == "bypass" else "MISS"
+        self._count(environ, x_cache)
         status = f"{CACHE_NAME}; fwd={fwd}; fwd-status={capture.status[:3]}; detail={detail}"
         return capture.commit(
             start_response, [*capture.headers, ("X-Cache", x_cache), ("Cache-Status", status)]
@@ -330,6 +336,7 @@ class CacheMiddleware:
         if detail is None and not self.store.available:
             detail = "redis-unavailable"
         x_cache = "BYPASS" if fwd == "bypass" else "MISS"
+        self._count(exchange.environ, x_cache)
         cache_status = f"{CACHE_NAME}; fwd={fwd}; fwd-status={status_code}"
         cache_status += "; stored" if detail is None else f"; detail={detail}"
         response_headers = [*capture.headers, ("X-Cache", x_cache), ("Cache-Status", cache_status)]
@@ -398,7 +405,16 @@ class CacheMiddleware:
             self._release(lock)
             return
         variant = variant_id(entry.vary, exchange.headers) if entry.vary else ""
-        self.store.save(exchange.key, entry, ttl, variant, lock)
+        if self.store.save(exchange.key, entry, ttl, variant, lock):
+            self._count(exchange.environ, "STORED")
+
+    def _count(self, environ: WSGIEnvironment, outcome: str) -> None:
+        """Count what the cache did for a client; of a background refresh, only
+        that it stored something."""
+        if not environ.get(ENVIRON_BACKGROUND):
+            self.stats.count(outcome)
+        elif outcome == "STORED":
+            self.stats.count("REFRESHED")
 
     def _release(self, lock: Lock | None, reason: str | None = None) -> None:
         if lock is not None:
@@ -455,9 +471,11 @@ class CacheMiddleware:
         capture.run(self.app, environ)
         assert capture.status is not None
         status_code = int(capture.status[:3])
+        self._count(environ, "BYPASS")
         if url is not None:
             for target in policy.invalidated_urls(url, status_code, capture.headers):
                 self._purge(target)
+                self._count(environ, "INVALIDATED")
         response_headers = [
             *capture.headers,
             ("X-Cache", "BYPASS"),

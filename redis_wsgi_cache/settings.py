@@ -46,6 +46,7 @@ class Settings:
     background_workers: int = 2
     near_cache_size: int = 0
     near_cache_bytes: int = 64 * 1024 * 1024
+    stats_interval: float = 1.0
 
 
 def _non_negative_int(value: str) -> int:
@@ -126,6 +127,7 @@ _PARSERS: dict[str, tuple[Callable[[str], t.Any], str]] = {
     "background_workers": (_positive_int, "a whole number >= 1"),
     "near_cache_size": (_non_negative_int, "a whole number of entries >= 0 (0 turns it off)"),
     "near_cache_bytes": (_positive_int, "a whole number of bytes >= 1"),
+    "stats_interval": (_non_negative_seconds, "a number of seconds >= 0 and < 86400"),
 }
 
 FIELDS = tuple(field.name for field in dataclasses.fields(Settings))

@@ -211,6 +211,7 @@ class RedisStore:
         self.client = client
         self.settings = settings
         self.channel = f"{settings.prefix}:invalidate"
+        self.stats_key = f"{settings.prefix}:stats"
         self._pool = client.connection_pool if isinstance(client, redis.Redis) else None
         self._try_miss = client.register_script(MISS)
         self._vary_names: dict[str, tuple[str, ...]] = {}
@@ -435,3 +436,22 @@ class RedisStore:
             except ValueError:
                 found.append((base, None, ttl))
         return found
+
+    def add_counts(self, counts: Mapping[str, int]) -> bool:
+        """Add outcome counts to the ``<prefix>:stats`` hash, in one round trip."""
+
+        def add() -> bool:
+            pipeline = self.client.pipeline(transaction=False)
+            for outcome, number in counts.items():
+                pipeline.hincrby(self.stats_key, outcome, number)
+            pipeline.execute()
+            return True
+
+        return self._call(add, False)
+
+    def counts(self) -> dict[str, int]:
+        """The outcome counts of every process so far. Raises the Redis error,
+        if any: this is an operator's command."""
+        return {
+            name.decode(): int(value) for name, value in self.client.hgetall(self.stats_key).items()
+        }

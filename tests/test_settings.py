@@ -45,6 +45,7 @@ def test_every_setting_has_an_environment_variable():
         "background_workers": "3",
         "near_cache_size": "100",
         "near_cache_bytes": "1000",
+        "stats_interval": "0",
     }
     assert set(values) == set(FIELDS)
     environ = {f"REDIS_WSGI_CACHE_{name.upper()}": value for name, value in values.items()}
