@@ -35,6 +35,12 @@ class Capture:
         self._exhausted = False
         self._stream: _Stream | None = None
 
+    @property
+    def status_code(self) -> int:
+        """The status code the app gave, or 0 for a status line without one."""
+        code = (self.status or "")[:3]
+        return int(code) if code.isdigit() and code.isascii() else 0
+
     def _start_response(
         self, status: str, headers: Headers, exc_info: OptExcInfo | None = None
     ) -> Callable[[bytes], object]:

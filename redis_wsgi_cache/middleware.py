@@ -21,7 +21,7 @@ from .near import NearCache
 from .policy import Reuse
 from .settings import load_settings
 from .stats import Counters
-from .store import Lock, Lookup, RedisStore, make_client
+from .store import Lock, Lookup, RedisStore, logger, make_client
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -279,7 +279,7 @@ class CacheMiddleware:
         assert capture.status is not None
         x_cache = "BYPASS" if fwd == "bypass" else "MISS"
         self._count(environ, x_cache)
-        status = f"{CACHE_NAME}; fwd={fwd}; fwd-status={capture.status[:3]}; detail={detail}"
+        status = f"{CACHE_NAME}; fwd={fwd}; fwd-status={capture.status_code}; detail={detail}"
         return capture.commit(
             start_response, [*capture.headers, ("X-Cache", x_cache), ("Cache-Status", status)]
         )
@@ -314,7 +314,7 @@ class CacheMiddleware:
             self._release(lock)
             raise
         assert capture.status is not None
-        status_code = int(capture.status[:3])
+        status_code = capture.status_code
 
         if (
             status_code >= 500
@@ -350,16 +350,22 @@ class CacheMiddleware:
                 self._release(lock, "too-large" if too_large else None)
                 return
             response_time = time.time()
-            entry = policy.build_entry(
-                exchange.url,
-                request,
-                capture.status,
-                capture.headers,
-                body,
-                request_time,
-                response_time,
-                self.settings,
-            )
+            try:
+                entry = policy.build_entry(
+                    exchange.url,
+                    request,
+                    capture.status,
+                    capture.headers,
+                    body,
+                    request_time,
+                    response_time,
+                    self.settings,
+                )
+            except (TypeError, ValueError, AttributeError):
+                # Headers no WSGI server would send: the response went out as
+                # the app made it; it is just not stored.
+                logger.warning("not storing %s: malformed response", exchange.url, exc_info=True)
+                entry = None
             if entry is None:
                 self._release(lock, "status")
             else:
@@ -470,7 +476,7 @@ class CacheMiddleware:
         capture = Capture()
         capture.run(self.app, environ)
         assert capture.status is not None
-        status_code = int(capture.status[:3])
+        status_code = capture.status_code
         self._count(environ, "BYPASS")
         if url is not None:
             for target in policy.invalidated_urls(url, status_code, capture.headers):

@@ -407,6 +407,8 @@ def stored_headers(headers: Headers, response_time: float) -> Headers:
     """The headers kept in the cache: hop-by-hop fields (and those ``Connection``
     names) removed, ``Age`` left to be recomputed, ``Date`` added if missing
     (RFC 9110 §6.6.1)."""
+    if not all(type(name) is str and type(value) is str for name, value in headers):
+        raise ValueError("header names and values must be strings (PEP 3333)")
     connection = header_values(headers, "connection")
     dropped = HOP_BY_HOP | {"age"}
     if connection:

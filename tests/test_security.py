@@ -97,3 +97,24 @@ def test_entries_of_another_url_with_the_same_key_are_not_served(cached, redis_c
     _, headers, _ = call(middleware, "/b")
     assert headers["X-Cache"] == "MISS"
     assert origin.count == 2
+
+
+@pytest.mark.parametrize(
+    ("status", "headers"),
+    [
+        pytest.param("OK", [], id="status-without-code"),
+        pytest.param("200 OK", [("Cache-Control", "max-age=60"), ("X-Number", 5)], id="int-value"),
+    ],
+)
+def test_responses_no_server_would_send_are_passed_on_not_stored(
+    cached, redis_client, status, headers
+):
+    def app(environ, start_response):
+        start_response(status, headers)
+        return [b"body"]
+
+    middleware = cached(app, prefix="t")
+    for _ in range(2):
+        seen, _, body = call(middleware, "/odd")
+        assert (seen, body) == (status, b"body")
+    assert stored_entries(redis_client) == []
