@@ -310,7 +310,7 @@ class CacheMiddleware:
         except Exception:
             if stale is not None and policy.stale_if_error(stale, request, time.time()):
                 self._release(lock)
-                return self._serve_instead_of_error(exchange, stale, "exception")
+                return self._serve_instead_of_error(exchange, stale, None)
             self._release(lock)
             raise
         assert capture.status is not None
@@ -323,7 +323,7 @@ class CacheMiddleware:
         ):
             capture.close()
             self._release(lock)
-            return self._serve_instead_of_error(exchange, stale, str(status_code))
+            return self._serve_instead_of_error(exchange, stale, status_code)
         if revalidate and stale is not None and status_code == 304:
             capture.close()
             return self._freshen(exchange, stale, lock, capture.headers, request_time, fwd)
@@ -376,10 +376,13 @@ class CacheMiddleware:
         )
 
     def _serve_instead_of_error(
-        self, exchange: _Exchange, stale: CachedResponse, error: str
+        self, exchange: _Exchange, stale: CachedResponse, error_status: int | None
     ) -> Iterable[bytes]:
+        """Serve ``stale`` for an app that answered ``error_status``, or raised
+        (None): RFC 9211 has a status to report only for the former."""
         now = time.time()
-        status = f"fwd=stale; fwd-status={error}; ttl={_ttl(stale, now)}; detail=stale-if-error"
+        forwarded = "fwd=stale" if error_status is None else f"fwd=stale; fwd-status={error_status}"
+        status = f"{forwarded}; ttl={_ttl(stale, now)}; detail=stale-if-error"
         return self._serve(exchange, stale, now, "STALE", status)
 
     def _freshen(
