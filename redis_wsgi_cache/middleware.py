@@ -16,6 +16,7 @@ from . import policy
 from .background import BackgroundPool
 from .capture import Capture
 from .coalesce import USABLE, wait_for_leader
+from .directives import MAX_DELTA, header
 from .keys import LazyHeaders, primary_key, request_url, variant_id
 from .near import NearCache
 from .policy import Reuse
@@ -40,10 +41,12 @@ CONDITIONS = ("HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE")
 
 
 def _age(seconds: float) -> str:
-    return str(min(int(seconds), policy.MAX_DELTA))
+    return str(min(int(seconds), MAX_DELTA))
 
 
-def _ignore_start_response(status: str, headers: list[tuple[str, str]], exc_info: t.Any = None):
+def _ignore_start_response(
+    status: str, headers: list[tuple[str, str]], exc_info: t.Any = None
+) -> t.Callable[[bytes], None]:
     return lambda data: None
 
 
@@ -498,7 +501,7 @@ def _ttl(entry: CachedResponse, now: float) -> int:
 
 
 def _too_large(headers: list[tuple[str, str]], limit: int) -> bool:
-    length = policy.header(headers, "content-length")
+    length = header(headers, "content-length")
     return length is not None and length.strip().isdigit() and int(length) > limit
 
 

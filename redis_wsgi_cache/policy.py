@@ -6,24 +6,30 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import typing as t
-from datetime import datetime
 from urllib.parse import urljoin, urlsplit
 
-import http_sf
 from werkzeug.http import (
     http_date,
-    parse_date,
     parse_etags,
     parse_if_range_header,
     parse_list_header,
     parse_range_header,
     parse_set_header,
     unquote_etag,
-    unquote_header_value,
 )
 
+from .directives import (
+    MAX_DELTA,
+    Headers,
+    date_seconds,
+    delta_seconds,
+    header,
+    header_values,
+    parse_cache_control,
+    response_directives,
+    strict_date_seconds,
+)
 from .entry import CachedResponse
 from .keys import canonical_url, vary_names
 
@@ -32,7 +38,6 @@ if t.TYPE_CHECKING:
 
     from .settings import Settings
 
-Headers = list[tuple[str, str]]
 
 # RFC 9110 §15.1: status codes that are heuristically cacheable.
 HEURISTICALLY_CACHEABLE = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
@@ -62,114 +67,6 @@ NOT_MODIFIED_HEADERS = frozenset(
 )
 # RFC 9111 §3.2: header fields a 304 must not replace in the stored response.
 NOT_UPDATED_HEADERS = frozenset({"content-length", "content-encoding", "content-range"})
-# RFC 9111 §1.2.2: a delta-seconds too large to represent is this.
-MAX_DELTA = 2147483648
-CONFLICT = "\x00conflict"
-DELTA_DIRECTIVES = frozenset(
-    {"max-age", "s-maxage", "stale-while-revalidate", "stale-if-error", "max-stale", "min-fresh"}
-)
-# RFC 9110 §5.6.7: IMF-fixdate, and the obsolete RFC 850 and asctime forms.
-_HTTP_DATE = re.compile(
-    r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
-    r" \d{4} \d{2}:\d{2}:\d{2} GMT"
-    r"|(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday), \d{2}-"
-    r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)-\d{2} \d{2}:\d{2}:\d{2} GMT"
-    r"|(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) (?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
-    r" [ \d]\d \d{2}:\d{2}:\d{2} \d{4}",
-    re.IGNORECASE,
-)
-
-
-def header(headers: Headers, name: str) -> str | None:
-    """The first value of a header, matching its name case-insensitively."""
-    for key, value in headers:
-        if key.lower() == name:
-            return value
-    return None
-
-
-def header_values(headers: Headers, name: str) -> str | None:
-    """All values of a header joined as one list (RFC 9110 §5.3)."""
-    values = [value for key, value in headers if key.lower() == name]
-    return ", ".join(values) if values else None
-
-
-def parse_cache_control(value: str | None) -> dict[str, str | None]:
-    """Cache-Control directives by lower-case name (RFC 9111 §5.2).
-
-    Directive names are case-insensitive, which ``parse_dict_header`` does not
-    honour, and a directive given twice with different values is marked
-    ``CONFLICT`` so that the caller can act conservatively (§4.2.1).
-    """
-    directives: dict[str, str | None] = {}
-    if not value:
-        return directives
-    for item in parse_list_header(value):
-        name, has_value, argument = item.partition("=")
-        name = name.strip(" \t").lower()
-        if not name:
-            continue
-        parsed = unquote_header_value(argument.strip(" \t")) if has_value else None
-        if name in directives and directives[name] != parsed:
-            directives[name] = CONFLICT
-        else:
-            directives[name] = parsed
-    return directives
-
-
-def response_directives(headers: Headers) -> tuple[dict[str, str | None], bool]:
-    """The response's cache directives, and whether they came from a targeted
-    field: ``CDN-Cache-Control`` (RFC 9213), when present and valid, stands in
-    for ``Cache-Control`` and ``Expires``; an invalid one is ignored whole."""
-    targeted = header_values(headers, "cdn-cache-control")
-    if targeted is not None:
-        directives = _targeted_directives(targeted)
-        if directives is not None:
-            return directives, True
-    return parse_cache_control(header_values(headers, "cache-control")), False
-
-
-def _targeted_directives(value: str) -> dict[str, str | None] | None:
-    """A targeted cache-control field: a Structured Fields dictionary (RFC 9213
-    §2.1, RFC 8941) whose delta-seconds directives must be integers."""
-    try:
-        members = http_sf.parse(value.encode("latin-1"), tltype="dictionary")
-    except (ValueError, UnicodeEncodeError):
-        return None
-    directives: dict[str, str | None] = {}
-    for name, (item, _) in members.items():
-        if item is True:
-            directives[name] = None
-        elif isinstance(item, int) and not isinstance(item, bool) and item >= 0:
-            directives[name] = str(item)
-        elif name in DELTA_DIRECTIVES:
-            return None
-        else:
-            directives[name] = str(item)
-    return directives
-
-
-def delta_seconds(directives: dict[str, str | None], name: str) -> int | None:
-    """A delta-seconds argument (§1.2.2): None when the directive is absent, -1 when
-    its argument is missing, malformed or given twice with different values."""
-    if name not in directives:
-        return None
-    argument = directives[name]
-    if argument is None or not argument.isdigit() or not argument.isascii():
-        return -1
-    return min(int(argument), MAX_DELTA)
-
-
-def _date(value: str | None) -> float | None:
-    parsed: datetime | None = parse_date(value) if value else None
-    return parsed.timestamp() if parsed is not None else None
-
-
-def _strict_date(value: str) -> float | None:
-    """An HTTP-date in one of its three forms, or None: what ``Expires`` must be
-    to mean a time (RFC 9111 §5.3); ``parse_date`` alone accepts far more."""
-    value = value.strip(" \t")
-    return _date(value) if _HTTP_DATE.fullmatch(value) else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -330,8 +227,8 @@ def freshness(status: int, headers: Headers, response_time: float, settings: Set
 
     expires_values = [value for key, value in headers if key.lower() == "expires"]
     if expires_values and not targeted:
-        expires = _strict_date(expires_values[0]) if len(set(expires_values)) == 1 else None
-        date = _date(header(headers, "date"))
+        expires = strict_date_seconds(expires_values[0]) if len(set(expires_values)) == 1 else None
+        date = date_seconds(header(headers, "date"))
         base = date if date is not None else response_time
         # §5.3: an invalid Expires, "0" included, means already expired.
         lifetime = max(expires - base, 0.0) if expires is not None else 0.0
@@ -345,7 +242,7 @@ def freshness(status: int, headers: Headers, response_time: float, settings: Set
 
 def initial_age(headers: Headers, request_time: float, response_time: float) -> float:
     """``corrected_initial_age`` of RFC 9111 §4.2.3."""
-    date = _date(header(headers, "date"))
+    date = date_seconds(header(headers, "date"))
     apparent_age = max(0.0, response_time - date) if date is not None else 0.0
     age_header = header(headers, "age")
     age_value = 0
@@ -540,11 +437,15 @@ def not_modified(entry: CachedResponse, environ: WSGIEnvironment) -> bool:
         return entry.etag is not None and etags.contains_weak(
             entry.etag.removeprefix("W/").strip('"')
         )
-    since = _date(environ.get("HTTP_IF_MODIFIED_SINCE"))
+    since = date_seconds(environ.get("HTTP_IF_MODIFIED_SINCE"))
     if since is None:
         return False
     # RFC 9111 §4.3.2: without Last-Modified, the stored Date stands in for it.
-    modified = _date(entry.last_modified) if entry.last_modified else _date(entry.header("date"))
+    modified = (
+        date_seconds(entry.last_modified)
+        if entry.last_modified
+        else date_seconds(entry.header("date"))
+    )
     return modified is not None and modified <= since
 
 
@@ -565,7 +466,9 @@ def byte_range(entry: CachedResponse, environ: WSGIEnvironment) -> tuple[int, in
                 or (unquote_etag(entry.etag)[0] != condition.etag)
             ):
                 return None
-        elif condition.date is None or condition.date.timestamp() != _date(entry.last_modified):
+        elif condition.date is None or condition.date.timestamp() != date_seconds(
+            entry.last_modified
+        ):
             return None
     requested = parse_range_header(environ.get("HTTP_RANGE"))
     if requested is None or len(requested.ranges) != 1:
@@ -597,7 +500,7 @@ def validators_match(entry: CachedResponse, headers: Headers) -> bool:
         return entry.etag is not None and etag == entry.etag
     last_modified = header(headers, "last-modified")
     if last_modified is not None:
-        return entry.last_modified is not None and _date(last_modified) == _date(
+        return entry.last_modified is not None and date_seconds(last_modified) == date_seconds(
             entry.last_modified
         )
     return True

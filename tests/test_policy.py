@@ -9,7 +9,7 @@ import math
 import pytest
 from werkzeug.http import http_date
 
-from redis_wsgi_cache import policy
+from redis_wsgi_cache import directives, policy
 from redis_wsgi_cache.entry import CachedResponse
 from redis_wsgi_cache.keys import normalize_value, vary_names
 from redis_wsgi_cache.policy import Reuse
@@ -56,18 +56,18 @@ def entry(**changes) -> CachedResponse:
         ),
         pytest.param("max-age=60, max-age=60", {"max-age": "60"}, id="§4.2.1-same-twice"),
         pytest.param(
-            "max-age=60, max-age=10", {"max-age": policy.CONFLICT}, id="§4.2.1-conflicting"
+            "max-age=60, max-age=10", {"max-age": directives.CONFLICT}, id="§4.2.1-conflicting"
         ),
         pytest.param(" , ,max-age=5,, ", {"max-age": "5"}, id="§5.2-empty-items"),
         pytest.param("", {}, id="empty"),
     ],
 )
 def test_parse_cache_control(value, expected):
-    assert policy.parse_cache_control(value) == expected
+    assert directives.parse_cache_control(value) == expected
 
 
 @pytest.mark.parametrize(
-    ("directives", "expected"),
+    ("parsed", "expected"),
     [
         pytest.param({"max-age": "60"}, 60, id="§1.2.2-digits"),
         pytest.param({}, None, id="absent"),
@@ -76,12 +76,12 @@ def test_parse_cache_control(value, expected):
         pytest.param({"max-age": "1.5"}, -1, id="§1.2.2-fraction"),
         pytest.param({"max-age": "abc"}, -1, id="§1.2.2-text"),
         pytest.param({"max-age": "99999999999"}, 2147483648, id="§1.2.2-overflow"),
-        pytest.param({"max-age": policy.CONFLICT}, -1, id="§4.2.1-conflict"),
+        pytest.param({"max-age": directives.CONFLICT}, -1, id="§4.2.1-conflict"),
         pytest.param({"max-age": "\u0663"}, -1, id="non-ascii-digit"),
     ],
 )
-def test_delta_seconds(directives, expected):
-    assert policy.delta_seconds(directives, "max-age") == expected
+def test_delta_seconds(parsed, expected):
+    assert directives.delta_seconds(parsed, "max-age") == expected
 
 
 # -- Request directives ------------------------------------------------------
