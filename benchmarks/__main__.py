@@ -56,7 +56,6 @@ def _wrk_version() -> str:
 
 def _environment(client: redis.Redis, server: RedisServer, plan: Plan, quick: bool) -> str:
     info = client.info("server")
-    near = contenders.near_cache_option()
     lines = [
         f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC;"
         f" mode: {'--quick' if quick else 'full'}",
@@ -72,11 +71,7 @@ def _environment(client: redis.Redis, server: RedisServer, plan: Plan, quick: bo
         f" HTTP {plan.http_rounds} round(s) x {plan.http_seconds:g} s per contender;"
         f" stampede {plan.stampede_trials} trial(s)",
         "- near cache: "
-        + (
-            f"measured ({', '.join(f'{k}={v}' for k, v in near.items())})"
-            if near
-            else "not measured: this version's Settings has no near_cache_size"
-        ),
+        + ", ".join(f"{name}={value}" for name, value in contenders.NEAR_CACHE.items()),
     ]
     return "\n".join(lines)
 

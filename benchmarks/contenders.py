@@ -23,7 +23,6 @@ import redis
 from flask import Flask, jsonify
 
 from redis_wsgi_cache import CacheMiddleware
-from redis_wsgi_cache.settings import Settings
 
 from .common import (
     RAW_KEY,
@@ -88,21 +87,12 @@ class Contender:
         return self.key in CACHED
 
 
-def near_cache_option() -> dict[str, t.Any] | None:
-    """The middleware's near cache setting (entries kept in each process), if
-    this version of it has one: ``Settings.near_cache_size``."""
-    fields = {field.name for field in dataclasses.fields(Settings)}
-    if "near_cache_size" not in fields:
-        return None
-    return {"near_cache_size": 1024}
+# The near cache's setting in the "+ near cache" contender: entries per process.
+NEAR_CACHE = {"near_cache_size": 1024}
 
 
 def cache_contenders() -> list[str]:
-    """The cached contenders this version of the middleware supports."""
-    keys = [FLASK_CACHING, DJANGO, OURS]
-    if near_cache_option() is not None:
-        keys.append(OURS_NEAR)
-    return keys
+    return [FLASK_CACHING, DJANGO, OURS, OURS_NEAR]
 
 
 def wsgi_contenders() -> list[str]:
@@ -209,9 +199,7 @@ def build(key: str, redis_url: str, *, shared_counters: bool = False) -> Contend
 
         return Contender(key, django_site.application(redis_url, counters), counters)
     if key in (OURS, OURS_NEAR):
-        extra = near_cache_option() if key == OURS_NEAR else {}
-        if extra is None:
-            raise ValueError("this version of redis_wsgi_cache has no near cache setting")
+        extra = NEAR_CACHE if key == OURS_NEAR else {}
         app = _flask_app(counters, _unchanged)
         middleware = CacheMiddleware(
             app.wsgi_app,

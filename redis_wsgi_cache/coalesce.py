@@ -17,6 +17,11 @@ if t.TYPE_CHECKING:
     from .settings import Settings
 
 USABLE = frozenset({Reuse.FRESH, Reuse.STALE, Reuse.STALE_WHILE_REVALIDATE})
+# Reasons a response was not stored that will hold for the next one too, so
+# requests for the key should not queue behind a leader (Varnish's hit-for-miss).
+LASTING_REASONS = frozenset(
+    {"set-cookie", "no-store", "private", "vary-star", "partial-content", "status", "too-large"}
+)
 FIRST_POLL = 0.002
 LONGEST_POLL = 0.05
 

@@ -15,8 +15,8 @@ from collections.abc import Iterable
 from . import policy
 from .background import BackgroundPool
 from .capture import Capture
-from .coalesce import USABLE, wait_for_leader
-from .directives import MAX_DELTA, header
+from .coalesce import LASTING_REASONS, USABLE, wait_for_leader
+from .directives import MAX_DELTA
 from .keys import LazyHeaders, primary_key, request_url, variant_id
 from .near import NearCache
 from .policy import Reuse
@@ -32,11 +32,6 @@ if t.TYPE_CHECKING:
 CACHE_NAME = "redis-wsgi-cache"
 ENVIRON_ORIGINAL = "redis_wsgi_cache.orig"
 ENVIRON_BACKGROUND = "redis_wsgi_cache.background"
-# Reasons a response was not stored that will hold for the next one too, so
-# requests for the key should not queue behind a leader (Varnish's hit-for-miss).
-LASTING_REASONS = frozenset(
-    {"set-cookie", "no-store", "private", "vary-star", "partial-content", "status", "too-large"}
-)
 CONDITIONS = ("HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE")
 
 
@@ -202,12 +197,14 @@ class CacheMiddleware:
                     return self._serve(exchange, waited.entry, now, "HIT", status)
                 if waited.lock is not None:
                     lock = waited.lock
-                    entry = waited.entry or entry
+                    if waited.entry is not None:
+                        entry = waited.entry
+                        decision = policy.reuse(entry, request, now)
         revalidate = (
             entry is not None
             and entry.has_validator
             and request.method == "GET"
-            and policy.reuse(entry, request, time.time()) == Reuse.REVALIDATE
+            and decision == Reuse.REVALIDATE
         )
         return self._fetch(exchange, entry, lock, fwd, revalidate)
 
@@ -334,8 +331,6 @@ class CacheMiddleware:
             self._check_head(exchange.url, stale, capture.headers)
 
         detail = policy.not_storable_reason(request, status_code, capture.headers, self.settings)
-        if detail is None and _too_large(capture.headers, self.settings.max_body_bytes):
-            detail = "too-large"
         if detail is None and not self.store.available:
             detail = "redis-unavailable"
         x_cache = "BYPASS" if fwd == "bypass" else "MISS"
@@ -498,11 +493,6 @@ class CacheMiddleware:
 
 def _ttl(entry: CachedResponse, now: float) -> int:
     return math.floor(entry.ttl(now))
-
-
-def _too_large(headers: list[tuple[str, str]], limit: int) -> bool:
-    length = header(headers, "content-length")
-    return length is not None and length.strip().isdigit() and int(length) > limit
 
 
 def _background_environ(environ: WSGIEnvironment) -> WSGIEnvironment:

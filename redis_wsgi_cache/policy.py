@@ -259,7 +259,8 @@ def not_storable_reason(
     request: RequestPolicy, status: int, headers: Headers, settings: Settings
 ) -> str | None:
     """Why a response may not be stored (RFC 9111 §3, §3.5), or None if it may.
-    Checked when the app starts its response; body size and completeness are
+    Checked when the app starts its response (a ``Content-Length`` over
+    ``max_body_bytes`` included); the actual body size and completeness are
     checked as the body streams."""
     if request.bypass is not None:
         return request.bypass
@@ -297,6 +298,10 @@ def not_storable_reason(
         return "status"
     if "must-understand" in directives and not must_understand:
         return "status"
+    length = header(headers, "content-length")
+    if length is not None and length.strip().isdigit() and int(length) > settings.max_body_bytes:
+        # Larger bodies stream through; the one copy kept for storing is bounded.
+        return "too-large"
     return None
 
 

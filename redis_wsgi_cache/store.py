@@ -260,17 +260,19 @@ class RedisStore:
         return self._healthy or time.monotonic() >= self._closed_at
 
     def lookup(
-        self,
-        key: str,
-        url: str,
-        headers: Mapping[str, str],
-        coalesce: bool = False,
-        retried: bool = False,
+        self, key: str, url: str, headers: Mapping[str, str], coalesce: bool = False
     ) -> Lookup:
         """The entry stored for ``key`` and the request headers' variant: one
         ``HMGET`` in the steady state, Vary'd URLs included (their Vary names are
         remembered per process). On a miss, with ``coalesce``, also try to take
         the key's lock (a second round trip, misses only)."""
+        found = self._look_up(key, url, headers, coalesce)
+        if found.role == "stored":
+            # Stored between the lookup and the lock: look again, once.
+            found = self._look_up(key, url, headers, coalesce)
+        return found
+
+    def _look_up(self, key: str, url: str, headers: Mapping[str, str], coalesce: bool) -> Lookup:
         names = self._vary_names.get(key)
         if names is not None:
             base = f"{key}:{variant_id(names, headers)}"
@@ -297,11 +299,7 @@ class RedisStore:
                 return UNAVAILABLE
         if values[0] is not None:
             return self._found(base, values, url, coalesce)
-        found = self._miss(outcome, base, coalesce)
-        if found.role == "stored" and not retried:
-            # Stored between the lookup and the lock: look again.
-            return self.lookup(key, url, headers, coalesce, retried=True)
-        return found
+        return self._miss(outcome, base, coalesce)
 
     def _hmget(self, key: str, fields: tuple[str, ...]) -> list[bytes | None] | None:
         """The fields' values; all None for a key holding something else than a
