@@ -58,6 +58,6 @@ def wait_for_leader(
         if found.entry is not None:
             if policy.reuse(found.entry, request, clock.time()) in USABLE:
                 return found
-            lock = store.try_lock(found.base)
+            lock = store.try_lock(found.base, found.entry)
             if lock is not None:
                 return Lookup(found.outcome, found.entry, found.base, "leader", lock)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-FORMAT_VERSION = b"1"
+FORMAT_VERSION = b"2"
 
 
 class EntryFormatError(ValueError):
@@ -24,6 +24,8 @@ class CachedResponse:
 
     ``stored_at`` is the response time of §4.2.3 and ``initial_age`` its
     ``corrected_initial_age``; the current age is their sum plus the time since.
+    ``fetch`` names the fetch that stored it (set by the store when it saves),
+    so that a lock taken after a lookup can be refused if the entry changed.
     """
 
     url: str
@@ -41,6 +43,7 @@ class CachedResponse:
     etag: str | None = None
     last_modified: str | None = None
     vary: tuple[str, ...] = ()
+    fetch: str = ""
 
     @property
     def status_code(self) -> int:
@@ -87,6 +90,7 @@ class CachedResponse:
             "etag": self.etag if self.etag is not None else "",
             "lm": self.last_modified if self.last_modified is not None else "",
             "vary": ",".join(self.vary),
+            "fetch": self.fetch,
         }
 
     @classmethod
@@ -104,7 +108,7 @@ class CachedResponse:
         if len(present) != len(FIELDS):
             raise EntryFormatError("missing fields")
         (_, url, status, headers, body, stored_at, age, fresh, swr, sie, flags, etag,
-         last_modified, vary) = present  # fmt: skip
+         last_modified, vary, fetch) = present  # fmt: skip
         try:
             decoded = json.loads(headers)
             if type(decoded) is not list:
@@ -132,6 +136,7 @@ class CachedResponse:
                 etag=etag.decode("utf-8") or None,
                 last_modified=last_modified.decode("utf-8") or None,
                 vary=tuple(names.split(",")) if names else (),
+                fetch=fetch.decode("ascii"),
             )
         except EntryFormatError:
             raise
@@ -141,4 +146,4 @@ class CachedResponse:
 
 # The hash fields of an entry, in the order from_values expects them.
 FIELDS = ("v", "url", "status", "headers", "body", "stored_at", "age", "fresh", "swr", "sie",
-          "flags", "etag", "lm", "vary")  # fmt: skip
+          "flags", "etag", "lm", "vary", "fetch")  # fmt: skip

@@ -180,7 +180,7 @@ class CacheMiddleware:
         lock = found.lock
         if request.may_coalesce:
             if lock is None and entry is not None:
-                lock = self.store.try_lock(found.base)
+                lock = self.store.try_lock(found.base, entry)
             if lock is None and found.role != "hfm":
                 waited = wait_for_leader(
                     self.store,
@@ -433,7 +433,7 @@ class CacheMiddleware:
         processes (whoever takes the key's lock does it)."""
         if not exchange.request.may_coalesce or found.entry is None:
             return
-        lock = self.store.try_lock(found.base)
+        lock = self.store.try_lock(found.base, found.entry)
         if lock is None:
             return
         environ = _background_environ(exchange.environ)

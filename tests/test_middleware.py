@@ -13,6 +13,7 @@ import redis
 from webtest import TestApp
 from wsgi_apps import Origin, stored_entries
 
+from redis_wsgi_cache.entry import FORMAT_VERSION
 from redis_wsgi_cache.keys import primary_key
 
 ENVIRON = {
@@ -103,7 +104,7 @@ def test_entry_is_one_redis_hash_with_a_ttl(cached, redis_client, redis_server):
     headers = json.loads(fields[b"headers"])
     assert ["X-Twice", "1"] in headers and ["X-Twice", "2"] in headers
     assert headers.index(["X-Twice", "1"]) < headers.index(["X-Twice", "2"])
-    assert fields[b"v"] == b"1"
+    assert fields[b"v"] == FORMAT_VERSION
     assert float(fields[b"stored_at"]) > 0
 
     hit = app.get("/raw")
@@ -342,7 +343,7 @@ def test_garbage_hash_is_a_miss_and_is_overwritten(cached, redis_client):
     origin = Origin()
     app = TestApp(cached(origin, prefix="t"))
     key = primary_key("t", "http://localhost/")
-    redis_client.hset(key, mapping={"v": "1", "status": "xyz", "headers": "not json"})
+    redis_client.hset(key, mapping={"v": "2", "status": "xyz", "headers": "not json"})
     assert app.get("/").headers["X-Cache"] == "MISS"
     assert app.get("/").headers["X-Cache"] == "HIT"
 
@@ -352,7 +353,7 @@ def test_garbage_hash_is_a_miss_and_is_overwritten(cached, redis_client):
     [
         pytest.param({"v": "999", "body": "x"}, id="other-version"),
         pytest.param({"foo": "bar"}, id="foreign"),
-        pytest.param({"v": "1", "headers": "[[1, 2]]", "status": "200 OK"}, id="bad-headers"),
+        pytest.param({"v": "2", "headers": "[[1, 2]]", "status": "200 OK"}, id="bad-headers"),
     ],
 )
 def test_foreign_hashes_are_misses(cached, redis_client, value):

@@ -69,7 +69,7 @@ def response(
     )
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 1.0) -> bool:
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -81,7 +81,7 @@ def wait_until(condition: Callable[[], bool], timeout: float = 1.0) -> bool:
 def go_online(near: NearCache) -> None:
     """Start the subscriber (lazily, as the first lookup does) and wait for it."""
     near.get(key("http://warm.up/"), {})
-    assert wait_until(lambda: near.online, 3.0)
+    assert wait_until(lambda: near.online)
 
 
 def put(near: NearCache, entry: CachedResponse, headers: dict[str, str] | None = None) -> None:
@@ -209,7 +209,7 @@ def test_put_with_an_outdated_generation_is_ignored(
     assert near.get(key(A), {}) is not None
 
 
-def test_published_invalidation_drops_every_variant_within_a_second(
+def test_published_invalidation_drops_every_variant(
     make_near: MakeNear, redis_client: redis.Redis
 ) -> None:
     near = make_near()
@@ -234,7 +234,7 @@ def test_star_clears_everything(make_near: MakeNear, redis_client: redis.Redis) 
     assert near.get(key(C), {}) is not None
 
 
-def test_invalidate_and_clear_are_local(make_near: MakeNear) -> None:
+def test_invalidate_and_clear_are_local(make_near: MakeNear, redis_client: redis.Redis) -> None:
     near, other = make_near(), make_near()
     for cache in (near, other):
         put(cache, response(A))
@@ -248,15 +248,23 @@ def test_invalidate_and_clear_are_local(make_near: MakeNear) -> None:
     near.clear()
     assert near.generation() > before
     assert len(near) == 0
-    time.sleep(0.05)
+    # Once the other cache has heard a later message, it would have heard any
+    # invalidation the two calls above had sent: it kept both entries.
+    heard = other.generation()
+    redis_client.publish(CHANNEL, key("http://marker.example/"))
+    assert wait_until(lambda: other.generation() > heard)
     assert len(other) == 2
 
 
-def test_entries_no_longer_fresh_are_dropped(make_near: MakeNear) -> None:
+def test_entries_no_longer_fresh_are_dropped(
+    make_near: MakeNear, monkeypatch: pytest.MonkeyPatch
+) -> None:
     near = make_near()
-    put(near, response(A, fresh=0.05))
+    now = time.time()
+    put(near, response(A, fresh=10, stored_at=now))
+    monkeypatch.setattr(near_module.time, "time", lambda: now + 9)
     assert near.get(key(A), {}) is not None
-    time.sleep(0.06)
+    monkeypatch.setattr(near_module.time, "time", lambda: now + 11)
     assert near.get(key(A), {}) is None
     assert len(near) == 0
     put(near, response(B, stored_at=time.time() - 61))
@@ -266,15 +274,15 @@ def test_entries_no_longer_fresh_are_dropped(make_near: MakeNear) -> None:
 def test_offline_until_the_subscription_is_confirmed(
     make_near: MakeNear, redis_client: redis.Redis
 ) -> None:
-    near = make_near(online=False, socket_timeout=2.0)
-    redis_client.client_pause(500, all=True)
+    near = make_near(online=False, socket_timeout=5.0)
+    redis_client.client_pause(3000, all=True)
     assert near.get(key(A), {}) is None  # starts the subscriber, held up by the pause
     before = near.generation()
     time.sleep(0.05)
     assert not near.online
     near.put(key(A), response(A), {}, before)
     assert near.get(key(A), {}) is None
-    assert wait_until(lambda: near.online, 3.0)
+    assert wait_until(lambda: near.online)
     # A lookup made before the subscription was live may have missed an invalidation.
     near.put(key(A), response(A), {}, before)
     assert near.get(key(A), {}) is None
@@ -290,10 +298,10 @@ def test_a_connection_that_stops_answering_is_dead(
     monkeypatch.setattr(near_module, "DEAD_AFTER", 0.3)
     near = make_near()
     put(near, response(A))
-    redis_client.client_pause(800, all=True)
+    redis_client.client_pause(3000, all=True)
     assert wait_until(lambda: not near.online)
     assert near.get(key(A), {}) is None
-    assert wait_until(lambda: near.online, 3.0)
+    assert wait_until(lambda: near.online)
     assert near.get(key(A), {}) is None
 
 
@@ -314,7 +322,7 @@ def test_offline_while_redis_is_down_and_back_after(caplog: pytest.LogCaptureFix
         offline = [m for m in caplog.messages if m.startswith("near cache offline")]
         assert len(offline) == 1
         server = RedisServer(server.port).start()
-        assert wait_until(lambda: near.online, 3.0)
+        assert wait_until(lambda: near.online)
         assert near.get(key(A), {}) is None
         assert any(m.startswith("near cache online again") for m in caplog.messages)
     finally:
@@ -335,13 +343,13 @@ url, prefix, key = sys.argv[1:]
 client = redis.Redis.from_url(url, socket_timeout=0.25, retry=Retry(NoBackoff(), 0))
 near = NearCache(client, prefix, 10, 100000)
 near.get(key, {})
-deadline = time.monotonic() + 5
+deadline = time.monotonic() + 10
 while not near.online and time.monotonic() < deadline:
     time.sleep(0.005)
 entry = CachedResponse("http://a.example/", "200 OK", [], b"hello", time.time(), 0.0, 60.0)
 near.put(key, entry, {}, near.generation())
 print("ready" if near.get(key, {}) is entry else "not cached", flush=True)
-deadline = time.monotonic() + 5
+deadline = time.monotonic() + 10
 while near.get(key, {}) is not None and time.monotonic() < deadline:
     time.sleep(0.005)
 print("invalidated" if near.get(key, {}) is None else "still cached", flush=True)
@@ -349,7 +357,7 @@ near.close()
 """
 
 
-def test_invalidation_reaches_another_process_within_a_second(
+def test_invalidation_reaches_another_process(
     redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -370,11 +378,9 @@ def test_invalidation_reaches_another_process_within_a_second(
     threading.Thread(target=read, daemon=True).start()
     try:
         assert lines.get(timeout=10) == "ready"
-        published = time.monotonic()
         assert redis_client.publish(CHANNEL, key(A)) >= 1
-        assert lines.get(timeout=5) == "invalidated"
-        assert time.monotonic() - published < 1.0
-        assert child.wait(5) == 0
+        assert lines.get(timeout=10) == "invalidated"
+        assert child.wait(10) == 0
     finally:
         child.kill()
         child.wait()
@@ -389,12 +395,12 @@ def test_forked_child_starts_its_own_subscriber(
 
     def child() -> None:
         report = [near.online, near.get(key(A), {}) is None]
-        report.append(wait_until(lambda: near.online, 3.0))
+        report.append(wait_until(lambda: near.online))
         report.append(near.get(key(A), {}) is None)
         put(near, response(A))
         report.append(near.get(key(A), {}) is not None)
         child_end.send(report)
-        child_end.send(wait_until(lambda: near.get(key(A), {}) is None, 5.0))
+        child_end.send(wait_until(lambda: near.get(key(A), {}) is None))
 
     process = multiprocessing.get_context("fork").Process(target=child, daemon=True)
     process.start()
@@ -403,11 +409,9 @@ def test_forked_child_starts_its_own_subscriber(
         # Offline and empty in the child until its own subscription is live.
         assert parent_end.recv() == [False, True, True, True, True]
         assert near.get(key(A), {}) is not None
-        published = time.monotonic()
         assert redis_client.publish(CHANNEL, key(A)) >= 2
-        assert parent_end.poll(5)
+        assert parent_end.poll(10)
         assert parent_end.recv() is True
-        assert time.monotonic() - published < 1.0
         assert wait_until(lambda: near.get(key(A), {}) is None)
         process.join(5)
         assert process.exitcode == 0
@@ -436,7 +440,7 @@ def test_close_stops_the_subscriber(make_near: MakeNear, monkeypatch: pytest.Mon
     assert near.get(key(A), {}) is None
     put(near, response(A))
     assert near.get(key(A), {}) is None
-    subscriber.join(2.0)
+    subscriber.join(10.0)
     assert not subscriber.is_alive()
     unused = make_near(online=False)
     unused.close()

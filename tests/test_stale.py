@@ -9,6 +9,8 @@ import time
 import pytest
 from wsgi_apps import call
 
+from redis_wsgi_cache.keys import primary_key
+
 
 class Switchable:
     """An app whose answers the test changes, and can hold until released."""
@@ -77,6 +79,41 @@ def test_stale_while_revalidate_answers_at_once_then_refreshes(
     assert call(middleware)[1]["X-Cache"] == "HIT"
     assert len(app.calls) == 2
     middleware.close()
+
+
+def test_a_refresh_finishing_between_lookup_and_lock_is_not_run_again(cached, clock, redis_client):
+    """A request that read the stale entry just before a refresh stored its
+    replacement (and freed the lock) must not start a second refresh."""
+    app = Switchable("max-age=10, stale-while-revalidate=60")
+    middleware = cached(app, prefix="t")
+    call(middleware)
+    clock.advance(20)
+    app.body = b"v2"
+    app.gate.clear()
+    call(middleware)  # served stale; the refresh starts and blocks
+    wait_until(lambda: len(app.calls) == 2)
+
+    base = primary_key("t", "http://localhost/")
+    lookup = middleware.store.lookup
+
+    def lookup_then_the_refresh_finishes(*args, **kwargs):
+        found = lookup(*args, **kwargs)
+        assert found.entry is not None and found.entry.body == b"v1"
+        app.gate.set()
+        wait_until(
+            lambda: (
+                redis_client.hget(base, "body") == b"v2" and not redis_client.exists(base + ":lock")
+            )
+        )
+        return found
+
+    middleware.store.lookup = lookup_then_the_refresh_finishes
+    _, headers, body = call(middleware)
+    middleware.store.lookup = lookup
+    assert (body, headers["X-Cache"]) == (b"v1", "STALE")
+    middleware.close()  # joins any refresh this request may have started
+    assert len(app.calls) == 2
+    assert call(middleware)[2] == b"v2"
 
 
 def test_background_refresh_revalidates_with_the_validator(cached, clock):

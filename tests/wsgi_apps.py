@@ -13,6 +13,9 @@ import redis
 
 from redis_wsgi_cache import CacheMiddleware
 
+# As conftest.GENEROUS_SOCKET_TIMEOUT, for the processes tests start.
+GENEROUS_SOCKET_TIMEOUT = 10.0
+
 
 class Origin:
     """A WSGI app answering ``status``, ``headers`` and ``body`` (or, per path,
@@ -121,7 +124,10 @@ def concurrent_requests(redis_url: str, counter: str, seconds: float, count: int
     """Run in another process: ``count`` simultaneous requests for one cold URL
     through a middleware of this process's own; their Cache-Status values."""
     middleware = CacheMiddleware(
-        slow_counting_app(redis_url, counter, seconds), redis_url=redis_url, prefix="t"
+        slow_counting_app(redis_url, counter, seconds),
+        redis_url=redis_url,
+        prefix="t",
+        socket_timeout=GENEROUS_SOCKET_TIMEOUT,
     )
     return [
         headers["Cache-Status"]
