@@ -4,13 +4,41 @@ not queued without end, and a job's failure is logged, never lost."""
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import threading
+import typing as t
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
+if t.TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
+
 logger = logging.getLogger("redis_wsgi_cache")
+
+# Marks the environ of a request the cache makes itself, in the background.
+ENVIRON_BACKGROUND = "redis_wsgi_cache.background"
+# What a refresh leaves out of the client's request: its conditions and cache
+# directives are the client's, not the refresh's.
+_CLIENT_ONLY = frozenset(
+    {"HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE", "HTTP_CACHE_CONTROL", "HTTP_PRAGMA"}
+)
+
+
+def background_environ(environ: WSGIEnvironment) -> WSGIEnvironment:
+    """A copy of a GET request for a refresh after the response has gone: the
+    CGI variables and wsgi.* keys only (no framework state), an empty body,
+    and none of the client's conditions or cache directives."""
+    copied = {
+        name: value
+        for name, value in environ.items()
+        if (name.isupper() and name not in _CLIENT_ONLY) or name.startswith("wsgi.")
+    }
+    copied["REQUEST_METHOD"] = "GET"
+    copied["wsgi.input"] = io.BytesIO(b"")
+    copied[ENVIRON_BACKGROUND] = True
+    return copied
 
 
 class BackgroundPool:

@@ -1,12 +1,16 @@
 """Runs a WSGI app for the cache: holds its status and headers until the cache
-has decided what to add to them, then streams the body to the client while
-keeping a bounded copy to store. PEP 3333 to the letter: ``write()`` works,
-``exc_info`` is passed on and the app iterable's ``close()`` is always called."""
+has decided what to add to them; then either reads the whole body first (when
+it is small and its length known, so that it can be stored before the client
+is answered), or streams it to the client while keeping a bounded copy to store.
+PEP 3333 to the letter: ``write()`` works, ``exc_info`` is passed on and the app
+iterable's ``close()`` is always called."""
 
 from __future__ import annotations
 
 import typing as t
 from collections.abc import Callable, Iterable, Iterator
+
+from .directives import content_length, header
 
 if t.TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -20,15 +24,17 @@ class Capture:
 
     :meth:`run` calls the app and iterates it until it has called
     ``start_response`` (apps may do so lazily), so the caller knows the status
-    and headers before anything is sent. :meth:`commit` then starts the real
-    response with the headers the caller chose, and returns the iterable that
-    streams the body.
+    and headers before anything is sent. Then either :meth:`read_body` reads
+    the rest of the body and :meth:`respond` answers with it, or :meth:`commit`
+    starts the real response with the headers the caller chose and returns the
+    iterable that streams the body.
     """
 
     def __init__(self) -> None:
         self.status: str | None = None
         self.headers: Headers = []
         self.failed = False
+        self.too_large = False
         self._pending: list[bytes] = []
         self._app_iter: Iterable[bytes] = ()
         self._rest: Iterator[bytes] = iter(())
@@ -82,6 +88,56 @@ class Capture:
         if close is not None:
             close()
 
+    @property
+    def length_known(self) -> bool:
+        """Whether the body's length is known before reading it: a
+        ``Content-Length``, a list body, or an app that has finished already."""
+        return (
+            self._exhausted
+            or isinstance(self._app_iter, (list, tuple))
+            or content_length(self.headers) is not None
+        )
+
+    def read_body(self, limit: int) -> bytes | None:
+        """Read the rest of the body, then close the app iterable. The body, if
+        the app finished cleanly within ``limit`` bytes and as long as its
+        ``Content-Length`` said; else None, and what was read waits to be
+        streamed by :meth:`commit`. An exception from the app (or its
+        ``close()``) is raised after the iterable is closed."""
+        size = sum(len(chunk) for chunk in self._pending)
+        try:
+            while size <= limit:
+                try:
+                    chunk = next(self._rest)
+                except StopIteration:
+                    self._exhausted = True
+                    break
+                self._pending.append(chunk)
+                size += len(chunk)
+        except BaseException:
+            self.failed = True
+            self.close()
+            raise
+        if not self._exhausted:
+            self.too_large = True
+            return None
+        self._rest = iter(())
+        try:
+            self.close()
+        except BaseException:
+            self.failed = True
+            raise
+        body = b"".join(self._pending)
+        if self.failed or not _complete(self.headers, len(body)):
+            return None
+        return body
+
+    def respond(self, start_response: StartResponse, headers: Headers, body: bytes) -> list[bytes]:
+        """Answer with a body :meth:`read_body` read (the app iterable is closed)."""
+        assert self.status is not None
+        start_response(self.status, headers)
+        return [body]
+
     def commit(
         self,
         start_response: StartResponse,
@@ -100,7 +156,13 @@ class Capture:
         assert self.status is not None
         stream = _Stream(self, start_response, keep_up_to, on_close)
         self._stream = stream
-        stream.write_callable = start_response(self.status, headers)
+        try:
+            stream.write_callable = start_response(self.status, headers)
+        except BaseException:
+            # The server refused the headers: nothing will be sent, or closed.
+            self.failed = True
+            stream.close()
+            raise
         if keep_up_to <= 0 and not self._pending and not self._exhausted:
             # Nothing to copy: hand the server the app's own iterable, so
             # wsgi.file_wrapper and friends keep working.
@@ -176,7 +238,6 @@ class _Stream:
 
 def _complete(headers: Headers, size: int) -> bool:
     """A body is complete when it is as long as its Content-Length said."""
-    for name, value in headers:
-        if name.lower() == "content-length":
-            return value.strip().isdigit() and int(value) == size
-    return True
+    if header(headers, "content-length") is None:
+        return True
+    return content_length(headers) == size

@@ -12,6 +12,7 @@ import time
 import typing as t
 
 import redis
+from redis.exceptions import RedisClusterException
 
 from .settings import CONFIG_ENV, ENV_PREFIX, SettingsError, load_settings
 from .store import RedisStore, make_client
@@ -121,8 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as error:
         print(f"redis-wsgi-cache: {error}", file=sys.stderr)
         return 2
-    except (redis.RedisError, OSError) as error:
+    except (redis.RedisError, RedisClusterException, OSError) as error:
         print(f"redis-wsgi-cache: Redis: {error}", file=sys.stderr)
+        return 1
+    except ValueError as error:  # what Redis holds is not what this cache stores
+        print(f"redis-wsgi-cache: unreadable data in Redis: {error}", file=sys.stderr)
         return 1
 
 

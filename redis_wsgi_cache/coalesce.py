@@ -1,63 +1,243 @@
 """Request coalescing: while one request (the leader, holding the key's lock in
 Redis) fetches a response, the others for the same key wait for it to be
 stored instead of calling the app too. Works across threads, processes and
-hosts, since the lock and the entry live in Redis."""
+hosts, since the lock and the entry live in Redis.
+
+A lock lives for a short lease (``store.LOCK_LEASE``), which a thread of each
+process renews while the fetch holding it runs, for at most ``lock_timeout``
+seconds. So a lock outlives its holder by at most one lease: a holder that died,
+or a lock command that Redis ran after its sender had given up on it (a Redis
+stall longer than ``socket_timeout``). A lock command that got no reply is also
+released as soon as Redis answers again: twice, the second time after the
+first was answered, so that the release comes after any command Redis had
+queued while it stalled.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
 import time
 import typing as t
+import weakref
 from collections.abc import Mapping
 
 from . import policy
 from .policy import Reuse
-from .store import Lookup, RedisStore
+from .store import LOCK_LEASE, Lock, Lookup, RedisStore
 
 if t.TYPE_CHECKING:
+    from .entry import CachedResponse
     from .settings import Settings
+
+logger = logging.getLogger("redis_wsgi_cache")
 
 USABLE = frozenset({Reuse.FRESH, Reuse.STALE, Reuse.STALE_WHILE_REVALIDATE})
 # Reasons a response was not stored that will hold for the next one too, so
-# requests for the key should not queue behind a leader (Varnish's hit-for-miss).
+# requests for the key should not queue behind a leader (Varnish's hit-for-miss);
+# "error" is a fetch that raised.
 LASTING_REASONS = frozenset(
-    {"set-cookie", "no-store", "private", "vary-star", "partial-content", "status", "too-large"}
+    {
+        "set-cookie",
+        "no-store",
+        "private",
+        "vary-star",
+        "partial-content",
+        "status",
+        "too-large",
+        "error",
+    }
 )
 FIRST_POLL = 0.002
 LONGEST_POLL = 0.05
+RENEW_EVERY = LOCK_LEASE / 4
+# Seconds between attempts to release a lock whose command got no reply, and
+# how long to go on trying while Redis does not answer.
+RELEASE_LOST_EVERY = 0.1
+GIVE_UP_LOST_AFTER = 600.0
+
+_INSTANCES: weakref.WeakSet[Coalescer] = weakref.WeakSet()
 
 
-def wait_for_leader(
-    store: RedisStore,
-    key: str,
-    url: str,
-    headers: Mapping[str, str],
-    request: policy.RequestPolicy,
-    settings: Settings,
-    clock: t.Any = time,
-) -> Lookup:
-    """Wait, at most ``lock_timeout`` seconds, until one of these, and say which:
+class Coalescer:
+    """The lock side of the cache: looking up with the intent to fetch, taking,
+    keeping, waiting for and giving up the locks of :class:`RedisStore`.
 
-    - the leader has stored an entry that serves this request: a ``hit``;
-    - the key is hit-for-miss (the leader's response was not storable), Redis
-      failed, or the wait timed out: role ``hfm``, ``unavailable`` or ``timeout``,
-      and the request should call the app on its own;
-    - the lock is free again with nothing usable stored (the leader died or
-      gave up): this request took the lock, role ``leader`` (and ``lock``).
+    Every lock it hands out must be given back with :meth:`release` or
+    :meth:`saved` (which is harmless to do twice); until then a daemon thread
+    (one per process, started on first use and again in a forked child) renews
+    its lease, for at most ``lock_timeout`` seconds.
     """
-    deadline = time.monotonic() + settings.lock_timeout
-    delay = FIRST_POLL
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return Lookup("miss", None, "", "timeout")
-        time.sleep(min(delay, remaining))
-        delay = min(delay * 2, LONGEST_POLL)
-        found = store.lookup(key, url, headers, coalesce=True)
-        if found.outcome == "unavailable" or found.role in ("leader", "hfm"):
-            return found
-        if found.entry is not None:
-            if policy.reuse(found.entry, request, clock.time()) in USABLE:
+
+    def __init__(self, store: RedisStore, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        self._held: dict[int, Lock] = {}
+        # Locks whose command got no reply: [lock, releases answered, since].
+        self._lost: dict[int, list[t.Any]] = {}
+        self._guard = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._pid = 0
+        _INSTANCES.add(self)
+
+    # -- taking -----------------------------------------------------------------
+
+    def lookup(
+        self, key: str, url: str, headers: Mapping[str, str], coalesce: bool = False
+    ) -> Lookup:
+        """:meth:`RedisStore.lookup`, keeping any lock it took."""
+        found = self.store.lookup(key, url, headers, coalesce)
+        self._keep(found.role, found.lock)
+        return found
+
+    def try_lock(self, base: str, seen: CachedResponse) -> tuple[str, Lock | None]:
+        """:meth:`RedisStore.try_lock`, keeping the lock if it was taken."""
+        role, lock = self.store.try_lock(base, seen)
+        self._keep(role, lock)
+        return role, (lock if role == "leader" else None)
+
+    def _keep(self, role: str, lock: Lock | None) -> None:
+        if lock is None:
+            return
+        self._start_keeper()
+        with self._guard:
+            if role == "leader":
+                self._held[id(lock)] = lock
+            elif role == "lost":
+                # The command may have taken it after all: release it once
+                # Redis answers again.
+                self._lost[id(lock)] = [lock, 0, time.monotonic()]
+        self._wake.set()
+
+    # -- giving back --------------------------------------------------------------
+
+    def release(self, lock: Lock | None, reason: str | None = None) -> None:
+        """Give up ``lock``; for a reason in :data:`LASTING_REASONS`, mark its
+        key hit-for-miss, so that requests go to the app without queueing."""
+        if lock is None or lock.done:
+            return
+        self._forget(lock)
+        hit_for_miss = self.settings.hit_for_miss if reason in LASTING_REASONS else 0
+        self.store.release(lock, hit_for_miss)
+
+    def saved(self, lock: Lock | None) -> None:
+        """``lock`` was released by the save that stored its fetch."""
+        if lock is not None:
+            self._forget(lock)
+
+    def _forget(self, lock: Lock) -> None:
+        lock.done = True
+        with self._guard:
+            self._held.pop(id(lock), None)
+
+    # -- waiting ------------------------------------------------------------------
+
+    def wait_for_leader(
+        self,
+        key: str,
+        url: str,
+        headers: Mapping[str, str],
+        request: policy.RequestPolicy,
+        clock: t.Any = time,
+    ) -> Lookup:
+        """Wait, at most ``lock_timeout`` seconds, until one of these, and say which:
+
+        - the leader has stored an entry that serves this request: a ``hit``;
+        - the key is hit-for-miss (the leader's response was not storable, or
+          its fetch failed), Redis failed, or the wait timed out: role ``hfm``,
+          ``failed``/``lost``, ``unavailable`` or ``timeout``, and the request
+          should call the app on its own;
+        - the lock is free again with nothing usable stored (the leader died or
+          gave up): this request took the lock, role ``leader`` (and ``lock``).
+        """
+        deadline = time.monotonic() + self.settings.lock_timeout
+        delay = FIRST_POLL
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return Lookup("miss", None, "", "timeout")
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, LONGEST_POLL)
+            found = self.lookup(key, url, headers, coalesce=True)
+            if found.outcome == "unavailable" or found.role not in ("", "follower"):
                 return found
-            lock = store.try_lock(found.base, found.entry)
-            if lock is not None:
-                return Lookup(found.outcome, found.entry, found.base, "leader", lock)
+            if found.entry is not None:
+                if policy.reuse(found.entry, request, clock.time()) in USABLE:
+                    return found
+                role, lock = self.try_lock(found.base, found.entry)
+                if role == "leader":
+                    return Lookup(found.outcome, found.entry, found.base, "leader", lock)
+                if role in ("failed", "lost"):
+                    return Lookup(found.outcome, found.entry, found.base, role)
+
+    # -- the keeper thread -------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the keeper thread (locks still held then expire with their lease)."""
+        self._stop.set()
+        self._wake.set()
+
+    def _start_keeper(self) -> None:
+        if self._pid == os.getpid() or self._stop.is_set():
+            return
+        with self._guard:
+            if self._pid == os.getpid():
+                return
+            # In a forked child, the parent's locks are the parent's to keep.
+            self._held.clear()
+            self._lost.clear()
+            self._pid = os.getpid()
+            threading.Thread(
+                target=self._keep_leases, name="redis-wsgi-cache lock keeper", daemon=True
+            ).start()
+
+    def _keep_leases(self) -> None:
+        """While any lock is held or lost: renew the leases of held locks every
+        ``RENEW_EVERY`` seconds (and stop renewing those older than
+        ``lock_timeout``), and try to release lost ones every
+        ``RELEASE_LOST_EVERY`` seconds until two releases were answered."""
+        renewed = 0.0
+        while not self._stop.is_set():
+            with self._guard:
+                idle = not self._held and not self._lost
+                pause = RELEASE_LOST_EVERY if self._lost else RENEW_EVERY
+            if idle:
+                self._wake.wait()
+                self._wake.clear()
+                continue
+            self._stop.wait(pause)
+            now = time.monotonic()
+            with self._guard:
+                for number, lock in list(self._held.items()):
+                    if now - lock.taken >= self.settings.lock_timeout:
+                        del self._held[number]
+                        logger.debug("stopped renewing %s after lock_timeout", lock.key)
+                due = now - renewed >= RENEW_EVERY - RELEASE_LOST_EVERY / 2
+                held = list(self._held.values()) if due else []
+                for number, (_, _, since) in list(self._lost.items()):
+                    if now - since >= GIVE_UP_LOST_AFTER:
+                        del self._lost[number]
+                lost = [record[0] for record in self._lost.values()]
+            if held:
+                self.store.renew(held)
+                renewed = now
+            if lost and self.store.release_quietly(lost):
+                with self._guard:
+                    for lock in lost:
+                        record = self._lost.get(id(lock))
+                        if record is not None:
+                            record[1] += 1
+                            if record[1] >= 2:
+                                del self._lost[id(lock)]
+
+
+def _after_fork_in_child() -> None:
+    # A thread of the parent may have held the guard when it forked.
+    for coalescer in list(_INSTANCES):
+        coalescer._guard = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -38,6 +38,12 @@ def header(headers: Headers, name: str) -> str | None:
     return None
 
 
+def content_length(headers: Headers) -> int | None:
+    """The response's ``Content-Length`` as a number; None when absent or invalid."""
+    value = header(headers, "content-length")
+    return non_negative_integer(value.strip(" \t")) if value is not None else None
+
+
 def header_values(headers: Headers, name: str) -> str | None:
     """All values of a header joined as one list (RFC 9110 §5.3)."""
     values = [value for key, value in headers if key.lower() == name]
@@ -105,9 +111,19 @@ def delta_seconds(directives: dict[str, str | None], name: str) -> int | None:
     if name not in directives:
         return None
     argument = directives[name]
-    if argument is None or not argument.isdigit() or not argument.isascii():
-        return -1
-    return min(int(argument), MAX_DELTA)
+    number = non_negative_integer(argument) if argument is not None else None
+    return -1 if number is None else number
+
+
+def non_negative_integer(text: str) -> int | None:
+    """A string of ASCII digits as a number, or None. Numbers past 2^31 count as
+    2^31 (RFC 9111 §1.2.2), however many digits they have: converting thousands
+    of digits is refused by Python, and slow."""
+    if not text.isdigit() or not text.isascii():
+        return None
+    if len(text) > 10:
+        return MAX_DELTA
+    return min(int(text), MAX_DELTA)
 
 
 def date_seconds(value: str | None) -> float | None:

@@ -8,8 +8,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 FORMAT_VERSION = b"2"
+# RFC 9111 §1.2.2: the largest delta-seconds a cache needs to represent.
+MAX_SECONDS = 2147483648.0
+# A time far beyond any stored response's (the year 5138).
+MAX_TIMESTAMP = 1e11
+# What a WSGI server accepts (PEP 3333, RFC 9110 §5): a status line of three
+# digits and a reason, token header names, and latin-1 values without control
+# characters other than tab.
+_STATUS = re.compile(r"[1-5][0-9]{2} [\t\x20-\x7e\x80-\xff]*")
+_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 
 
 class EntryFormatError(ValueError):
@@ -110,38 +121,72 @@ class CachedResponse:
         (_, url, status, headers, body, stored_at, age, fresh, swr, sie, flags, etag,
          last_modified, vary, fetch) = present  # fmt: skip
         try:
-            decoded = json.loads(headers)
-            if type(decoded) is not list:
-                raise EntryFormatError("headers are not a list")
-            pairs = [(name, value) for name, value in decoded]
-            if not all(type(name) is str and type(value) is str for name, value in pairs):
-                raise EntryFormatError("headers are not a list of pairs of strings")
+            pairs = servable_headers(json.loads(headers))
             status_line = status.decode("utf-8")
-            if len(status_line) < 3 or not status_line[:3].isdigit():
-                raise EntryFormatError(f"bad status {status_line!r}")
-            names = vary.decode("utf-8")
+            if not _STATUS.fullmatch(status_line):
+                raise EntryFormatError(f"bad status {status_line[:40]!r}")
+            names = vary.decode("ascii")
+            vary_names = tuple(names.split(",")) if names else ()
+            if not all(_NAME.fullmatch(name) for name in vary_names):
+                raise EntryFormatError("bad Vary names")
+            validators = [etag.decode("utf-8"), last_modified.decode("utf-8")]
+            if not all(_VALUE.fullmatch(value) for value in validators):
+                raise EntryFormatError("bad validators")
             return cls(
                 url=url.decode("utf-8"),
                 status=status_line,
                 headers=pairs,
                 body=body,
-                stored_at=float(stored_at),
-                initial_age=float(age),
-                freshness_lifetime=float(fresh),
-                stale_while_revalidate=float(swr),
-                stale_if_error=float(sie),
+                stored_at=_seconds(stored_at, 0.0, MAX_TIMESTAMP),
+                initial_age=_seconds(age, 0.0, MAX_SECONDS),
+                freshness_lifetime=_seconds(fresh, 0.0, MAX_SECONDS),
+                stale_while_revalidate=_seconds(swr, 0.0, MAX_SECONDS),
+                stale_if_error=_seconds(sie, 0.0, MAX_SECONDS),
                 must_revalidate=b"r" in flags,
                 no_cache=b"n" in flags,
                 shared_auth=b"a" in flags,
-                etag=etag.decode("utf-8") or None,
-                last_modified=last_modified.decode("utf-8") or None,
-                vary=tuple(names.split(",")) if names else (),
+                etag=validators[0] or None,
+                last_modified=validators[1] or None,
+                vary=vary_names,
                 fetch=fetch.decode("ascii"),
             )
         except EntryFormatError:
             raise
-        except (ValueError, TypeError) as error:
-            raise EntryFormatError(f"malformed entry: {error!r}") from None
+        except (ValueError, TypeError, RecursionError) as error:
+            # RecursionError: JSON nested deeper than the parser goes.
+            raise EntryFormatError(f"malformed entry: {type(error).__name__}") from None
+
+
+def servable_headers(headers: object) -> list[tuple[str, str]]:
+    """``headers`` as a list of (name, value) pairs, if a WSGI server would send
+    them: token names, latin-1 values without CR, LF or other control
+    characters; :class:`EntryFormatError` otherwise."""
+    if type(headers) is not list:
+        raise EntryFormatError("headers are not a list")
+    pairs: list[tuple[str, str]] = []
+    for pair in headers:
+        if type(pair) not in (list, tuple) or len(pair) != 2:
+            raise EntryFormatError("headers are not a list of pairs")
+        name, value = pair
+        if type(name) is not str or type(value) is not str:
+            raise EntryFormatError("headers are not a list of pairs of strings")
+        if not _NAME.fullmatch(name) or not _VALUE.fullmatch(value):
+            raise EntryFormatError(f"header {name[:40]!r} cannot be sent")
+        pairs.append((name, value))
+    return pairs
+
+
+def servable_status(status: object) -> bool:
+    """Whether a WSGI server would send ``status`` as a status line."""
+    return type(status) is str and _STATUS.fullmatch(status) is not None
+
+
+def _seconds(value: bytes, low: float, high: float) -> float:
+    """A stored number of seconds, finite and within [low, high]."""
+    number = float(value)
+    if not low <= number <= high:  # also refuses nan and inf
+        raise EntryFormatError(f"{number!r} is out of range")
+    return number
 
 
 # The hash fields of an entry, in the order from_values expects them.

@@ -5,24 +5,24 @@ stores what the application answers when that is safe."""
 from __future__ import annotations
 
 import dataclasses
-import io
 import math
 import os
 import time
 import typing as t
 from collections.abc import Iterable
 
-from . import policy
-from .background import BackgroundPool
+from . import policy, respond
+from .background import ENVIRON_BACKGROUND, BackgroundPool, background_environ
 from .capture import Capture
-from .coalesce import LASTING_REASONS, USABLE, wait_for_leader
-from .directives import MAX_DELTA
+from .coalesce import USABLE, Coalescer
+from .entry import EntryFormatError, servable_headers, servable_status
 from .keys import LazyHeaders, primary_key, request_url, variant_id
 from .near import NearCache
 from .policy import Reuse
+from .screening import ENVIRON_ORIGINAL, SAFE_METHODS, Screen
 from .settings import load_settings
 from .stats import Counters
-from .store import Lock, Lookup, RedisStore, logger, make_client
+from .store import Lock, Lookup, RedisStore, make_client
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -30,13 +30,10 @@ if t.TYPE_CHECKING:
     from .entry import CachedResponse
 
 CACHE_NAME = "redis-wsgi-cache"
-ENVIRON_ORIGINAL = "redis_wsgi_cache.orig"
-ENVIRON_BACKGROUND = "redis_wsgi_cache.background"
 CONDITIONS = ("HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE")
-
-
-def _age(seconds: float) -> str:
-    return str(min(int(seconds), MAX_DELTA))
+# Why a 304 could not freshen the stored response that say the response itself
+# may no longer be shared: the stored one goes too (RFC 9111 §3.2, §4.3.4).
+UNSHAREABLE = frozenset({"no-store", "private", "set-cookie", "vary-star", "status"})
 
 
 def _ignore_start_response(
@@ -47,7 +44,7 @@ def _ignore_start_response(
 
 @dataclasses.dataclass
 class _Exchange:
-    """One request on its way through the cache."""
+    """One request on its way through the cache, and the locks it took."""
 
     environ: WSGIEnvironment
     start_response: StartResponse
@@ -55,15 +52,23 @@ class _Exchange:
     url: str
     key: str
     headers: LazyHeaders
+    locks: list[Lock] = dataclasses.field(default_factory=list)
+
+    def hold(self, lock: Lock | None) -> Lock | None:
+        if lock is not None:
+            self.locks.append(lock)
+        return lock
 
 
 class CacheMiddleware:
     """Wraps a WSGI app with a shared HTTP cache kept in Redis.
 
-    - GET responses are keyed by scheme, host, path and query string, and by the
-      request headers their ``Vary`` names; HEAD is answered from the stored GET.
+    - GET responses are keyed by scheme, host, path and query string, the
+      request headers their ``Vary`` names, and the forwarding headers in
+      ``key_headers``; HEAD is answered from the stored GET.
     - A response is stored, as one Redis hash with a TTL, only when RFC 9111
-      allows a shared cache to: see the README for the full list of rules.
+      allows a shared cache to, and only for requests without a body, cookies
+      (other than ``ignored_cookies``) or ``bypass_headers``: see the README.
     - Responses served from the cache carry ``Age``; every response carries
       ``Cache-Status`` (RFC 9211) and ``X-Cache: HIT|STALE|MISS|BYPASS``.
     - Concurrent misses for one key call the app once, across processes and
@@ -75,7 +80,8 @@ class CacheMiddleware:
       URL and same-origin ``Location``/``Content-Location``.
     - With ``near_cache_size``, hot entries are also kept in process memory,
       invalidated through Redis pub/sub when any process stores or purges.
-    - If Redis is down, slow or answers garbage, the app is served uncached.
+    - If Redis is down, slow, answers garbage or refuses commands, the app is
+      served uncached.
 
     :param app: the WSGI application to wrap.
     :param client: a ``redis.Redis`` (or ``RedisCluster``) client to use instead
@@ -103,6 +109,8 @@ class CacheMiddleware:
         self.settings = load_settings(settings, config_file=config_file)
         client = client if client is not None else make_client(self.settings)
         self.store = RedisStore(client, self.settings)
+        self.locks = Coalescer(self.store, self.settings)
+        self.screen = Screen(self.settings)
         self.near = (
             NearCache(
                 client,
@@ -117,20 +125,29 @@ class CacheMiddleware:
         self.stats = Counters(self.store, self.background, self.settings.stats_interval)
 
     def close(self) -> None:
-        """Add the last counts to Redis, finish background refreshes and stop the
-        near cache's subscriber."""
+        """Add the last counts to Redis, finish background refreshes, and stop
+        the lock keeper and the near cache's subscriber."""
         self.stats.flush()
         self.background.shutdown()
+        self.locks.close()
         if self.near is not None:
             self.near.close()
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         request = policy.request_policy(environ, self.settings)
-        url = request_url(environ)
         if request.bypass == "method":
-            return self._pass_unsafe(environ, start_response, url)
-        if url is None or request.bypass is not None:
-            return self._pass(environ, start_response, "bypass", request.bypass or "host")
+            if request.method in SAFE_METHODS:
+                return self._pass(environ, start_response, "bypass", "method")
+            return self._pass_unsafe(environ, start_response)
+        screening = self.screen(environ)
+        if screening.unsafe:
+            return self._pass_unsafe(environ, start_response)
+        url = request_url(environ)
+        bypass = request.bypass or screening.bypass
+        if url is None or bypass is not None:
+            return self._pass(environ, start_response, "bypass", bypass or "host")
+        if screening.key_extra:
+            url = f"{url}\n{screening.key_extra}"
 
         key = primary_key(self.settings.prefix, url)
         headers = LazyHeaders(environ)
@@ -143,12 +160,19 @@ class CacheMiddleware:
                 return self._serve(exchange, entry, now, "HIT", f"hit; ttl={_ttl(entry, now)}")
             generation = self.near.generation()
 
-        found = self.store.lookup(key, url, headers, request.may_coalesce)
+        found = self.locks.lookup(key, url, headers, request.may_coalesce)
+        exchange.hold(found.lock)
         if found.outcome == "unavailable":
             return self._pass(environ, start_response, "miss", "redis-unavailable")
         if found.entry is not None and self.near is not None:
             self.near.put(key, found.entry, headers, generation)
-        return self._use(exchange, found)
+        try:
+            return self._use(exchange, found)
+        except BaseException:
+            # Whatever went wrong, no lock this request took outlives it.
+            for lock in exchange.locks:
+                self.locks.release(lock, "error")
+            raise
 
     # -- deciding ------------------------------------------------------------
 
@@ -166,7 +190,7 @@ class CacheMiddleware:
             status = f"hit; ttl={_ttl(entry, now)}; detail=stale-while-revalidate"
             return self._serve(exchange, entry, now, "STALE", status)
         if request.only_if_cached:
-            return self._gateway_timeout(exchange.start_response)
+            return self._answer(exchange, respond.gateway_timeout(CACHE_NAME), "MISS")
 
         if entry is None:
             fwd = "uri-miss" if found.outcome == "miss" else found.outcome
@@ -177,29 +201,23 @@ class CacheMiddleware:
         if request.authorization and (entry is None or not entry.shared_auth):
             fwd = "bypass"
 
-        lock = found.lock
+        lock, role = found.lock, found.role
         if request.may_coalesce:
             if lock is None and entry is not None:
-                lock = self.store.try_lock(found.base, entry)
-            if lock is None and found.role != "hfm":
-                waited = wait_for_leader(
-                    self.store,
-                    exchange.key,
-                    exchange.url,
-                    exchange.headers,
-                    request,
-                    self.settings,
-                    time,
+                role, lock = self.locks.try_lock(found.base, entry)
+                exchange.hold(lock)
+            if lock is None and role in ("follower", "changed"):
+                waited = self.locks.wait_for_leader(
+                    exchange.key, exchange.url, exchange.headers, request, time
                 )
+                lock = exchange.hold(waited.lock)
                 now = time.time()
                 if waited.entry is not None and policy.reuse(waited.entry, request, now) in USABLE:
                     status = f"hit; ttl={_ttl(waited.entry, now)}; detail=collapsed"
                     return self._serve(exchange, waited.entry, now, "HIT", status)
-                if waited.lock is not None:
-                    lock = waited.lock
-                    if waited.entry is not None:
-                        entry = waited.entry
-                        decision = policy.reuse(entry, request, now)
+                if lock is not None and waited.entry is not None:
+                    entry = waited.entry
+                    decision = policy.reuse(entry, request, now)
         revalidate = (
             entry is not None
             and entry.has_validator
@@ -208,7 +226,7 @@ class CacheMiddleware:
         )
         return self._fetch(exchange, entry, lock, fwd, revalidate)
 
-    # -- serving from the cache -------------------------------------------------
+    # -- answering ---------------------------------------------------------------
 
     def _serve(
         self,
@@ -218,55 +236,34 @@ class CacheMiddleware:
         x_cache: str,
         cache_status: str,
     ) -> Iterable[bytes]:
-        """Answer from ``entry``, as a 304 when the request's conditions match it
-        (RFC 9110 §13.2.2), with ``Age`` (RFC 9111 §5.1)."""
+        """Answer from ``entry`` (RFC 9111 §4), with ``Age`` (§5.1)."""
         extra = [
-            ("Age", _age(entry.current_age(now))),
+            ("Age", respond.age(entry.current_age(now))),
             ("X-Cache", x_cache),
             ("Cache-Status", f"{CACHE_NAME}; {cache_status}"),
         ]
-        environ = exchange.environ
-        self._count(environ, x_cache)
-        if policy.is_conditional(environ) and policy.not_modified(entry, environ):
-            exchange.start_response(
-                "304 Not Modified", policy.not_modified_headers(entry.headers) + extra
-            )
-            return []
-        span = policy.byte_range(entry, environ) if exchange.request.range else None
-        if span is not None:
-            start, stop = span
-            exchange.start_response(
-                "206 Partial Content",
-                [
-                    *(
-                        (name, value)
-                        for name, value in entry.headers
-                        if name.lower() != "content-length"
-                    ),
-                    ("Content-Range", f"bytes {start}-{stop - 1}/{len(entry.body)}"),
-                    ("Content-Length", str(stop - start)),
-                    *extra,
-                ],
-            )
-            return [entry.body[start:stop]]
-        exchange.start_response(entry.status, entry.headers + extra)
-        if environ.get("REQUEST_METHOD") == "HEAD":
-            return []
-        return [entry.body]
-
-    def _gateway_timeout(self, start_response: StartResponse) -> Iterable[bytes]:
-        """RFC 9111 §5.2.1.7: only-if-cached and nothing suitable is stored."""
-        body = b"Gateway Timeout: no stored response satisfies only-if-cached\n"
-        start_response(
-            "504 Gateway Timeout",
-            [
-                ("Content-Type", "text/plain; charset=utf-8"),
-                ("Content-Length", str(len(body))),
-                ("X-Cache", "MISS"),
-                ("Cache-Status", f"{CACHE_NAME}; fwd=miss; detail=only-if-cached"),
-            ],
+        response = respond.from_entry(
+            entry, exchange.environ, exchange.request.range is not None, extra
         )
-        return [body]
+        return self._answer(exchange, response, x_cache)
+
+    def _answer(
+        self, exchange: _Exchange, response: respond.Response, x_cache: str
+    ) -> Iterable[bytes]:
+        self._count(exchange.environ, x_cache)
+        status, headers, body = response
+        exchange.start_response(status, headers)
+        return body
+
+    def _serve_instead_of_error(
+        self, exchange: _Exchange, stale: CachedResponse, error_status: int | None
+    ) -> Iterable[bytes]:
+        """Serve ``stale`` for an app that answered ``error_status``, or raised
+        (None): RFC 9211 has a status to report only for the former."""
+        now = time.time()
+        forwarded = "fwd=stale" if error_status is None else f"fwd=stale; fwd-status={error_status}"
+        status = f"{forwarded}; ttl={_ttl(stale, now)}; detail=stale-if-error"
+        return self._serve(exchange, stale, now, "STALE", status)
 
     # -- going to the app -----------------------------------------------------------
 
@@ -276,7 +273,6 @@ class CacheMiddleware:
         """Forward a request the cache may neither answer nor store."""
         capture = Capture()
         capture.run(self.app, environ)
-        assert capture.status is not None
         x_cache = "BYPASS" if fwd == "bypass" else "MISS"
         self._count(environ, x_cache)
         status = f"{CACHE_NAME}; fwd={fwd}; fwd-status={capture.status_code}; detail={detail}"
@@ -292,15 +288,16 @@ class CacheMiddleware:
         fwd: str,
         revalidate: bool,
     ) -> Iterable[bytes]:
-        """Call the app (§4.3.1: conditionally, to revalidate ``stale``), stream
-        its answer on and store it when allowed; or serve ``stale`` instead of an
+        """Call the app (§4.3.1: conditionally, to revalidate ``stale``), store
+        its answer when allowed and send it on; or serve ``stale`` instead of an
         error when stale-if-error allows (RFC 5861 §4). Releases ``lock``."""
         request = exchange.request
         environ = exchange.environ
         if revalidate and stale is not None:
             environ = dict(environ)
             environ[ENVIRON_ORIGINAL] = {
-                name: environ.pop(name) for name in CONDITIONS if name in environ
+                **environ.get(ENVIRON_ORIGINAL, {}),
+                **{name: environ.pop(name) for name in CONDITIONS if name in environ},
             }
             environ.update(policy.validation_headers(stale))
         request_time = time.time()
@@ -308,12 +305,10 @@ class CacheMiddleware:
         try:
             capture.run(self.app, environ)
         except Exception:
-            if stale is not None and policy.stale_if_error(stale, request, time.time()):
-                self._release(lock)
-                return self._serve_instead_of_error(exchange, stale, None)
-            self._release(lock)
-            raise
-        assert capture.status is not None
+            served = self._instead_of_error(exchange, stale, lock)
+            if served is None:
+                raise
+            return served
         status_code = capture.status_code
 
         if (
@@ -322,66 +317,164 @@ class CacheMiddleware:
             and policy.stale_if_error(stale, request, time.time())
         ):
             capture.close()
-            self._release(lock)
+            self.locks.release(lock, "status")
             return self._serve_instead_of_error(exchange, stale, status_code)
         if revalidate and stale is not None and status_code == 304:
             capture.close()
             return self._freshen(exchange, stale, lock, capture.headers, request_time, fwd)
         if stale is not None and request.method == "HEAD":
-            self._check_head(exchange.url, stale, capture.headers)
+            self._check_head(exchange, stale, capture.headers)
 
-        detail = policy.not_storable_reason(request, status_code, capture.headers, self.settings)
+        detail = self._not_storable_reason(request, capture)
         if detail is None and not self.store.available:
             detail = "redis-unavailable"
+        if detail is not None:
+            self.locks.release(lock, detail)
+            return self._send(exchange, capture, fwd, detail)
+        if capture.length_known:
+            return self._fetch_whole(exchange, stale, lock, fwd, capture, request_time)
+        return self._fetch_streamed(exchange, lock, fwd, capture, request_time)
+
+    def _instead_of_error(
+        self, exchange: _Exchange, stale: CachedResponse | None, lock: Lock | None
+    ) -> Iterable[bytes] | None:
+        """The app raised before its response started: release ``lock`` marking
+        the key hit-for-miss (followers go to the app themselves, at once), and
+        serve ``stale`` if stale-if-error allows; None to raise the exception."""
+        self.locks.release(lock, "error")
+        if stale is not None and policy.stale_if_error(stale, exchange.request, time.time()):
+            return self._serve_instead_of_error(exchange, stale, None)
+        return None
+
+    def _not_storable_reason(self, request: policy.RequestPolicy, capture: Capture) -> str | None:
+        """Why the app's response may not be stored; ``malformed`` for a status
+        or headers no WSGI server would send as they are."""
+        if not servable_status(capture.status):
+            return "malformed"
+        try:
+            servable_headers(capture.headers)
+        except EntryFormatError:
+            return "malformed"
+        return policy.not_storable_reason(
+            request, capture.status_code, capture.headers, self.settings
+        )
+
+    def _send(
+        self, exchange: _Exchange, capture: Capture, fwd: str, detail: str | None
+    ) -> Iterable[bytes]:
+        """Send the app's response on as it streams, with what the cache says of
+        it (``detail`` None: it will be stored once complete)."""
         x_cache = "BYPASS" if fwd == "bypass" else "MISS"
         self._count(exchange.environ, x_cache)
-        cache_status = f"{CACHE_NAME}; fwd={fwd}; fwd-status={status_code}"
-        cache_status += "; stored" if detail is None else f"; detail={detail}"
-        response_headers = [*capture.headers, ("X-Cache", x_cache), ("Cache-Status", cache_status)]
+        return capture.commit(
+            exchange.start_response, self._headers(capture, fwd, x_cache, detail=detail)
+        )
+
+    def _headers(
+        self,
+        capture: Capture,
+        fwd: str,
+        x_cache: str,
+        detail: str | None = None,
+        stored: bool = False,
+    ) -> list[tuple[str, str]]:
+        cache_status = f"{CACHE_NAME}; fwd={fwd}; fwd-status={capture.status_code}"
+        if stored:
+            cache_status += "; stored"
         if detail is not None:
-            self._release(lock, detail)
-            return capture.commit(exchange.start_response, response_headers)
+            cache_status += f"; detail={detail}"
+        return [*capture.headers, ("X-Cache", x_cache), ("Cache-Status", cache_status)]
+
+    def _fetch_whole(
+        self,
+        exchange: _Exchange,
+        stale: CachedResponse | None,
+        lock: Lock | None,
+        fwd: str,
+        capture: Capture,
+        request_time: float,
+    ) -> Iterable[bytes]:
+        """A body of known length within ``max_body_bytes``: read it all, store
+        it, then answer. The store is done before the client hears back, so
+        the next request finds it, and ``Cache-Status`` says what happened."""
+        try:
+            body = capture.read_body(self.settings.max_body_bytes)
+        except Exception:
+            served = self._instead_of_error(exchange, stale, lock)
+            if served is None:
+                raise
+            return served
+        if body is None:
+            detail = "too-large" if capture.too_large else "incomplete"
+            self.locks.release(lock, detail)
+            return self._send(exchange, capture, fwd, detail)
+        response_time = time.time()
+        assert capture.status is not None
+        entry = policy.build_entry(
+            exchange.url,
+            exchange.request,
+            capture.status,
+            capture.headers,
+            body,
+            request_time,
+            response_time,
+            self.settings,
+        )
+        detail = None
+        stored = False
+        if entry is None:
+            detail = "not-reusable"
+            self.locks.release(lock, detail)
+        else:
+            stored = self._save(exchange, entry, lock, response_time)
+            if not stored:
+                detail = "redis-unavailable"
+        x_cache = "BYPASS" if fwd == "bypass" else "MISS"
+        self._count(exchange.environ, x_cache)
+        headers = self._headers(capture, fwd, x_cache, detail=detail, stored=stored)
+        return capture.respond(exchange.start_response, headers, body)
+
+    def _fetch_streamed(
+        self,
+        exchange: _Exchange,
+        lock: Lock | None,
+        fwd: str,
+        capture: Capture,
+        request_time: float,
+    ) -> Iterable[bytes]:
+        """A body of unknown length: stream it on, keeping a copy, and store it
+        once the server has closed it complete (holding ``lock`` until then)."""
 
         def store(body: bytes | None, too_large: bool) -> None:
             assert capture.status is not None
             if body is None:
-                self._release(lock, "too-large" if too_large else None)
+                reason = "too-large" if too_large else "error" if capture.failed else None
+                self.locks.release(lock, reason)
                 return
             response_time = time.time()
-            try:
-                entry = policy.build_entry(
-                    exchange.url,
-                    request,
-                    capture.status,
-                    capture.headers,
-                    body,
-                    request_time,
-                    response_time,
-                    self.settings,
-                )
-            except (TypeError, ValueError, AttributeError):
-                # Headers no WSGI server would send: the response went out as
-                # the app made it; it is just not stored.
-                logger.warning("not storing %s: malformed response", exchange.url, exc_info=True)
-                entry = None
+            entry = policy.build_entry(
+                exchange.url,
+                exchange.request,
+                capture.status,
+                capture.headers,
+                body,
+                request_time,
+                response_time,
+                self.settings,
+            )
             if entry is None:
-                self._release(lock, "status")
+                self.locks.release(lock, "not-reusable")
             else:
                 self._save(exchange, entry, lock, response_time)
 
+        x_cache = "BYPASS" if fwd == "bypass" else "MISS"
+        self._count(exchange.environ, x_cache)
         return capture.commit(
-            exchange.start_response, response_headers, self.settings.max_body_bytes, store
+            exchange.start_response,
+            self._headers(capture, fwd, x_cache),
+            self.settings.max_body_bytes,
+            store,
         )
-
-    def _serve_instead_of_error(
-        self, exchange: _Exchange, stale: CachedResponse, error_status: int | None
-    ) -> Iterable[bytes]:
-        """Serve ``stale`` for an app that answered ``error_status``, or raised
-        (None): RFC 9211 has a status to report only for the former."""
-        now = time.time()
-        forwarded = "fwd=stale" if error_status is None else f"fwd=stale; fwd-status={error_status}"
-        status = f"{forwarded}; ttl={_ttl(stale, now)}; detail=stale-if-error"
-        return self._serve(exchange, stale, now, "STALE", status)
 
     def _freshen(
         self,
@@ -392,28 +485,52 @@ class CacheMiddleware:
         request_time: float,
         fwd: str,
     ) -> Iterable[bytes]:
-        """RFC 9111 §4.3.3-4: a 304 freshens the stored response it validates."""
+        """RFC 9111 §4.3.3-4: a 304 freshens the stored response it validates,
+        when the response it makes could have been stored as a 200."""
         if not policy.validators_match(stale, headers):
             # §4.3.4: the 304 selects another response than the stored one.
             self._purge(exchange.url)
             return self._fetch(exchange, None, lock, fwd, revalidate=False)
         response_time = time.time()
         fresh = policy.freshen(stale, headers, request_time, response_time, self.settings)
-        self._save(exchange, fresh, lock, response_time)
+        reason = policy.not_storable_reason(
+            exchange.request, stale.status_code, fresh.headers, self.settings
+        )
+        if reason is not None:
+            # The client gets what the app said (its cookie too); the stored
+            # response is not updated, and not kept under what it said.
+            self.locks.release(lock, reason)
+            if reason in UNSHAREABLE:
+                self._purge(exchange.url)
+            now = time.time()
+            status = f"fwd={fwd}; fwd-status=304; detail={reason}"
+            if policy.is_conditional(exchange.environ) and policy.not_modified(
+                fresh, exchange.environ
+            ):
+                extra = [("X-Cache", "MISS"), ("Cache-Status", f"{CACHE_NAME}; {status}")]
+                return self._answer(exchange, ("304 Not Modified", headers + extra, []), "MISS")
+            return self._serve(exchange, fresh, now, "MISS", status)
+        stored = self._save(exchange, fresh, lock, response_time)
         now = time.time()
-        status = f"fwd={fwd}; fwd-status=304; stored; ttl={_ttl(fresh, now)}"
+        status = f"fwd={fwd}; fwd-status=304; {'stored; ' if stored else ''}ttl={_ttl(fresh, now)}"
         return self._serve(exchange, fresh, now, "MISS", status)
 
     def _save(
         self, exchange: _Exchange, entry: CachedResponse, lock: Lock | None, now: float
-    ) -> None:
+    ) -> bool:
+        """Store ``entry`` and release ``lock``; True if it was stored."""
         ttl = policy.redis_ttl(entry, now, self.settings)
         if ttl <= 0:
-            self._release(lock)
-            return
+            self.locks.release(lock)
+            return False
         variant = variant_id(entry.vary, exchange.headers) if entry.vary else ""
-        if self.store.save(exchange.key, entry, ttl, variant, lock):
+        stored = self.store.save(exchange.key, entry, ttl, variant, lock)
+        if stored:
+            self.locks.saved(lock)
             self._count(exchange.environ, "STORED")
+        else:
+            self.locks.release(lock)
+        return stored
 
     def _count(self, environ: WSGIEnvironment, outcome: str) -> None:
         """Count what the cache did for a client; of a background refresh, only
@@ -423,30 +540,30 @@ class CacheMiddleware:
         elif outcome == "STORED":
             self.stats.count("REFRESHED")
 
-    def _release(self, lock: Lock | None, reason: str | None = None) -> None:
-        if lock is not None:
-            hit_for_miss = self.settings.hit_for_miss if reason in LASTING_REASONS else 0
-            self.store.release(lock, hit_for_miss)
-
     def _refresh_behind(self, exchange: _Exchange, found: Lookup) -> None:
         """RFC 5861 §3: refresh a stale entry in the background, once for all
         processes (whoever takes the key's lock does it)."""
         if not exchange.request.may_coalesce or found.entry is None:
             return
-        lock = self.store.try_lock(found.base, found.entry)
+        _, lock = self.locks.try_lock(found.base, found.entry)
         if lock is None:
             return
-        environ = _background_environ(exchange.environ)
+        environ = background_environ(exchange.environ)
         background = dataclasses.replace(
             exchange,
             environ=environ,
             start_response=_ignore_start_response,
             request=policy.request_policy(environ, self.settings),
+            locks=[lock],
         )
         stale = found.entry
 
         def refresh() -> None:
-            body = self._fetch(background, stale, lock, "stale", revalidate=stale.has_validator)
+            try:
+                body = self._fetch(background, stale, lock, "stale", stale.has_validator)
+            except BaseException:
+                self.locks.release(lock, "error")
+                raise
             try:
                 for _ in body:
                     pass
@@ -456,32 +573,36 @@ class CacheMiddleware:
                     close()
 
         if not self.background.submit(refresh, f"refresh of {exchange.url}"):
-            self.store.release(lock)
+            self.locks.release(lock)
 
-    def _check_head(self, url: str, entry: CachedResponse, headers: list[tuple[str, str]]) -> None:
+    def _check_head(
+        self, exchange: _Exchange, entry: CachedResponse, headers: list[tuple[str, str]]
+    ) -> None:
         """RFC 9111 §4.3.5: a HEAD response whose validators differ from the
         stored response's makes the stored response unusable."""
         if not policy.validators_match(entry, headers):
-            self._purge(url)
+            self._purge(exchange.url)
 
     def _purge(self, url: str) -> None:
-        self.store.purge_url(url)
+        """Forget what is stored under the key of ``url`` (key material and all)."""
+        self.store.purge_key(primary_key(self.settings.prefix, url))
         if self.near is not None:
             self.near.invalidate(primary_key(self.settings.prefix, url))
 
     def _pass_unsafe(
-        self, environ: WSGIEnvironment, start_response: StartResponse, url: str | None
+        self, environ: WSGIEnvironment, start_response: StartResponse
     ) -> Iterable[bytes]:
         """RFC 9111 §4.4: forward an unsafe request, then invalidate what its
-        success may have changed."""
+        success may have changed (with the same key material its GET has)."""
+        url = request_url(environ)
+        extra = self.screen.key_extra(environ)
         capture = Capture()
         capture.run(self.app, environ)
-        assert capture.status is not None
         status_code = capture.status_code
         self._count(environ, "BYPASS")
         if url is not None:
             for target in policy.invalidated_urls(url, status_code, capture.headers):
-                self._purge(target)
+                self._purge(f"{target}\n{extra}" if extra else target)
                 self._count(environ, "INVALIDATED")
         response_headers = [
             *capture.headers,
@@ -493,19 +614,3 @@ class CacheMiddleware:
 
 def _ttl(entry: CachedResponse, now: float) -> int:
     return math.floor(entry.ttl(now))
-
-
-def _background_environ(environ: WSGIEnvironment) -> WSGIEnvironment:
-    """A copy of a GET request for a refresh after the response has gone: the
-    CGI variables and wsgi.* keys only (no framework state), an empty body,
-    and none of the client's conditions or cache directives."""
-    copied = {
-        name: value
-        for name, value in environ.items()
-        if (name.isupper() and name not in (*CONDITIONS, "HTTP_CACHE_CONTROL", "HTTP_PRAGMA"))
-        or name.startswith("wsgi.")
-    }
-    copied["REQUEST_METHOD"] = "GET"
-    copied["wsgi.input"] = io.BytesIO(b"")
-    copied[ENVIRON_BACKGROUND] = True
-    return copied

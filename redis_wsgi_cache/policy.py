@@ -22,10 +22,12 @@ from werkzeug.http import (
 from .directives import (
     MAX_DELTA,
     Headers,
+    content_length,
     date_seconds,
     delta_seconds,
     header,
     header_values,
+    non_negative_integer,
     parse_cache_control,
     response_directives,
     strict_date_seconds,
@@ -165,7 +167,8 @@ def request_policy(environ: WSGIEnvironment, settings: Settings) -> RequestPolic
     stale_if_error = delta_seconds(directives, "stale-if-error")
     no_cache = "no-cache" in directives
     if settings.ignore_request_no_cache:
-        no_cache, max_age = False, None
+        # Every directive that would force a fetch (origin protection).
+        no_cache, max_age, min_fresh = False, None, None
     return RequestPolicy(
         method,
         no_cache=no_cache,
@@ -230,8 +233,9 @@ def freshness(status: int, headers: Headers, response_time: float, settings: Set
         expires = strict_date_seconds(expires_values[0]) if len(set(expires_values)) == 1 else None
         date = date_seconds(header(headers, "date"))
         base = date if date is not None else response_time
-        # §5.3: an invalid Expires, "0" included, means already expired.
-        lifetime = max(expires - base, 0.0) if expires is not None else 0.0
+        # §5.3: an invalid Expires, "0" included, means already expired; one
+        # more than 2^31 seconds ahead counts as 2^31 (§1.2.2).
+        lifetime = min(max(expires - base, 0.0), MAX_DELTA) if expires is not None else 0.0
         return Freshness(
             lifetime, True, must_revalidate=must_revalidate, no_cache=no_cache, **windows
         )
@@ -250,9 +254,9 @@ def initial_age(headers: Headers, request_time: float, response_time: float) -> 
         # §5.1: one delta-seconds. Of a list the first member counts, and
         # parameters after it are ignored; anything else is invalid.
         first = age_header.split(",", 1)[0].split(";", 1)[0].strip(" \t")
-        age_value = min(int(first), MAX_DELTA) if first.isdigit() and first.isascii() else 0
+        age_value = non_negative_integer(first) or 0
     corrected_age_value = age_value + max(0.0, response_time - request_time)
-    return max(apparent_age, corrected_age_value)
+    return min(max(apparent_age, corrected_age_value), float(MAX_DELTA))
 
 
 def not_storable_reason(
@@ -291,15 +295,16 @@ def not_storable_reason(
         not targeted and header(headers, "expires") is not None
     )
     # §3: any final status may be stored given explicit freshness; without it,
-    # only those in cacheable_statuses (under default_ttl).
-    if status == 304 or (
-        status not in settings.cacheable_statuses and not (explicit and status >= 200)
-    ):
+    # only those in cacheable_statuses (under default_ttl). Errors (400 and
+    # up) only when listed there, whatever their freshness says: one crafted
+    # request must not make an error page everyone's (cache poisoning DoS).
+    listed = status in settings.cacheable_statuses
+    if status == 304 or not (listed or (explicit and 200 <= status < 400)):
         return "status"
     if "must-understand" in directives and not must_understand:
         return "status"
-    length = header(headers, "content-length")
-    if length is not None and length.strip().isdigit() and int(length) > settings.max_body_bytes:
+    length = content_length(headers)
+    if length is not None and length > settings.max_body_bytes:
         # Larger bodies stream through; the one copy kept for storing is bounded.
         return "too-large"
     return None

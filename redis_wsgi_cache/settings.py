@@ -11,13 +11,23 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import os
+import re
 import typing as t
 from collections.abc import Callable, Mapping
+from urllib.parse import urlsplit
 
 ENV_PREFIX = "REDIS_WSGI_CACHE_"
 CONFIG_ENV = "REDIS_WSGI_CACHE_CONFIG"
+# Names under ENV_PREFIX that are not settings: the config file, and the
+# redis-server binary the test suite runs against.
+RESERVED_ENV = frozenset({CONFIG_ENV, "REDIS_WSGI_CACHE_TEST_SERVER"})
 CONFIG_SECTION = "redis_wsgi_cache"
 DEFAULT_CONFIG_FILE = "setup.cfg"
+# The longest any duration setting may be: a year. Longer is a typo, and would
+# make Redis refuse the expiry (or keep a key for good).
+MAX_DURATION = 365 * 24 * 3600
+# RFC 9110 §5.6.2.
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 class SettingsError(ValueError):
@@ -47,11 +57,34 @@ class Settings:
     near_cache_size: int = 0
     near_cache_bytes: int = 64 * 1024 * 1024
     stats_interval: float = 1.0
+    cookie_requests: str = "pass"
+    ignored_cookies: tuple[str, ...] = ("_ga*", "_gid", "_gcl_*", "_fbp", "_fbc", "__utm*")
+    key_headers: tuple[str, ...] = (
+        "forwarded",
+        "x-forwarded-host",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-forwarded-proto",
+        "x-original-url",
+        "x-rewrite-url",
+    )
+    bypass_headers: tuple[str, ...] = (
+        "x-http-method",
+        "x-http-method-override",
+        "x-method-override",
+    )
 
 
 def _non_negative_int(value: str) -> int:
     number = int(value)
     if number < 0:
+        raise ValueError
+    return number
+
+
+def _duration(value: str) -> int:
+    number = int(value)
+    if not 0 <= number <= MAX_DURATION:
         raise ValueError
     return number
 
@@ -78,15 +111,53 @@ def _non_negative_seconds(value: str) -> float:
 
 
 def _redis_url(value: str) -> str:
-    if not value.startswith(("redis://", "rediss://", "unix://")):
+    parts = urlsplit(value)
+    if parts.scheme not in ("redis", "rediss", "unix"):
         raise ValueError
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ValueError
+    else:
+        if not parts.hostname:
+            raise ValueError
+        parts.port  # noqa: B018 (raises ValueError for a port that is not 0-65535)
+        database = parts.path.strip("/")
+        if database and not (database.isdigit() and database.isascii()):
+            raise ValueError
     return value
 
 
 def _prefix(value: str) -> str:
-    if not value or any(c in value for c in "{} \t\r\n"):
+    # Braces would break the hash tags; glob characters would make a pattern of
+    # the prefix match other prefixes' keys.
+    if not value or any(c in value for c in "{}*?[]\\ \t\r\n"):
         raise ValueError
     return value
+
+
+def _names(value: str) -> tuple[str, ...]:
+    return tuple(part for part in value.replace(",", " ").split() if part)
+
+
+def _header_names(value: str) -> tuple[str, ...]:
+    names = tuple(name.lower() for name in _names(value))
+    if not all(_TOKEN.fullmatch(name) for name in names):
+        raise ValueError
+    return names
+
+
+def _cookie_globs(value: str) -> tuple[str, ...]:
+    globs = _names(value)
+    if not all(_TOKEN.fullmatch(glob.replace("*", "x").replace("?", "x")) for glob in globs):
+        raise ValueError
+    return globs
+
+
+def _cookie_requests(value: str) -> str:
+    lowered = value.lower()
+    if lowered not in ("pass", "cache"):
+        raise ValueError
+    return lowered
 
 
 def _statuses(value: str) -> frozenset[int]:
@@ -107,28 +178,43 @@ def _boolean(value: str) -> bool:
 
 # For each setting: the parser of its text form and what is allowed, in words.
 _PARSERS: dict[str, tuple[Callable[[str], t.Any], str]] = {
-    "redis_url": (_redis_url, "a redis://, rediss:// or unix:// URL"),
-    "prefix": (_prefix, "a non-empty string without braces or whitespace"),
-    "default_ttl": (_non_negative_int, "a whole number of seconds >= 0"),
+    "redis_url": (
+        _redis_url,
+        "a redis://host[:port][/db], rediss://… or unix:///path URL, port 0-65535",
+    ),
+    "prefix": (
+        _prefix,
+        "a non-empty string without braces, glob characters (*?[]\\) or whitespace",
+    ),
+    "default_ttl": (_duration, f"a whole number of seconds from 0 to {MAX_DURATION}"),
     "max_body_bytes": (_positive_int, "a whole number of bytes >= 1"),
     "socket_timeout": (_positive_seconds, "a number of seconds > 0 and < 3600"),
     "cacheable_statuses": (
         _statuses,
         "status codes from 200 to 599 (not 206 or 304), separated by commas",
     ),
-    "keep": (_non_negative_int, "a whole number of seconds >= 0"),
+    "keep": (_duration, f"a whole number of seconds from 0 to {MAX_DURATION}"),
     "max_variants": (_positive_int, "a whole number >= 1"),
     "ignore_request_no_cache": (_boolean, "true or false"),
     "breaker_cooldown": (_non_negative_seconds, "a number of seconds >= 0 and < 86400"),
     "lock_timeout": (_positive_seconds, "a number of seconds > 0 and < 3600"),
-    "hit_for_miss": (_non_negative_int, "a whole number of seconds >= 0"),
-    "stale_while_revalidate": (_non_negative_int, "a whole number of seconds >= 0"),
-    "stale_if_error": (_non_negative_int, "a whole number of seconds >= 0"),
+    "hit_for_miss": (_duration, f"a whole number of seconds from 0 to {MAX_DURATION}"),
+    "stale_while_revalidate": (
+        _duration,
+        f"a whole number of seconds from 0 to {MAX_DURATION}",
+    ),
+    "stale_if_error": (_duration, f"a whole number of seconds from 0 to {MAX_DURATION}"),
     "background_workers": (_positive_int, "a whole number >= 1"),
     "near_cache_size": (_non_negative_int, "a whole number of entries >= 0 (0 turns it off)"),
     "near_cache_bytes": (_positive_int, "a whole number of bytes >= 1"),
     "stats_interval": (_non_negative_seconds, "a number of seconds >= 0 and < 86400"),
+    "cookie_requests": (_cookie_requests, "pass or cache"),
+    "ignored_cookies": (_cookie_globs, "cookie names or globs, separated by commas"),
+    "key_headers": (_header_names, "header names, separated by commas"),
+    "bypass_headers": (_header_names, "header names, separated by commas"),
 }
+# Settings whose value is a list (given in code as a list, tuple or set).
+_LISTS = frozenset({"cacheable_statuses", "ignored_cookies", "key_headers", "bypass_headers"})
 
 FIELDS = tuple(field.name for field in dataclasses.fields(Settings))
 
@@ -141,7 +227,7 @@ def _validate(name: str, value: t.Any, source: str) -> t.Any:
         raise SettingsError(f"{name}={value!r} from {source}: expected {allowed}")
     elif isinstance(value, (int, float, bool)):
         text = str(value).lower() if isinstance(value, bool) else str(value)
-    elif name == "cacheable_statuses" and isinstance(value, (list, tuple, set, frozenset)):
+    elif name in _LISTS and isinstance(value, (list, tuple, set, frozenset)):
         text = ",".join(str(v) for v in value)
     else:
         raise SettingsError(f"{name}={value!r} from {source}: expected {allowed}")
@@ -194,6 +280,18 @@ def load_settings(
     unknown = sorted(set(overrides) - set(FIELDS))
     if unknown:
         raise TypeError(f"unknown setting {unknown[0]!r}; known settings are {', '.join(FIELDS)}")
+    unknown = sorted(
+        name
+        for name in environ
+        if name.startswith(ENV_PREFIX)
+        and name not in RESERVED_ENV
+        and name.removeprefix(ENV_PREFIX).lower() not in FIELDS
+    )
+    if unknown:
+        raise SettingsError(
+            f"{unknown[0]}: unknown setting in the environment; known settings are"
+            f" {', '.join(FIELDS)} (as {ENV_PREFIX}<NAME>)"
+        )
 
     if config_file is not None:
         path, required, file_source = os.fspath(config_file), True, "config_file="

@@ -1,6 +1,6 @@
-"""The only module that talks to Redis: lookup, save and purge of stored
-responses and the locks that coalesce misses, each one round trip, behind a
-circuit breaker that fails open."""
+"""The module that talks to Redis: lookup, save and purge of stored responses
+and the locks that coalesce misses, each one round trip, behind a circuit
+breaker that fails open. (The near cache's subscription is the one exception.)"""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ClusterDownError, RedisClusterException
 from redis.retry import Retry
 
+from . import scripts
 from .entry import FIELDS, CachedResponse
 from .keys import primary_key, variant_id
 from .near import CLEAR_ALL
@@ -27,137 +28,26 @@ logger = logging.getLogger("redis_wsgi_cache")
 
 T = t.TypeVar("T")
 
-# Keys of one URL, all in the slot of the primary key's {hash tag}:
-#   <primary>                 the entry, or the Vary record ('vr' = header names,
-#                             'x:<variant>' = expiry time of each stored variant)
-#   <primary>:<variant>       the entry of one variant
-#   <base>:lock               held by the one request that fetches <base>
-#   <base>:hfm                "hit-for-miss": the last fetch was not storable
-# where <base> is the primary key, or the variant key when the URL has a Vary.
-
-# KEYS[1]: the base key of a miss. ARGV[1]: a lock token, ARGV[2]: the lock's
-# lifetime in ms, ARGV[3]: '1' if what the key holds is unusable anyway. Says
-# whether an entry was stored since the lookup ('stored'),
-# the last fetch was not storable ('hfm'), or whether this request took the
-# lock ('leader') or someone else holds it ('follower').
-MISS = """
-if ARGV[3] ~= '1' and redis.call('TYPE', KEYS[1])['ok'] == 'hash'
-    and redis.call('HEXISTS', KEYS[1], 'v') == 1 then
-  return 'stored'
-end
-if redis.call('EXISTS', KEYS[1] .. ':hfm') == 1 then return 'hfm' end
-if redis.call('SET', KEYS[1] .. ':lock', ARGV[1], 'NX', 'PX', ARGV[2]) then return 'leader' end
-return 'follower'
-"""
-
-# KEYS[1]: the base key of a stored entry that needs a fetch. ARGV[1]: a lock
-# token, ARGV[2]: the lock's lifetime in ms, ARGV[3]: the 'fetch' field of the
-# entry the caller looked up. Takes the lock ('leader') only while that entry is
-# still the one stored: one stored since ('changed') makes the fetch pointless.
-LOCK = """
-if redis.call('TYPE', KEYS[1])['ok'] ~= 'hash'
-    or redis.call('HGET', KEYS[1], 'fetch') ~= ARGV[3] then
-  return 'changed'
-end
-if redis.call('SET', KEYS[1] .. ':lock', ARGV[1], 'NX', 'PX', ARGV[2]) then return 'leader' end
-return 'follower'
-"""
-
-# Deletes what a primary key holds: the entry or Vary record, its variants, and
-# their hit-for-miss markers; then tells near caches (channel ARGV[1]).
-_DROP = """
-local function drop(key)
-  if redis.call('TYPE', key)['ok'] == 'hash' and redis.call('HEXISTS', key, 'vr') == 1 then
-    for _, field in ipairs(redis.call('HKEYS', key)) do
-      if string.sub(field, 1, 2) == 'x:' then
-        local variant = key .. ':' .. string.sub(field, 3)
-        redis.call('DEL', variant, variant .. ':hfm')
-      end
-    end
-  end
-  return redis.call('DEL', key, key .. ':hfm')
-end
-"""
-
-# KEYS[1]: primary key. ARGV[1]: the invalidation channel.
-PURGE = (
-    _DROP
-    + """
-local dropped = drop(KEYS[1])
-redis.call('PUBLISH', ARGV[1], KEYS[1])
-return dropped
-"""
-)
-
-# KEYS[1]: primary key, KEYS[2]: the lock the saver may hold. ARGV: ttl, Vary
-# names ('' for none), variant id, the most variants to keep, the time now, the
-# invalidation channel, the lock token ('' for none), then the entry's fields
-# and values. Keeps the Vary record's list of live variants and evicts the
-# variant that expires first once there are too many.
-SAVE = (
-    _DROP
-    + """
-local ttl = tonumber(ARGV[1])
-local names = ARGV[2]
-local fields = {}
-for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
-if ARGV[7] ~= '' and redis.call('GET', KEYS[2]) == ARGV[7] then redis.call('DEL', KEYS[2]) end
-redis.call('PUBLISH', ARGV[6], KEYS[1])
-if names == '' then
-  drop(KEYS[1])
-  redis.call('HSET', KEYS[1], unpack(fields))
-  redis.call('EXPIRE', KEYS[1], ttl)
-  return 1
-end
-if redis.call('TYPE', KEYS[1])['ok'] ~= 'hash' or redis.call('HGET', KEYS[1], 'vr') ~= names then
-  drop(KEYS[1])
-  redis.call('HSET', KEYS[1], 'v', '1', 'vr', names)
-end
-local now = tonumber(ARGV[5])
-local this = 'x:' .. ARGV[3]
-local live, oldest, oldest_at = 0, nil, nil
-local record = redis.call('HGETALL', KEYS[1])
-for i = 1, #record, 2 do
-  local field = record[i]
-  if string.sub(field, 1, 2) == 'x:' and field ~= this then
-    local expires = tonumber(record[i + 1])
-    if expires <= now then
-      redis.call('HDEL', KEYS[1], field)
-    else
-      live = live + 1
-      if oldest_at == nil or expires < oldest_at then oldest, oldest_at = field, expires end
-    end
-  end
-end
-if live >= tonumber(ARGV[4]) then
-  redis.call('HDEL', KEYS[1], oldest)
-  redis.call('DEL', KEYS[1] .. ':' .. string.sub(oldest, 3))
-end
-local variant = KEYS[1] .. ':' .. ARGV[3]
-redis.call('DEL', variant, variant .. ':hfm')
-redis.call('HSET', variant, unpack(fields))
-redis.call('EXPIRE', variant, ttl)
-redis.call('HSET', KEYS[1], this, now + ttl)
-if redis.call('TTL', KEYS[1]) < ttl then redis.call('EXPIRE', KEYS[1], ttl) end
-return 1
-"""
-)
-
-# KEYS[1]: a lock, KEYS[2]: its hit-for-miss marker. ARGV[1]: the token,
-# ARGV[2]: seconds to mark the key hit-for-miss (0: none).
-RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-if tonumber(ARGV[2]) > 0 then redis.call('SET', KEYS[2], '1', 'EX', ARGV[2]) end
-return 1
-"""
+# Seconds a lock lives unless its holder renews it (see coalesce.LockKeeper): a
+# lock whose holder died, or whose taking command ran after its holder had
+# given up on it (a Redis stall), is gone within this time.
+LOCK_LEASE = 1.0
+LOCK_LEASE_MS = int(LOCK_LEASE * 1000)
+# The longest ttl the save script accepts (its own bound is 2^32).
+MAX_REDIS_TTL = 2**32
+# Seconds between two warnings about the same outage.
+WARN_EVERY = 60.0
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(eq=False, slots=True)
 class Lock:
-    """A held lock: its key and the token that proves it is ours."""
+    """A lock on the fetch of one key: its key, the token that proves it is
+    ours, when it was taken (``time.monotonic``), and whether it was given up."""
 
     key: str
     token: str
+    taken: float = dataclasses.field(default_factory=time.monotonic)
+    done: bool = False
 
 
 @dataclasses.dataclass(slots=True)
@@ -168,8 +58,10 @@ class Lookup:
     stored, not this variant) or ``unavailable`` (Redis failed). ``base`` is the
     key the entry lives under and its lock and marker hang off. ``role`` says,
     on a miss, whether this request took the lock (``leader``, with ``lock``),
-    another request holds it (``follower``), or the last fetch was not storable
-    (``hfm``).
+    another request holds it (``follower``), the last fetch was not storable
+    (``hfm``), the lock command failed (``failed``), or got no reply, so that
+    it may have taken the lock after all (``lost``, with ``lock``). Only a
+    follower should wait.
     """
 
     outcome: str
@@ -206,10 +98,19 @@ def make_client(settings: Settings) -> redis.Redis:
     )
 
 
+def _is_per_key(error: redis.ResponseError) -> bool:
+    """An error reply about one key's data (another program's key of another
+    type), not about Redis: that key is a miss, and Redis is fine."""
+    return not isinstance(error, ClusterDownError) and str(error).startswith("WRONGTYPE")
+
+
 class RedisStore:
-    """Stored responses in Redis. Every method fails open: a Redis error is
-    logged once, opens the circuit breaker for ``breaker_cooldown`` seconds
-    (during which Redis is not called at all) and reads as a miss."""
+    """Stored responses in Redis. Every method fails open: a Redis error opens
+    the circuit breaker for ``breaker_cooldown`` seconds (during which Redis is
+    not called at all) and reads as a miss. An error reply counts as a Redis
+    error (out of memory, a read-only replica, a missing permission, a database
+    that does not exist…), except one about a single key's data. Failures are
+    logged as a warning at most once a minute, and their end once."""
 
     def __init__(self, client: t.Any, settings: Settings) -> None:
         # get_connection_kwargs() covers RedisCluster, which has no connection_pool.
@@ -226,47 +127,74 @@ class RedisStore:
         self.channel = f"{settings.prefix}:invalidate"
         self.stats_key = f"{settings.prefix}:stats"
         self._pool = client.connection_pool if isinstance(client, redis.Redis) else None
-        self._try_miss = client.register_script(MISS)
+        self._try_miss = client.register_script(scripts.MISS)
+        self._lock = client.register_script(scripts.LOCK)
+        self._save = client.register_script(scripts.SAVE)
+        self._purge = client.register_script(scripts.PURGE)
+        self._release = client.register_script(scripts.RELEASE)
         self._vary_names: dict[str, tuple[str, ...]] = {}
         self._decoded: dict[str, tuple[list[bytes | None], CachedResponse]] = {}
-        self._save = client.register_script(SAVE)
-        self._purge = client.register_script(PURGE)
-        self._release = client.register_script(RELEASE)
-        self._lock = client.register_script(LOCK)
-        self._lock_ms = int(settings.lock_timeout * 1000)
         self._closed_at = 0.0
         self._healthy = True
+        self._warned_at = -WARN_EVERY
+        self._unwarned = 0
+        self._outage_logged = False
 
-    def _call(self, operation: Callable[[], T], default: T, refused: T | None = None) -> T:
-        """Run ``operation``; ``default`` if Redis fails (or the breaker is open),
-        ``refused`` (else ``default``) if Redis answers this command with an error."""
+    def _call(
+        self,
+        operation: Callable[[], T],
+        default: T,
+        refused: T | None = None,
+        lost: Callable[[], None] | None = None,
+    ) -> T:
+        """Run ``operation``; ``default`` if Redis fails (or the breaker is
+        open), ``refused`` (else ``default``) if Redis refuses it for one key's
+        data. ``lost`` is called when the command may have run although no
+        reply came (a timeout, a connection lost)."""
         if not self._healthy and time.monotonic() < self._closed_at:
             return default
         try:
             result = operation()
-        except (redis.RedisError, RedisClusterException, OSError) as error:
-            # ClusterDownError is a ResponseError, but says the cluster serves nothing.
-            if isinstance(error, redis.ResponseError) and not isinstance(error, ClusterDownError):
-                # Redis is up and refused this one command (a foreign key type, OOM,
-                # a read-only replica): fail this operation, not the connection.
-                logger.debug("Redis refused a command: %s", error)
+        except redis.ResponseError as error:
+            if _is_per_key(error):
+                logger.debug("Redis refused a command on foreign data: %s", error)
                 return default if refused is None else refused
+            self._failed(error)
+            return default
+        except (redis.RedisError, RedisClusterException, OSError) as error:
             # Unreachable, timed out, or a RedisClusterException (not a
             # RedisError) from a RedisCluster client that can reach no node.
-            if self._healthy:
-                logger.warning(
-                    "Redis unavailable (%s: %s); serving uncached, retrying every %gs",
-                    type(error).__name__,
-                    error,
-                    self.settings.breaker_cooldown,
-                )
-            self._healthy = False
-            self._closed_at = time.monotonic() + self.settings.breaker_cooldown
+            self._failed(error)
+            if lost is not None:
+                lost()
             return default
         if not self._healthy:
-            logger.warning("Redis reachable again; caching resumed")
             self._healthy = True
+            if self._outage_logged:
+                self._outage_logged = False
+                logger.warning("Redis reachable again; caching resumed")
         return result
+
+    def _failed(self, error: Exception) -> None:
+        """Open the breaker; warn, unless this outage was reported less than
+        ``WARN_EVERY`` seconds ago."""
+        now = time.monotonic()
+        self._healthy = False
+        self._closed_at = now + self.settings.breaker_cooldown
+        if now - self._warned_at < WARN_EVERY:
+            self._unwarned += 1
+            return
+        also = f" ({self._unwarned} more failures since the last warning)" if self._unwarned else ""
+        logger.warning(
+            "Redis unavailable (%s: %s); serving uncached, retrying every %gs%s",
+            type(error).__name__,
+            error,
+            self.settings.breaker_cooldown,
+            also,
+        )
+        self._warned_at = now
+        self._unwarned = 0
+        self._outage_logged = True
 
     @property
     def available(self) -> bool:
@@ -362,10 +290,24 @@ class RedisStore:
         if not coalesce:
             return Lookup(outcome, None, base)
         lock = Lock(base + ":lock", new_token())
-        args = [lock.token, self._lock_ms, "1" if unusable else ""]
-        reply = self._call(lambda: self._try_miss(keys=[base], args=args), b"")
-        role = reply.decode() if isinstance(reply, bytes) else ""
-        return Lookup(outcome, None, base, role, lock if role == "leader" else None)
+        args = [lock.token, LOCK_LEASE_MS, "1" if unusable else ""]
+        role, lock = self._locking(lambda: self._try_miss(keys=[base], args=args), lock)
+        return Lookup(outcome, None, base, role, lock)
+
+    def _locking(self, command: Callable[[], t.Any], lock: Lock) -> tuple[str, Lock | None]:
+        """Run a command that may take ``lock``: its role, and the lock when it
+        was taken (``leader``) or may have been (``lost``)."""
+        lost = False
+
+        def reply_lost() -> None:
+            nonlocal lost
+            lost = True
+
+        reply = self._call(command, None, lost=reply_lost)
+        if lost:
+            return "lost", lock
+        role = reply.decode("ascii", "replace") if isinstance(reply, bytes) else "failed"
+        return role, (lock if role == "leader" else None)
 
     def _remember(self, key: str, names: tuple[str, ...]) -> None:
         if len(self._vary_names) >= VARY_MEMO_SIZE:
@@ -376,7 +318,10 @@ class RedisStore:
         self, key: str, entry: CachedResponse, ttl: int, variant: str, lock: Lock | None = None
     ) -> bool:
         """Store ``entry`` for ``ttl`` seconds in one atomic script; ``variant``
-        is its secondary key when it has Vary names. Releases ``lock``."""
+        is its secondary key when it has Vary names. Releases ``lock``. True if
+        the entry was stored."""
+        if not 1 <= ttl <= MAX_REDIS_TTL:
+            return False
         entry = dataclasses.replace(entry, fetch=lock.token if lock else new_token())
         args: list[t.Any] = [
             ttl,
@@ -391,17 +336,17 @@ class RedisStore:
             args.append(field)
             args.append(value)
         keys = [key, lock.key if lock else key + ":lock"]
-        return bool(self._call(lambda: self._save(keys=keys, args=args), 0))
+        return self._call(lambda: self._save(keys=keys, args=args), 0) == 1
 
-    def try_lock(self, base: str, seen: CachedResponse) -> Lock | None:
-        """Take the lock of ``base`` for ``lock_timeout`` seconds, to fetch a
-        replacement for ``seen``: only if the lock is free and ``seen`` is still
-        the entry stored there (another request may have replaced it since the
-        lookup, and released its lock)."""
+    def try_lock(self, base: str, seen: CachedResponse) -> tuple[str, Lock | None]:
+        """Take the lock of ``base`` to fetch a replacement for ``seen``: only if
+        the lock is free and ``seen`` is still the entry stored there (another
+        request may have replaced it since the lookup, and released its lock).
+        The role (``leader``, ``follower``, ``changed``, ``failed`` or ``lost``)
+        and the lock, as :meth:`lookup` gives them."""
         lock = Lock(base + ":lock", new_token())
-        args = [lock.token, self._lock_ms, seen.fetch]
-        taken = self._call(lambda: self._lock(keys=[base], args=args), None)
-        return lock if taken == b"leader" else None
+        args = [lock.token, LOCK_LEASE_MS, seen.fetch]
+        return self._locking(lambda: self._lock(keys=[base], args=args), lock)
 
     def release(self, lock: Lock, hit_for_miss: int = 0) -> None:
         """Give up ``lock``; with ``hit_for_miss``, mark its key as not worth
@@ -409,9 +354,44 @@ class RedisStore:
         keys = [lock.key, lock.key.removesuffix(":lock") + ":hfm"]
         self._call(lambda: self._release(keys=keys, args=[lock.token, hit_for_miss]), None)
 
+    def renew(self, locks: list[Lock]) -> list[bool] | None:
+        """Extend the lease of each lock still held with its token, in one
+        pipelined round trip (off the request path: the breaker is not asked, and
+        not opened). Whether each is still held; None if Redis failed."""
+        return self._pipelined(
+            [(scripts.RENEW, lock.key, lock.token, LOCK_LEASE_MS) for lock in locks]
+        )
+
+    def release_quietly(self, locks: list[Lock]) -> bool:
+        """Release ``locks``, in one pipelined round trip, off the request path;
+        False if Redis failed."""
+        commands = [
+            (scripts.RELEASE, lock.key, lock.key.removesuffix(":lock") + ":hfm", lock.token, 0)
+            for lock in locks
+        ]
+        return self._pipelined(commands) is not None
+
+    def _pipelined(self, commands: list[tuple[t.Any, ...]]) -> list[bool] | None:
+        """Run scripts (source, keys…, args…: one key for RENEW, two for RELEASE)
+        in one non-transactional pipeline; EVAL, not EVALSHA, so that a cluster
+        client can route each, and a restarted Redis needs no SCRIPT LOAD."""
+        try:
+            pipeline = self.client.pipeline(transaction=False)
+            for source, *rest in commands:
+                keys = 1 if source is scripts.RENEW else 2
+                pipeline.eval(source, keys, *rest)
+            return [reply == 1 for reply in pipeline.execute(raise_on_error=False)]
+        except (redis.RedisError, RedisClusterException, OSError) as error:
+            logger.debug("Redis failed a background lock command: %s", error)
+            return None
+
     def purge_url(self, url: str) -> bool:
         """Forget every stored variant of ``url``. False if Redis failed."""
-        key = primary_key(self.settings.prefix, url)
+        return self.purge_key(primary_key(self.settings.prefix, url))
+
+    def purge_key(self, key: str) -> bool:
+        """Forget every stored variant under the primary ``key``. False if Redis
+        failed."""
         return self._call(lambda: self._purge(keys=[key], args=[self.channel]), None) is not None
 
     def purge_all(self) -> int:
@@ -439,7 +419,11 @@ class RedisStore:
             bases = [key]
         else:
             fields = self.client.hkeys(key)
-            bases = [f"{key}:{field[2:].decode()}" for field in fields if field.startswith(b"x:")]
+            bases = [
+                f"{key}:{field[2:].decode('latin-1')}"
+                for field in fields
+                if field.startswith(b"x:")
+            ]
         found: list[tuple[str, CachedResponse | None, int]] = []
         for base in bases:
             values = self.client.execute_command("HMGET", base, *FIELDS)

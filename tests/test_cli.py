@@ -46,10 +46,39 @@ def test_purge_one_url(filled, redis_client, capsys):
 
 
 def test_purge_all(filled, redis_client, capsys):
-    redis_client.set("not-ours", "1")
+    others = [b"not-ours", b"t2:{x}", b"tt:{x}", b"T:{x}", b"t:x"]
+    for key in others:
+        redis_client.set(key, "1")
     assert main([*filled, "purge", "--all"]) == 0
     assert "purged" in capsys.readouterr().out
-    assert redis_client.keys("*") == [b"not-ours"]
+    assert sorted(redis_client.keys("*")) == sorted(others)
+
+
+@pytest.mark.parametrize("prefix", ["t*", "t?", "[t]", "t\\"])
+def test_a_prefix_that_is_a_pattern_is_refused(redis_server, redis_client, capsys, prefix):
+    redis_client.set("t:{x}", "1")
+    assert main(["--redis-url", redis_server.url, "--prefix", prefix, "purge", "--all"]) == 2
+    assert "glob characters" in capsys.readouterr().err
+    assert redis_client.exists("t:{x}")
+
+
+@pytest.mark.parametrize("garbage", ["string", "vary-record"])
+def test_unreadable_data_is_a_one_line_error(filled, redis_client, capsys, garbage):
+    key = primary_key("t", "http://localhost/z")
+    if garbage == "string":
+        redis_client.set(key, "not a hash")
+    else:
+        redis_client.hset(key, mapping={"vr": "accept", "x:\xff\xfe": "soon"})
+    status = main([*filled, "inspect", "http://localhost/z"])
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    if garbage == "string":
+        assert status == 1
+        assert len(captured.err.strip().splitlines()) == 1
+        assert captured.err.startswith("redis-wsgi-cache: ")
+    else:
+        assert status == 1
+        assert json.loads(captured.out) == []
 
 
 def test_config_shows_the_settings_in_effect(monkeypatch, capsys):

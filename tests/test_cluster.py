@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import signal
 import socket
 import subprocess
 import tempfile
@@ -74,11 +75,15 @@ def find_redis_cli(server_binary: str) -> str:
 
 
 class Cluster:
-    """Three masters on loopback ports, with a plain client per node."""
+    """Three masters on loopback ports, with a plain client per node and the
+    process of each."""
 
-    def __init__(self, ports: list[int], nodes: dict[int, redis.Redis]) -> None:
+    def __init__(
+        self, ports: list[int], nodes: dict[int, redis.Redis], servers: list[RedisServer]
+    ) -> None:
         self.ports = ports
         self.nodes = nodes
+        self.servers = {server.port: server for server in servers}
 
     def client(self, **kwargs: t.Any) -> RedisCluster:
         return RedisCluster(host=HOST, port=self.ports[0], **kwargs)
@@ -158,7 +163,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             if time.monotonic() > deadline:
                 raise RedisServerError(f"the cluster is not ok after {READY_SECONDS}s: {states}")
             time.sleep(0.05)
-        yield Cluster(ports, nodes)
+        yield Cluster(ports, nodes, servers)
     finally:
         for node in nodes.values():
             node.close()
@@ -619,3 +624,49 @@ def test_an_unreachable_cluster_is_served_uncached(lone_master):
         client.close()
         if server.process is None:
             server.start()
+
+
+def test_a_lock_taken_in_a_stall_of_its_node_costs_followers_little(cluster, wrap):
+    """A lock command reaches the node of its key while that node is stopped:
+    the request goes on uncached, the node runs the command once resumed, and
+    the lock it takes (held by nobody) does not keep other requests waiting."""
+    origin = Origin()
+    victim_client = RedisCluster(
+        host=HOST,
+        port=cluster.ports[0],
+        socket_timeout=0.2,
+        socket_connect_timeout=0.2,
+        retry=Retry(NoBackoff(), 0),
+    )
+    victim = CacheMiddleware(
+        origin, client=victim_client, prefix="stall", breaker_cooldown=60, near_cache_size=10
+    )
+    try:
+        call(victim, "/warm-up")  # the node has the lock script loaded
+        node = victim_client.get_node_from_key(key_of(victim, "/page"))
+        process = cluster.servers[node.port].process
+        assert process is not None
+        take = victim.store._try_miss
+
+        def stopped_then_take(*args, **kwargs):
+            victim.store._try_miss = take
+            os.kill(process.pid, signal.SIGSTOP)
+            return take(*args, **kwargs)
+
+        victim.store._try_miss = stopped_then_take
+        try:
+            status, _, _ = call(victim, "/page")
+        finally:
+            os.kill(process.pid, signal.SIGCONT)
+        assert status == "200 OK"
+
+        other = wrap(origin, prefix="stall", lock_timeout=30, near_cache_size=10)
+        started = time.monotonic()
+        status, _, _ = call(other, "/page")
+        waited = time.monotonic() - started
+        assert status == "200 OK"
+        assert waited < 1.5, f"waited {waited:.2f}s for an orphaned lock"
+        assert call(other, "/page")[1]["X-Cache"] == "HIT"
+    finally:
+        victim.close()
+        victim_client.close()

@@ -210,3 +210,128 @@ def test_requests_asking_for_the_origin_do_not_queue(redis_server, redis_client,
     assert time.monotonic() - started < 15
     assert body == b"run 2"
     assert "fwd=request" in headers["Cache-Status"]
+
+
+def strict_call(app, path: str = "/") -> None:
+    """A request through a server that refuses headers as waitress does
+    (hop-by-hop fields, CR or LF in a value): its start_response raises."""
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "80",
+        "HTTP_HOST": "localhost",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": __import__("io").BytesIO(b""),
+    }
+
+    def start_response(status, headers, exc_info=None):
+        for name, value in headers:
+            if name.lower() == "connection" or "\n" in str(value) or "\r" in str(value):
+                raise AssertionError(f"{name} header refused")
+        return lambda data: None
+
+    body = app(environ, start_response)
+    try:
+        b"".join(body)
+    finally:
+        getattr(body, "close", lambda: None)()
+
+
+@pytest.mark.parametrize(
+    ("headers", "length"),
+    [
+        pytest.param([("Connection", "close")], True, id="hop-by-hop-known-length"),
+        pytest.param([("Connection", "close")], False, id="hop-by-hop-streamed"),
+        pytest.param([("X-Bad", "a\r\nb")], True, id="crlf-value"),
+    ],
+)
+def test_a_lock_is_released_when_the_server_refuses_the_headers(
+    cached, redis_client, headers, length
+):
+    def app(environ, start_response):
+        response_headers = [("Content-Type", "text/plain"), ("Cache-Control", "max-age=60")]
+        if length:
+            response_headers.append(("Content-Length", "4"))
+        start_response("200 OK", [*response_headers, *headers])
+        return iter([b"body"])
+
+    middleware = cached(app, prefix="t", lock_timeout=30)
+    with pytest.raises(AssertionError, match="refused"):
+        strict_call(middleware, "/page")
+    assert not redis_client.keys("*:lock")
+    started = time.monotonic()
+    status, _, _ = call(middleware, "/page")
+    assert status == "200 OK"
+    assert time.monotonic() - started < 15  # a leaked lock would take lock_timeout
+
+
+def test_followers_go_to_the_app_at_once_when_the_leader_fails(cached, redis_client):
+    """Eight concurrent requests to a view that raises: the leader fails, and
+    the seven followers then call the app concurrently (a barrier of seven
+    would break if they queued), not one after another."""
+    leader_running = threading.Event()
+    followers = threading.Barrier(7, timeout=20)
+    calls: list[str] = []
+    lock = threading.Lock()
+
+    def failing(environ, start_response):
+        with lock:
+            first = not calls
+            calls.append("leader" if first else "follower")
+        if first:
+            leader_running.set()
+            time.sleep(0.3)  # the others arrive and queue behind the lock
+            raise RuntimeError("the database is down")
+        followers.wait()  # all seven are in the app at the same time
+        raise RuntimeError("the database is down")
+
+    middleware = cached(failing, prefix="t", lock_timeout=30)
+
+    def one() -> str:
+        try:
+            call(middleware, "/page")
+        except RuntimeError:
+            return "raised"
+        return "answered"
+
+    results = run_together(8, one)
+    assert results == ["raised"] * 8
+    assert calls.count("leader") == 1 and calls.count("follower") == 7
+    assert not followers.broken
+    assert redis_client.exists(primary_key("t", "http://localhost/page") + ":hfm")
+
+
+def test_a_leader_slower_than_the_lease_keeps_its_lock(cached, redis_server, redis_client):
+    """The lease is renewed while the fetch runs: a fetch of 2.5 leases still
+    runs the app once for five concurrent requests."""
+    app = slow_counting_app(redis_server.url, "runs", 2.5)
+    middleware = cached(app, prefix="t", lock_timeout=30)
+    results = run_together(5, lambda: call(middleware, "/slow"))
+    assert int(redis_client.get("runs")) == 1
+    assert {body for _, _, body in results} == {b"run 1"}
+    middleware.close()
+
+
+def test_a_lock_is_renewed_no_longer_than_lock_timeout(cached, redis_server, redis_client):
+    app = slow_counting_app(redis_server.url, "runs", 2.2)
+    middleware = cached(app, prefix="t", lock_timeout=0.5)
+    lock = primary_key("t", "http://localhost/slow") + ":lock"
+    leader = threading.Thread(target=call, args=(middleware, "/slow"))
+    leader.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not redis_client.exists(lock):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        # Past lock_timeout plus a lease, nothing renews it: it is gone,
+        # though the fetch still runs.
+        while redis_client.exists(lock):
+            assert time.monotonic() < deadline, "the lock outlived lock_timeout"
+            time.sleep(0.05)
+        assert leader.is_alive()
+    finally:
+        leader.join()
+    middleware.close()

@@ -2312,6 +2312,10 @@ _STALE_GONE = "an entry without validators leaves Redis once stale (freshness + 
 _MALFORMED_ETAG = "a malformed entity-tag is compared and forwarded as it is"
 _STALE_ON_BAD_MAX_AGE = "a malformed or conflicting max-age makes the response stale (§4.2.1)"
 _NO_HEURISTIC = "default_ttl gives freshness only to cacheable_statuses (default: 200)"
+_NO_ERRORS = (
+    "errors (400 and up) are stored only when in cacheable_statuses (default: 200),"
+    " so that a crafted request cannot make an error page everyone's"
+)
 
 #: Where this cache departs from the suite on purpose, and why. Each runs as a
 #: strict xfail: a change that makes one pass must come with its removal here.
@@ -2373,6 +2377,14 @@ DEPARTURES: dict[str, str] = {
         "a 304 whose ETag differs from the stored one does not freshen it (§4.3.4)"
     ),
     "method-POST": "responses to POST are never stored",
+    **{
+        f"status-{status}-fresh": _NO_ERRORS
+        for status in (400, 404, 410, 499, 500, 502, 503, 504, 599)
+    },
+    "other-cookie": (
+        "a request with a Cookie goes to the app uncached (cookie_requests = pass,"
+        " as Varnish does), so that a page made for one client's cookie is never shared"
+    ),
     "other-age-delay": "Age is added only to responses served from the cache",
 }
 

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
+import redis
+from conftest import redis_binary
 from webtest import TestApp
-from wsgi_apps import Origin
+from wsgi_apps import Origin, call
 
 from redis_wsgi_cache import CacheMiddleware
+from redis_wsgi_cache.keys import primary_key
 from redis_wsgi_cache.server import RedisServer, free_port
 
 
@@ -152,3 +158,173 @@ def test_breaker_skips_redis_while_open():
     )
     TestApp(middleware).get("/")
     assert not middleware.store.available
+
+
+# -- a Redis that is up but refuses commands ----------------------------------
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server of the test's own, to break without disturbing others."""
+    with RedisServer(binary=redis_binary()) as server:
+        yield server
+
+
+def refuse_writes_oom(server: RedisServer, admin: redis.Redis) -> str:
+    admin.config_set("maxmemory-policy", "noeviction")
+    admin.config_set("maxmemory", 1)
+    return server.url
+
+
+def refuse_writes_read_only(server: RedisServer, admin: redis.Redis) -> str:
+    # A replica of a master that does not exist: read-only, data kept.
+    admin.execute_command("REPLICAOF", "127.0.0.1", str(free_port()))
+    return server.url
+
+
+def unknown_database(server: RedisServer, admin: redis.Redis) -> str:
+    return f"redis://127.0.0.1:{server.port}/99"
+
+
+def user_without_scripting(server: RedisServer, admin: redis.Redis) -> str:
+    admin.execute_command(
+        "ACL", "SETUSER", "noscript", "on", ">secret", "~*", "&*", "+@all", "-@scripting"
+    )
+    return f"redis://noscript:secret@127.0.0.1:{server.port}/0"
+
+
+@pytest.mark.parametrize(
+    "refuse",
+    [
+        pytest.param(refuse_writes_oom, id="oom"),
+        pytest.param(refuse_writes_read_only, id="read-only-replica"),
+        pytest.param(unknown_database, id="database-99"),
+        pytest.param(user_without_scripting, id="noperm-scripting"),
+    ],
+)
+def test_a_redis_refusing_commands_is_a_failure_served_uncached(own_redis, caplog, refuse):
+    """An error reply is Redis failing: the request goes to the app at once (it
+    does not wait lock_timeout for a lock it read as someone else's), nothing is
+    said to be stored, the breaker opens, and one warning names the error."""
+    origin = Origin(headers=[("Cache-Control", "max-age=60")])
+    admin = redis.Redis.from_url(own_redis.url)
+    warm = CacheMiddleware(origin, redis_url=own_redis.url, socket_timeout=10)
+    TestApp(warm).get("/stored-before")  # so that a read may find something
+    url = refuse(own_redis, admin)
+    middleware = CacheMiddleware(
+        origin, redis_url=url, socket_timeout=10, lock_timeout=30, breaker_cooldown=60
+    )
+    app = TestApp(middleware)
+    with caplog.at_level(logging.WARNING, logger="redis_wsgi_cache"):
+        started = time.monotonic()
+        for path in ("/a", "/b", "/a"):
+            response = app.get(path)
+            assert response.status_int == 200
+            assert response.headers["X-Cache"] == "MISS"
+            assert "stored" not in response.headers["Cache-Status"]
+            assert "detail=redis-unavailable" in response.headers["Cache-Status"]
+        # Waiting for a lock would have taken lock_timeout (30 s) per request.
+        assert time.monotonic() - started < 15
+    assert not middleware.store.available
+    warnings = [r.getMessage() for r in caplog.records if r.name == "redis_wsgi_cache"]
+    assert len(warnings) == 1
+    assert warnings[0].startswith("Redis unavailable (")
+    admin.execute_command("REPLICAOF", "NO", "ONE")
+    admin.config_set("maxmemory", 0)
+    assert not admin.keys("*:lock")
+    admin.close()
+
+
+def test_a_refused_save_is_not_announced(own_redis):
+    """The lock was taken, then Redis refused the save: the response says so."""
+    origin = Origin(headers=[("Cache-Control", "max-age=60")])
+    admin = redis.Redis.from_url(own_redis.url)
+    middleware = CacheMiddleware(origin, redis_url=own_redis.url, socket_timeout=10)
+    save = middleware.store._save
+
+    def refused_save(*args, **kwargs):
+        admin.execute_command("REPLICAOF", "127.0.0.1", str(free_port()))
+        return save(*args, **kwargs)
+
+    middleware.store._save = refused_save
+    response = TestApp(middleware).get("/")
+    assert response.status_int == 200
+    assert "stored" not in response.headers["Cache-Status"]
+    assert "detail=redis-unavailable" in response.headers["Cache-Status"]
+    admin.execute_command("REPLICAOF", "NO", "ONE")
+    # The lock outlives the refused request by at most its lease.
+    lock = primary_key("rwc", "http://localhost/") + ":lock"
+    assert admin.pttl(lock) <= 1000
+    admin.close()
+
+
+def test_breaker_warnings_are_rate_limited(caplog):
+    """A Redis that fails again after each cooldown is reported once a minute,
+    not once a cooldown."""
+    origin = Origin()
+    middleware = CacheMiddleware(
+        origin, redis_url=f"redis://127.0.0.1:{free_port()}/0", breaker_cooldown=0
+    )
+    app = TestApp(middleware)
+    with caplog.at_level(logging.WARNING, logger="redis_wsgi_cache"):
+        for _ in range(20):
+            app.get("/")
+    assert origin.count == 20
+    assert len([r for r in caplog.records if r.name == "redis_wsgi_cache"]) == 1
+
+
+# -- a lock command caught in a Redis stall -------------------------------------
+
+
+def stall_during_the_lock_command(middleware: CacheMiddleware, server: RedisServer) -> None:
+    """Make ``middleware``'s next lock command reach a stopped Redis: it times
+    out (``socket_timeout``), the request goes on uncached, and Redis runs the
+    command when it is resumed, taking a lock nobody holds."""
+    take = middleware.store._try_miss
+
+    def stopped_then_take(*args, **kwargs):
+        middleware.store._try_miss = take
+        os.kill(server.process.pid, signal.SIGSTOP)
+        return take(*args, **kwargs)
+
+    middleware.store._try_miss = stopped_then_take
+
+
+@pytest.mark.parametrize("near_cache_size", [0, 100], ids=["plain", "near-cache"])
+@pytest.mark.parametrize("run", range(10))
+def test_a_lock_taken_in_a_redis_stall_costs_followers_little(own_redis, run, near_cache_size):
+    origin = Origin(headers=[("Cache-Control", "max-age=60")])
+    victim = CacheMiddleware(
+        origin,
+        redis_url=own_redis.url,
+        socket_timeout=0.1,
+        breaker_cooldown=60,
+        near_cache_size=near_cache_size,
+    )
+    call(victim, "/warm-up")  # Redis has the lock script, as in any running process
+    stall_during_the_lock_command(victim, own_redis)
+    try:
+        status, headers, _ = call(victim, "/page")  # times out on the lock
+    finally:
+        os.kill(own_redis.process.pid, signal.SIGCONT)
+    assert status == "200 OK"
+    assert "redis-unavailable" in headers["Cache-Status"] or headers["X-Cache"] == "MISS"
+
+    # Another process's request for the URL, once Redis runs again: before,
+    # it waited for the orphaned lock until lock_timeout (30 s here).
+    other = CacheMiddleware(
+        origin,
+        redis_url=own_redis.url,
+        socket_timeout=10,
+        lock_timeout=30,
+        near_cache_size=near_cache_size,
+    )
+    started = time.monotonic()
+    status, headers, _ = call(other, "/page")
+    waited = time.monotonic() - started
+    assert status == "200 OK"
+    # The orphan lives one lease (1 s) at most, and is released sooner.
+    assert waited < 1.5, f"waited {waited:.2f}s for an orphaned lock"
+    assert call(other, "/page")[1]["X-Cache"] == "HIT"
+    victim.close()
+    other.close()

@@ -42,11 +42,21 @@ def test_fresh_until_its_lifetime_then_fetched_again(cached, clock, headers, fre
     assert origin.count == 2
 
 
-def test_heuristically_cacheable_status_with_explicit_freshness(cached, clock):
+def test_listed_error_status_with_explicit_freshness(cached, clock):
     origin = Origin(status="404 Not Found", headers=[("Cache-Control", "max-age=30")])
-    app = app_for(cached, origin)
+    app = app_for(cached, origin, cacheable_statuses="200,404", default_ttl=0)
     app.get("/", status=404)
     assert app.get("/", status=404).headers["X-Cache"] == "HIT"
+
+
+def test_redirect_with_explicit_freshness(cached, clock):
+    origin = Origin(
+        status="301 Moved Permanently",
+        headers=[("Cache-Control", "max-age=30"), ("Location", "/elsewhere")],
+    )
+    app = app_for(cached, origin)
+    app.get("/", status=301)
+    assert app.get("/", status=301).headers["X-Cache"] == "HIT"
 
 
 def test_default_ttl_zero_stores_only_explicit_freshness(cached, clock):

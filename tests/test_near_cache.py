@@ -275,7 +275,7 @@ def test_offline_until_the_subscription_is_confirmed(
     make_near: MakeNear, redis_client: redis.Redis
 ) -> None:
     near = make_near(online=False, socket_timeout=5.0)
-    redis_client.client_pause(3000, all=True)
+    redis_client.client_pause(1500, all=True)
     assert near.get(key(A), {}) is None  # starts the subscriber, held up by the pause
     before = near.generation()
     time.sleep(0.05)
@@ -298,7 +298,7 @@ def test_a_connection_that_stops_answering_is_dead(
     monkeypatch.setattr(near_module, "DEAD_AFTER", 0.3)
     near = make_near()
     put(near, response(A))
-    redis_client.client_pause(3000, all=True)
+    redis_client.client_pause(1500, all=True)
     assert wait_until(lambda: not near.online)
     assert near.get(key(A), {}) is None
     assert wait_until(lambda: near.online)

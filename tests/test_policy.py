@@ -129,6 +129,8 @@ def test_request_policy(headers, field, expected):
         pytest.param({"cache_control": "no-cache"}, id="no-cache"),
         pytest.param({"cache_control": "max-age=0"}, id="max-age-0"),
         pytest.param({"pragma": "no-cache"}, id="pragma"),
+        pytest.param({"cache_control": "min-fresh=999999"}, id="min-fresh"),
+        pytest.param({"cache_control": "no-cache, max-age=0, min-fresh=5"}, id="all"),
     ],
 )
 def test_operator_may_ignore_client_no_cache(headers):
@@ -136,6 +138,8 @@ def test_operator_may_ignore_client_no_cache(headers):
     request = policy.request_policy(environ(**headers), settings)
     assert not request.no_cache
     assert request.max_age is None
+    assert request.min_fresh is None
+    assert request.may_coalesce
 
 
 # -- Freshness (§4.2.1) --------------------------------------------------------
@@ -287,10 +291,18 @@ def test_initial_age(headers, request_time, response_time, expected):
         ),
         pytest.param({}, 500, [], "status", id="§3-500"),
         pytest.param({}, 404, [], "status", id="§4.2.2-not-heuristic"),
-        pytest.param({}, 404, [("Cache-Control", "max-age=5")], None, id="§3-404-explicit"),
+        pytest.param(
+            {}, 404, [("Cache-Control", "max-age=5")], "status", id="error-explicit-not-listed"
+        ),
         pytest.param({}, 301, [("Expires", date(5))], None, id="§3-301-expires"),
         pytest.param({}, 302, [("Cache-Control", "max-age=5")], None, id="§3-302-explicit"),
-        pytest.param({}, 500, [("Cache-Control", "max-age=5")], None, id="§3-500-explicit"),
+        pytest.param(
+            {},
+            500,
+            [("Cache-Control", "public, max-age=300")],
+            "status",
+            id="error-public-not-listed",
+        ),
         pytest.param({}, 299, [("Expires", date(5))], None, id="§3-any-final-status"),
         pytest.param(
             {}, 200, [("Cache-Control", "no-store, must-understand")], None, id="§5.2.2.3"
@@ -330,6 +342,23 @@ def test_initial_age(headers, request_time, response_time, expected):
 def test_not_storable_reason(request_headers, status, headers, expected):
     request = policy.request_policy(environ(**request_headers), SETTINGS)
     assert policy.not_storable_reason(request, status, headers, SETTINGS) == expected
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "expected"),
+    [
+        pytest.param(404, [("Cache-Control", "max-age=5")], None, id="listed-explicit"),
+        pytest.param(404, [], None, id="listed-default-ttl"),
+        pytest.param(500, [("Cache-Control", "max-age=5")], "status", id="unlisted-explicit"),
+        pytest.param(302, [("Cache-Control", "max-age=5")], None, id="redirect-explicit"),
+    ],
+)
+def test_errors_are_stored_only_when_listed(status, headers, expected):
+    """§3 lets any final status with explicit freshness be stored; this cache
+    stores errors only when the operator lists them."""
+    settings = Settings(cacheable_statuses=frozenset({200, 404}))
+    request = policy.request_policy(environ(), settings)
+    assert policy.not_storable_reason(request, status, headers, settings) == expected
 
 
 def test_hop_by_hop_headers_are_not_stored():

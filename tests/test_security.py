@@ -3,9 +3,13 @@ exception from the cache layer, and never one client's response for another."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from webtest import TestApp
 from wsgi_apps import Origin, call, stored_entries
+
+from redis_wsgi_cache.keys import primary_key
 
 MALFORMED_REQUEST_HEADERS = [
     pytest.param({"cache_control": 'max-age="oops, no-cache'}, id="unclosed-quote"),
@@ -87,8 +91,6 @@ def test_a_bad_host_is_forwarded_but_never_stored(cached, redis_client):
 def test_entries_of_another_url_with_the_same_key_are_not_served(cached, redis_client):
     """The stored URL is checked on every hit: a forged or colliding entry under
     our key is a miss."""
-    from redis_wsgi_cache.keys import primary_key
-
     origin = Origin(headers=[("Cache-Control", "max-age=60")])
     middleware = cached(origin, prefix="t")
     call(middleware, "/a")
@@ -118,3 +120,409 @@ def test_responses_no_server_would_send_are_passed_on_not_stored(
         seen, _, body = call(middleware, "/odd")
         assert (seen, body) == (status, b"body")
     assert stored_entries(redis_client) == []
+
+
+# -- revalidation must not share what a 200 could not have stored ---------------
+
+
+class Revalidated:
+    """An app whose first answer is a storable 200 with an ETag, and whose
+    later answers to a conditional request are a 304 with ``headers``."""
+
+    def __init__(self, headers: list[tuple[str, str]]) -> None:
+        self.headers = headers
+        self.calls = 0
+
+    def __call__(self, environ, start_response):
+        self.calls += 1
+        if environ.get("HTTP_IF_NONE_MATCH") == '"v1"':
+            start_response("304 Not Modified", [("ETag", '"v1"'), *self.headers])
+            return []
+        body = b"shared page"
+        start_response(
+            "200 OK",
+            [
+                ("Content-Type", "text/plain"),
+                ("Cache-Control", "max-age=10"),
+                ("ETag", '"v1"'),
+                ("Content-Length", str(len(body))),
+            ],
+        )
+        return [body]
+
+
+@pytest.mark.parametrize(
+    ("headers", "detail"),
+    [
+        pytest.param([("Set-Cookie", "sid=ALICE")], "set-cookie", id="set-cookie"),
+        pytest.param([("Cache-Control", "private, max-age=60")], "private", id="private"),
+        pytest.param([("Cache-Control", "no-store")], "no-store", id="no-store"),
+    ],
+)
+def test_a_304_is_never_merged_into_the_shared_entry(cached, clock, redis_client, headers, detail):
+    app = Revalidated(headers)
+    middleware = cached(app, prefix="t")
+    call(middleware, "/page")
+    clock.advance(20)  # stale: the next request revalidates
+
+    status, alice, body = call(middleware, "/page")
+    assert (status, body) == ("200 OK", b"shared page")
+    assert f"detail={detail}" in alice["Cache-Status"]
+    if detail == "set-cookie":
+        assert alice["Set-Cookie"] == "sid=ALICE"  # Alice's own cookie reaches Alice
+
+    # Nothing of Alice's 304 is kept for anyone: the entry is gone.
+    assert stored_entries(redis_client) == []
+    _, bob, _ = call(middleware, "/page")
+    assert "Set-Cookie" not in bob or bob["Set-Cookie"] != "sid=ALICE"
+    assert bob["X-Cache"] != "HIT"
+
+
+def test_a_conditional_client_gets_its_own_304(cached, clock, redis_client):
+    app = Revalidated([("Set-Cookie", "sid=ALICE")])
+    middleware = cached(app, prefix="t")
+    call(middleware, "/page")
+    clock.advance(20)
+    status, headers, body = call(middleware, "/page", if_none_match='"v1"')
+    assert (status, body) == ("304 Not Modified", b"")
+    assert headers["Set-Cookie"] == "sid=ALICE"
+
+
+def test_a_plain_304_still_freshens_the_entry(cached, clock, redis_client):
+    app = Revalidated([("Cache-Control", "max-age=10")])
+    middleware = cached(app, prefix="t")
+    call(middleware, "/page")
+    clock.advance(20)
+    _, headers, _ = call(middleware, "/page")
+    assert "stored" in headers["Cache-Status"]
+    assert call(middleware, "/page")[1]["X-Cache"] == "HIT"
+    assert app.calls == 2
+
+
+# -- safe methods never invalidate ---------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["OPTIONS", "TRACE"])
+def test_safe_methods_do_not_purge(cached, redis_client, method):
+    origin = Origin(headers=[("Cache-Control", "max-age=60")])
+    app = TestApp(cached(origin, prefix="t"))
+    app.get("/page")
+    response = app.request("/page", method=method)
+    assert response.headers["X-Cache"] == "BYPASS"
+    assert app.get("/page").headers["X-Cache"] == "HIT"
+
+
+def test_unknown_methods_that_succeed_do_purge(cached, redis_client):
+    """RFC 9111 §4.4: a method whose safety is unknown counts as unsafe."""
+    origin = Origin(headers=[("Cache-Control", "max-age=60")])
+    app = TestApp(cached(origin, prefix="t"))
+    app.get("/page")
+    app.request("/page", method="REINDEX")
+    assert app.get("/page").headers["X-Cache"] == "MISS"
+
+
+# -- hostile values: a miss, never a 500 ----------------------------------------
+
+DIGITS = "9" * 5000
+
+
+@pytest.mark.parametrize(
+    "request_headers",
+    [
+        pytest.param({"cache_control": f"max-age={DIGITS}"}, id="max-age"),
+        pytest.param({"cache_control": f"max-stale={DIGITS}"}, id="max-stale"),
+        pytest.param({"cache_control": f"stale-if-error={DIGITS}"}, id="stale-if-error"),
+    ],
+)
+def test_overflowing_request_numbers_count_as_2_to_the_31(cached, redis_client, request_headers):
+    origin = Origin(headers=[("Cache-Control", "max-age=60")])
+    middleware = cached(origin, prefix="t")
+    call(middleware, "/page")
+    status, headers, _ = call(middleware, "/page", **request_headers)
+    assert status == "200 OK"
+    assert headers["X-Cache"] == "HIT"
+
+
+@pytest.mark.parametrize(
+    "response_headers",
+    [
+        pytest.param([("Cache-Control", f"max-age={DIGITS}")], id="max-age"),
+        pytest.param([("Cache-Control", "max-age=60"), ("Age", DIGITS)], id="age"),
+        pytest.param([("Content-Length", DIGITS)], id="content-length"),
+    ],
+)
+def test_overflowing_response_numbers_are_no_500(cached, redis_client, response_headers):
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain"), *response_headers])
+        return [b"body"]
+
+    middleware = cached(app, prefix="t")
+    for _ in range(2):
+        status, _, body = call(middleware, "/page")
+        assert (status, body) == ("200 OK", b"body")
+
+
+def _nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        pytest.param("fresh", b"inf", id="fresh-inf"),
+        pytest.param("fresh", b"1e400", id="fresh-1e400"),
+        pytest.param("fresh", b"nan", id="fresh-nan"),
+        pytest.param("stored_at", b"-inf", id="stored-at-minus-inf"),
+        pytest.param("age", b"1e300", id="age-huge"),
+        pytest.param("headers", _nested(100_000), id="headers-nested-deep"),
+        pytest.param("status", b"200 OK\r\nX-Injected: 1", id="status-crlf"),
+        pytest.param("status", "200 \u2713".encode(), id="status-not-latin-1"),
+        pytest.param("headers", b'[["X-A", "1\\r\\nX-Injected: 1"]]', id="header-crlf"),
+        pytest.param("headers", b'[["X-A", "\\u2713"]]', id="header-not-latin-1"),
+        pytest.param("headers", b'[["X A", "1"]]', id="header-name-not-a-token"),
+        pytest.param("etag", b'"a"\r\nX: 1', id="etag-crlf"),
+        pytest.param("vary", b"accept\r\n", id="vary-crlf"),
+    ],
+)
+def test_unservable_stored_entries_are_misses_and_overwritten(cached, redis_client, field, value):
+    origin = Origin(b"fresh body", headers=[("Cache-Control", "max-age=60")])
+    middleware = cached(origin, prefix="t")
+    call(middleware, "/page")
+    key = primary_key("t", "http://localhost/page")
+    redis_client.hset(key, field, value)
+    for expected in ("MISS", "HIT"):
+        status, headers, body = call(middleware, "/page")
+        assert (status, body) == ("200 OK", b"fresh body")
+        assert headers["X-Cache"] == expected
+        assert "X-Injected" not in headers
+
+
+def test_a_save_with_a_bad_ttl_writes_nothing(cached, redis_client):
+    """No write can leave a key without an expiry."""
+    from redis_wsgi_cache import scripts
+
+    for ttl in ("10000000000000000", "0", "-5", "1.5", "soon"):
+        reply = redis_client.eval(
+            scripts.SAVE, 2, "t:{k}", "t:{k}:lock", ttl, "", "", 32, "0", "c", "", "v", "2"
+        )
+        assert reply == 0
+        assert redis_client.keys("*") == []
+
+
+def test_no_stored_key_is_left_without_an_expiry(cached, redis_client):
+    origin = Origin(headers=[("Cache-Control", "max-age=2147483648"), ("Vary", "Accept")])
+    middleware = cached(origin, prefix="t", keep=31_536_000)
+    for accept in ("a", "b"):
+        call(middleware, "/page", accept=accept)
+    keys = redis_client.keys("t:*")
+    assert keys
+    assert all(redis_client.ttl(key) > 0 for key in keys)
+
+
+# -- unkeyed inputs cannot poison ------------------------------------------------
+
+
+def echo_app(environ, start_response):
+    """Answers with what a page could be made of: its URL as the app sees it,
+    the method and the cookies, marked shareable for a minute."""
+    from werkzeug.wrappers import Request
+
+    request = Request(environ)
+    body = f"{request.method} {request.url} cookies={sorted(request.cookies.items())}".encode()
+    start_response(
+        "200 OK",
+        [
+            ("Content-Type", "text/plain"),
+            ("Cache-Control", "public, max-age=60"),
+            ("Content-Length", str(len(body))),
+        ],
+    )
+    return [body]
+
+
+def test_a_request_body_bypasses(cached, redis_client):
+    middleware = cached(echo_app, prefix="t")
+    app = TestApp(middleware)
+    fat = app.request("/page", method="GET", body=b"q=evil")
+    assert fat.headers["X-Cache"] == "BYPASS"
+    assert "detail=request-body" in fat.headers["Cache-Status"]
+    chunked = app.get("/page", headers={"Transfer-Encoding": "chunked"})
+    assert chunked.headers["X-Cache"] == "BYPASS"
+    assert stored_entries(redis_client) == []
+
+
+def test_proxy_fix_inside_the_cache_cannot_be_poisoned(cached, redis_client):
+    """With werkzeug's ProxyFix between the cache and the app, the forwarding
+    headers change the page: they are part of the key."""
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    app = TestApp(cached(ProxyFix(echo_app, x_host=1, x_proto=1, x_prefix=1), prefix="t"))
+    evil = app.get("/page", headers={"X-Forwarded-Host": "evil.example"})
+    assert b"http://evil.example/page" in evil.body
+    good = app.get("/page")
+    assert good.headers["X-Cache"] == "MISS"
+    assert b"http://localhost/page" in good.body
+    prefixed = app.get("/page", headers={"X-Forwarded-Prefix": "/evil"})
+    assert b"/evil/page" in prefixed.body
+    assert b"http://localhost/page" in app.get("/page").body
+
+    # Behind a real proxy every request carries the same values: all hits.
+    proxy = {"X-Forwarded-Host": "www.example", "X-Forwarded-Proto": "https"}
+    assert app.get("/page", headers=proxy).headers["X-Cache"] == "MISS"
+    for _ in range(3):
+        response = app.get("/page", headers=proxy)
+        assert response.headers["X-Cache"] == "HIT"
+        assert b"https://www.example/page" in response.body
+
+
+def method_override(app):
+    """A method-override middleware, as some frameworks ship."""
+
+    def middleware(environ, start_response):
+        override = environ.get("HTTP_X_HTTP_METHOD_OVERRIDE")
+        if override:
+            environ = {**environ, "REQUEST_METHOD": override.upper()}
+        return app(environ, start_response)
+
+    return middleware
+
+
+def test_method_override_inside_the_cache_bypasses_and_invalidates(cached, redis_client):
+    app = TestApp(cached(method_override(echo_app), prefix="t"))
+    assert app.get("/page").body.startswith(b"GET ")
+    deleted = app.get("/page", headers={"X-HTTP-Method-Override": "DELETE"})
+    assert deleted.body.startswith(b"DELETE ")
+    assert deleted.headers["X-Cache"] == "BYPASS"
+    # Never stored as the GET's page; and as a DELETE that succeeded, it
+    # invalidated the GET's entry.
+    again = app.get("/page")
+    assert again.body.startswith(b"GET ")
+    assert again.headers["X-Cache"] == "MISS"
+    head = app.get("/page", headers={"X-HTTP-Method-Override": "HEAD"})
+    assert "detail=x-http-method-override" in head.headers["Cache-Status"]
+    assert app.get("/page").headers["X-Cache"] == "HIT"
+
+
+def test_key_and_bypass_headers_are_settings(cached, redis_client):
+    app = TestApp(cached(echo_app, prefix="t", key_headers="X-Tenant", bypass_headers="X-Debug"))
+    app.get("/page", headers={"X-Tenant": "a"})
+    assert app.get("/page", headers={"X-Tenant": "a"}).headers["X-Cache"] == "HIT"
+    assert app.get("/page", headers={"X-Tenant": "b"}).headers["X-Cache"] == "MISS"
+    debug = app.get("/page", headers={"X-Tenant": "a", "X-Debug": "1"})
+    assert debug.headers["X-Cache"] == "BYPASS"
+    # No longer keyed: X-Forwarded-Host is left to the app.
+    app.get("/plain")
+    assert app.get("/plain", headers={"X-Forwarded-Host": "x"}).headers["X-Cache"] == "HIT"
+
+
+# -- error pages do not stick ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "request_headers"),
+    [
+        pytest.param("431 Request Header Fields Too Large", {"x_big": "a" * 9000}, id="431"),
+        pytest.param("400 Bad Request", {"x_bad": "\xff"}, id="400"),
+        pytest.param("405 Method Not Allowed", {}, id="405"),
+        pytest.param("500 Internal Server Error", {}, id="500"),
+    ],
+)
+def test_one_crafted_request_cannot_store_an_error_page(
+    cached, redis_client, status, request_headers
+):
+    """An app that marks every response public for five minutes (a common
+    after_request hook) still never shares an error page by default."""
+    crafted = {"failed": False}
+
+    def app(environ, start_response):
+        failing = any(key.startswith("HTTP_X_") for key in environ) or crafted["failed"]
+        crafted["failed"] = False
+        answer, body = (status, b"error") if failing else ("200 OK", b"the page")
+        start_response(
+            answer,
+            [
+                ("Cache-Control", "public, max-age=300"),
+                ("Content-Type", "text/plain"),
+                ("Content-Length", str(len(body))),
+            ],
+        )
+        return [body]
+
+    middleware = cached(app, prefix="t")
+    if not request_headers:
+        crafted["failed"] = True
+    first_status, headers, _ = call(middleware, "/page", **request_headers)
+    assert first_status == status
+    assert "detail=status" in headers["Cache-Status"]
+    status_seen, _, body = call(middleware, "/page")
+    assert (status_seen, body) == ("200 OK", b"the page")
+
+
+# -- cookies do not leak by default ----------------------------------------------
+
+
+def test_a_request_with_cookies_bypasses(cached, redis_client):
+    app = TestApp(cached(echo_app, prefix="t"))
+    personal = app.get("/page", headers={"Cookie": "session=alice"})
+    assert personal.headers["X-Cache"] == "BYPASS"
+    assert "detail=cookie" in personal.headers["Cache-Status"]
+    assert b"alice" in personal.body
+    anonymous = app.get("/page")
+    assert b"alice" not in anonymous.body
+    assert anonymous.headers["X-Cache"] == "MISS"
+    # A cookie-carrying request is not served from the cache either.
+    assert app.get("/page", headers={"Cookie": "session=bob"}).headers["X-Cache"] == "BYPASS"
+
+
+def test_ignored_cookies_are_removed_before_the_app_sees_them(cached, redis_client):
+    app = TestApp(cached(echo_app, prefix="t"))
+    tracked = app.get("/page", headers={"Cookie": "_ga=GA1.2.3; _gid=x; _ga_ABC=1"})
+    assert tracked.headers["X-Cache"] == "MISS"
+    assert b"cookies=[]" in tracked.body
+    assert app.get("/page", headers={"Cookie": "_fbp=fb"}).headers["X-Cache"] == "HIT"
+    mixed = app.get("/page", headers={"Cookie": "_ga=1; session=alice"})
+    assert mixed.headers["X-Cache"] == "BYPASS"
+
+
+def test_cookie_requests_cache_trusts_vary_cookie(cached, redis_client):
+    def personal(environ, start_response):
+        cookie = environ.get("HTTP_COOKIE", "")
+        body = f"for {cookie}".encode()
+        start_response(
+            "200 OK",
+            [
+                ("Content-Type", "text/plain"),
+                ("Cache-Control", "max-age=60"),
+                ("Vary", "Cookie"),
+                ("Content-Length", str(len(body))),
+            ],
+        )
+        return [body]
+
+    app = TestApp(cached(personal, prefix="t", cookie_requests="cache"))
+    assert app.get("/", headers={"Cookie": "u=a; _ga=1"}).body == b"for u=a"
+    hit = app.get("/", headers={"Cookie": "u=a; _gid=2"})
+    assert (hit.headers["X-Cache"], hit.body) == ("HIT", b"for u=a")
+    assert app.get("/", headers={"Cookie": "u=b"}).body == b"for u=b"
+
+
+# -- locks that are not ours ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("garbage", ["list", "no-ttl", "hfm-no-ttl"])
+def test_foreign_or_stuck_lock_keys_are_never_waited_for(cached, redis_client, garbage):
+    origin = Origin(headers=[("Cache-Control", "max-age=60")])
+    middleware = cached(origin, prefix="t", lock_timeout=30)
+    base = primary_key("t", "http://localhost/page")
+    if garbage == "list":
+        redis_client.rpush(base + ":lock", "not a lock")
+    elif garbage == "no-ttl":
+        redis_client.set(base + ":lock", "nobody")
+    else:
+        redis_client.set(base + ":hfm", "1")
+    started = time.monotonic()
+    _, headers, _ = call(middleware, "/page")
+    assert time.monotonic() - started < 15  # waiting would take lock_timeout
+    assert headers["X-Cache"] == "MISS"
+    assert call(middleware, "/page")[1]["X-Cache"] == "HIT"
+    assert redis_client.ttl(base + ":lock") != -1

@@ -46,6 +46,10 @@ def test_every_setting_has_an_environment_variable():
         "near_cache_size": "100",
         "near_cache_bytes": "1000",
         "stats_interval": "0",
+        "cookie_requests": "cache",
+        "ignored_cookies": "_ga*, consent",
+        "key_headers": "X-Forwarded-Host, X-Tenant",
+        "bypass_headers": "X-Debug",
     }
     assert set(values) == set(FIELDS)
     environ = {f"REDIS_WSGI_CACHE_{name.upper()}": value for name, value in values.items()}
@@ -57,6 +61,10 @@ def test_every_setting_has_an_environment_variable():
     assert settings.socket_timeout == 0.5
     assert settings.lock_timeout == 1.5
     assert settings.near_cache_size == 100
+    assert settings.cookie_requests == "cache"
+    assert settings.ignored_cookies == ("_ga*", "consent")
+    assert settings.key_headers == ("x-forwarded-host", "x-tenant")
+    assert settings.bypass_headers == ("x-debug",)
 
 
 def test_config_file_beats_default(config):
@@ -110,7 +118,7 @@ def test_error_names_setting_value_source_and_what_is_allowed():
         load_settings(environ={"REDIS_WSGI_CACHE_DEFAULT_TTL": "soon"})
     assert str(error.value) == (
         "default_ttl='soon' from REDIS_WSGI_CACHE_DEFAULT_TTL:"
-        " expected a whole number of seconds >= 0"
+        " expected a whole number of seconds from 0 to 31536000"
     )
 
 

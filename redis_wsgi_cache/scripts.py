@@ -1,0 +1,167 @@
+"""The Lua scripts :mod:`redis_wsgi_cache.store` runs in Redis, each one atomic
+step on the keys of one URL (one Redis Cluster slot).
+
+Keys of one URL, all in the slot of the primary key's {hash tag}:
+
+- ``<primary>``: the entry, or the Vary record (``vr`` = header names,
+  ``x:<variant>`` = expiry time of each stored variant)
+- ``<primary>:<variant>``: the entry of one variant
+- ``<base>:lock``: held by the one request that fetches ``<base>``
+- ``<base>:hfm``: "hit-for-miss", the last fetch of ``<base>`` was not storable
+
+where ``<base>`` is the primary key, or the variant key when the URL has a Vary.
+The scripts never fail on what they find: a key of another type, a lock without
+an expiry or a field that is not a number is treated as garbage, and replaced.
+"""
+
+from __future__ import annotations
+
+# Makes the lock key KEYS[1] .. ':lock' takeable: a key of another type or a
+# lock without an expiry (neither is ever one of ours) is deleted, as is a
+# hit-for-miss marker without one.
+_CLEAR_GARBAGE = """
+local function clear_garbage(base)
+  local lock = base .. ':lock'
+  local kind = redis.call('TYPE', lock)['ok']
+  if kind ~= 'none' and (kind ~= 'string' or redis.call('PTTL', lock) < 0) then
+    redis.call('DEL', lock)
+  end
+  if redis.call('TTL', base .. ':hfm') == -1 then redis.call('DEL', base .. ':hfm') end
+end
+"""
+
+# KEYS[1]: the base key of a miss. ARGV[1]: a lock token, ARGV[2]: the lock's
+# lease in ms, ARGV[3]: '1' if what the key holds is unusable anyway. Says
+# whether an entry was stored since the lookup ('stored'), the last fetch was
+# not storable ('hfm'), or whether this request took the lock ('leader') or
+# another holds it ('follower').
+MISS = (
+    _CLEAR_GARBAGE
+    + """
+if ARGV[3] ~= '1' and redis.call('TYPE', KEYS[1])['ok'] == 'hash'
+    and redis.call('HEXISTS', KEYS[1], 'v') == 1 then
+  return 'stored'
+end
+clear_garbage(KEYS[1])
+if redis.call('EXISTS', KEYS[1] .. ':hfm') == 1 then return 'hfm' end
+if redis.call('SET', KEYS[1] .. ':lock', ARGV[1], 'NX', 'PX', ARGV[2]) then return 'leader' end
+return 'follower'
+"""
+)
+
+# KEYS[1]: the base key of a stored entry that needs a fetch. ARGV[1]: a lock
+# token, ARGV[2]: the lock's lease in ms, ARGV[3]: the 'fetch' field of the
+# entry the caller looked up. Takes the lock ('leader') only while that entry is
+# still the one stored: one stored since ('changed') makes the fetch pointless.
+LOCK = (
+    _CLEAR_GARBAGE
+    + """
+if redis.call('TYPE', KEYS[1])['ok'] ~= 'hash'
+    or redis.call('HGET', KEYS[1], 'fetch') ~= ARGV[3] then
+  return 'changed'
+end
+clear_garbage(KEYS[1])
+if redis.call('SET', KEYS[1] .. ':lock', ARGV[1], 'NX', 'PX', ARGV[2]) then return 'leader' end
+return 'follower'
+"""
+)
+
+# KEYS[1]: a lock. ARGV[1]: its token, ARGV[2]: the new lease in ms. Extends the
+# lease of a lock still held with that token; 1 if it was.
+RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+# KEYS[1]: a lock, KEYS[2]: its hit-for-miss marker. ARGV[1]: the token,
+# ARGV[2]: seconds to mark the key hit-for-miss (0: none).
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if tonumber(ARGV[2]) > 0 then redis.call('SET', KEYS[2], '1', 'EX', ARGV[2]) end
+return 1
+"""
+
+# Deletes what a primary key holds: the entry or Vary record, its variants, and
+# their hit-for-miss markers.
+_DROP = """
+local function drop(key)
+  if redis.call('TYPE', key)['ok'] == 'hash' and redis.call('HEXISTS', key, 'vr') == 1 then
+    for _, field in ipairs(redis.call('HKEYS', key)) do
+      if string.sub(field, 1, 2) == 'x:' then
+        local variant = key .. ':' .. string.sub(field, 3)
+        redis.call('DEL', variant, variant .. ':hfm')
+      end
+    end
+  end
+  return redis.call('DEL', key, key .. ':hfm')
+end
+"""
+
+# KEYS[1]: primary key. ARGV[1]: the invalidation channel.
+PURGE = (
+    _DROP
+    + """
+local dropped = drop(KEYS[1])
+redis.call('PUBLISH', ARGV[1], KEYS[1])
+return dropped
+"""
+)
+
+# KEYS[1]: primary key, KEYS[2]: the lock the saver may hold. ARGV: ttl, Vary
+# names ('' for none), variant id, the most variants to keep, the time now, the
+# invalidation channel, the lock token ('' for none), then the entry's fields
+# and values. Keeps the Vary record's list of live variants and evicts the
+# variant that expires first once there are too many. Writes nothing (and
+# returns 0) for a ttl that is not a whole number of seconds from 1 to 2^32, so
+# that no key is ever left without an expiry.
+SAVE = (
+    _DROP
+    + """
+local ttl = tonumber(ARGV[1])
+if ttl == nil or ttl < 1 or ttl > 4294967296 or ttl ~= math.floor(ttl) then return 0 end
+local names = ARGV[2]
+local fields = {}
+for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
+if ARGV[7] ~= '' and redis.call('GET', KEYS[2]) == ARGV[7] then redis.call('DEL', KEYS[2]) end
+redis.call('PUBLISH', ARGV[6], KEYS[1])
+if names == '' then
+  drop(KEYS[1])
+  redis.call('HSET', KEYS[1], unpack(fields))
+  redis.call('EXPIRE', KEYS[1], ttl)
+  return 1
+end
+if redis.call('TYPE', KEYS[1])['ok'] ~= 'hash' or redis.call('HGET', KEYS[1], 'vr') ~= names then
+  drop(KEYS[1])
+  redis.call('HSET', KEYS[1], 'v', '1', 'vr', names)
+end
+local now = tonumber(ARGV[5])
+local this = 'x:' .. ARGV[3]
+local live, oldest, oldest_at = 0, nil, nil
+local record = redis.call('HGETALL', KEYS[1])
+for i = 1, #record, 2 do
+  local field = record[i]
+  if string.sub(field, 1, 2) == 'x:' and field ~= this then
+    local expires = tonumber(record[i + 1]) or 0
+    if expires <= now then
+      redis.call('HDEL', KEYS[1], field)
+    else
+      live = live + 1
+      if oldest_at == nil or expires < oldest_at then oldest, oldest_at = field, expires end
+    end
+  end
+end
+if live >= tonumber(ARGV[4]) then
+  redis.call('HDEL', KEYS[1], oldest)
+  redis.call('DEL', KEYS[1] .. ':' .. string.sub(oldest, 3))
+end
+local variant = KEYS[1] .. ':' .. ARGV[3]
+redis.call('DEL', variant, variant .. ':hfm')
+redis.call('HSET', variant, unpack(fields))
+redis.call('EXPIRE', variant, ttl)
+redis.call('HSET', KEYS[1], this, now + ttl)
+if redis.call('TTL', KEYS[1]) < ttl then redis.call('EXPIRE', KEYS[1], ttl) end
+return 1
+"""
+)
