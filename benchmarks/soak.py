@@ -30,6 +30,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import typing as t
 from collections.abc import Iterator
@@ -266,7 +267,10 @@ def _load(
     samples: list[Sample] = []
     problems: list[dict[str, t.Any]] = []
     try:
-        barrier.wait(START_TIMEOUT * 2)
+        try:
+            barrier.wait(START_TIMEOUT)
+        except threading.BrokenBarrierError:
+            raise BenchmarkError("the client processes did not all start") from None
         started = time.time()
         faults.phases.append((started, NORMAL))
         origin = time.monotonic()
@@ -316,7 +320,7 @@ def _read_timings(directory: Path) -> list[tuple[float, float, float, str, str, 
     return timings
 
 
-# -- the report --------------------------------------------------------------------
+# -- the command line --------------------------------------------------------------
 
 
 def _setting(text: str) -> tuple[str, str]:

@@ -112,7 +112,7 @@ def summarize(soak: Soak, socket_timeout: float) -> dict[str, t.Any]:
         "server_errors": [
             line
             for line in soak.server_log.splitlines()
-            if "Traceback" in line or "WORKER TIMEOUT" in line or "[ERROR]" in line
+            if any(mark in line for mark in ("[ERROR]", "[CRITICAL]", "WORKER TIMEOUT"))
         ],
         "phase_starts_s": [
             (round(began - soak.started, 2), phase) for began, phase in faults.phases
