@@ -583,11 +583,13 @@ class CacheMiddleware:
         if not policy.validators_match(entry, headers):
             self._purge(exchange.url)
 
-    def _purge(self, url: str) -> None:
-        """Forget what is stored under the key of ``url`` (key material and all)."""
-        self.store.purge_key(primary_key(self.settings.prefix, url))
+    def _purge(self, url: str) -> bool:
+        """Forget what is stored under the key of ``url`` (key material and all);
+        False if Redis failed (the store retries it once Redis answers)."""
+        key = primary_key(self.settings.prefix, url)
         if self.near is not None:
-            self.near.invalidate(primary_key(self.settings.prefix, url))
+            self.near.invalidate(key)
+        return self.store.purge_key(key)
 
     def _pass_unsafe(
         self, environ: WSGIEnvironment, start_response: StartResponse
@@ -600,15 +602,15 @@ class CacheMiddleware:
         capture.run(self.app, environ)
         status_code = capture.status_code
         self._count(environ, "BYPASS")
+        cache_status = f"{CACHE_NAME}; fwd=method; fwd-status={status_code}"
         if url is not None:
+            done = True
             for target in policy.invalidated_urls(url, status_code, capture.headers):
-                self._purge(f"{target}\n{extra}" if extra else target)
+                done = self._purge(f"{target}\n{extra}" if extra else target) and done
                 self._count(environ, "INVALIDATED")
-        response_headers = [
-            *capture.headers,
-            ("X-Cache", "BYPASS"),
-            ("Cache-Status", f"{CACHE_NAME}; fwd=method; fwd-status={status_code}"),
-        ]
+            if not done:
+                cache_status += "; detail=invalidation-pending"
+        response_headers = [*capture.headers, ("X-Cache", "BYPASS"), ("Cache-Status", cache_status)]
         return capture.commit(start_response, response_headers)
 
 

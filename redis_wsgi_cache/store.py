@@ -37,6 +37,8 @@ LOCK_LEASE_MS = int(LOCK_LEASE * 1000)
 MAX_REDIS_TTL = 2**32
 # Seconds between two warnings about the same outage.
 WARN_EVERY = 60.0
+# Most purges Redis failed that a process keeps, to retry once Redis answers.
+MAX_PENDING_PURGES = 10_000
 
 
 @dataclasses.dataclass(eq=False, slots=True)
@@ -139,6 +141,7 @@ class RedisStore:
         self._warned_at = -WARN_EVERY
         self._unwarned = 0
         self._outage_logged = False
+        self._pending_purges: set[str] = set()
 
     def _call(
         self,
@@ -152,6 +155,8 @@ class RedisStore:
         data. ``lost`` is called when the command may have run although no
         reply came (a timeout, a connection lost)."""
         if not self._healthy and time.monotonic() < self._closed_at:
+            return default
+        if self._pending_purges and not self._retry_purges():
             return default
         try:
             result = operation()
@@ -391,8 +396,48 @@ class RedisStore:
 
     def purge_key(self, key: str) -> bool:
         """Forget every stored variant under the primary ``key``. False if Redis
-        failed."""
-        return self._call(lambda: self._purge(keys=[key], args=[self.channel]), None) is not None
+        failed: the purge is then retried as soon as Redis answers again (an
+        entry that outlived an invalidation would be served until it expires)."""
+        done = self._call(lambda: self._purge(keys=[key], args=[self.channel]), None) is not None
+        if not done:
+            if len(self._pending_purges) >= MAX_PENDING_PURGES:
+                logger.error(
+                    "%d purges failed while Redis was unavailable; forgetting them",
+                    len(self._pending_purges),
+                )
+                self._pending_purges.clear()
+            self._pending_purges.add(key)
+        return done
+
+    @property
+    def pending_purges(self) -> int:
+        """How many purges Redis failed and are waiting to be retried."""
+        return len(self._pending_purges)
+
+    def _retry_purges(self) -> bool:
+        """Run the purges Redis failed, in one pipelined round trip, before any
+        other command (so that nothing they would have removed is served);
+        False if some failed again: they wait for the next time Redis answers."""
+        keys = sorted(self._pending_purges)
+        self._pending_purges = set()
+        try:
+            pipeline = self.client.pipeline(transaction=False)
+            for key in keys:
+                pipeline.eval(scripts.PURGE, 1, key, self.channel)
+            replies = pipeline.execute(raise_on_error=False)
+        except (redis.RedisError, RedisClusterException, OSError) as error:
+            self._pending_purges.update(keys)
+            self._failed(error)
+            return False
+        failed = {
+            key for key, reply in zip(keys, replies, strict=True) if isinstance(reply, Exception)
+        }
+        if failed:
+            self._pending_purges |= failed
+            self._failed(next(reply for reply in replies if isinstance(reply, Exception)))
+            return False
+        logger.warning("%d purges that Redis had failed are done", len(keys))
+        return True
 
     def purge_all(self) -> int:
         """Forget everything under this cache's prefix; how many keys went.

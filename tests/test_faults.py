@@ -328,3 +328,27 @@ def test_a_lock_taken_in_a_redis_stall_costs_followers_little(own_redis, run, ne
     assert call(other, "/page")[1]["X-Cache"] == "HIT"
     victim.close()
     other.close()
+
+
+def test_an_invalidation_redis_refused_is_done_once_it_answers(own_redis):
+    origin = Origin(headers=[("Cache-Control", "max-age=3600")])
+    origin.body = lambda environ: f"version {origin.count}".encode()
+    admin = redis.Redis.from_url(own_redis.url)
+    middleware = CacheMiddleware(
+        origin, redis_url=own_redis.url, socket_timeout=10, breaker_cooldown=0
+    )
+    app = TestApp(middleware)
+    assert app.get("/item").body == b"version 1"
+    assert app.get("/item").headers["X-Cache"] == "HIT"
+
+    admin.execute_command("REPLICAOF", "127.0.0.1", str(free_port()))
+    posted = app.post("/item")
+    assert "detail=invalidation-pending" in posted.headers["Cache-Status"]
+    assert middleware.store.pending_purges == 1
+    admin.execute_command("REPLICAOF", "NO", "ONE")
+
+    # The next request that reaches Redis runs the purge first.
+    response = app.get("/item")
+    assert middleware.store.pending_purges == 0
+    assert (response.headers["X-Cache"], response.body) == ("MISS", b"version 3")
+    admin.close()
