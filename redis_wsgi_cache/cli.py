@@ -1,6 +1,7 @@
-"""The ``redis-wsgi-cache`` command: what the cache's settings are, what it did,
-what it holds for a URL, and purging, for operators. Settings are read as the middleware reads
-them (environment, then setup.cfg), plus ``--redis-url``/``--prefix``."""
+"""The redis-wsgi-cache command: the settings in effect, what the cache did, what
+it holds for a URL, and purging, for operators. Settings are read as the
+middleware reads them (environment, then setup.cfg or --config), with
+--redis-url, --key-prefix and --set NAME=VALUE on top."""
 
 from __future__ import annotations
 
@@ -14,17 +15,28 @@ import typing as t
 import redis
 from redis.exceptions import RedisClusterException
 
-from .settings import CONFIG_ENV, ENV_PREFIX, SettingsError, load_settings
+from .cache import Cache
+from .settings import CONFIG_ENV, ENV_PREFIX, Settings, SettingsError, load_settings
 from .store import RedisStore, make_client
 
+PROG = "redis-wsgi-cache"
 
-def _settings(args: argparse.Namespace) -> t.Any:
-    overrides = {
-        name: value
-        for name, value in (("redis_url", args.redis_url), ("prefix", args.prefix))
-        if value is not None
-    }
-    return load_settings(overrides, config_file=args.config)
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, t.Any] = {}
+    for assignment in getattr(args, "set", None) or []:
+        name, equals, value = assignment.partition("=")
+        if not equals:
+            raise SettingsError(f"--set {assignment!r}: expected NAME=VALUE")
+        overrides[name.strip()] = value
+    if getattr(args, "redis_url", None) is not None:
+        overrides["redis_url"] = args.redis_url
+    if getattr(args, "key_prefix", None) is not None:
+        overrides["prefix"] = args.key_prefix
+    try:
+        return load_settings(overrides, config_file=getattr(args, "config", None))
+    except TypeError as error:  # an unknown --set name
+        raise SettingsError(str(error)) from None
 
 
 def _config(args: argparse.Namespace) -> int:
@@ -33,35 +45,47 @@ def _config(args: argparse.Namespace) -> int:
         value = getattr(settings, field.name)
         if isinstance(value, frozenset):
             value = ",".join(str(v) for v in sorted(value))
+        elif isinstance(value, tuple):
+            value = ", ".join(value)
+        elif field.name == "rules":
+            value = "".join(f"\n    {rule.pattern} {rule.overrides or ''}" for rule in value.rules)
         print(f"{field.name} = {value}")
     return 0
 
 
 def _inspect(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    store = RedisStore(make_client(settings), settings)
+    client = make_client(settings)
+    store = RedisStore(client, settings)
+    cache = Cache._of(settings, client)
     now = time.time()
-    found = []
+    found: list[dict[str, t.Any]] = []
     for url in args.url:
-        for key, entry, redis_ttl in store.entries_of(url):
-            if entry is None:
-                found.append({"key": key, "readable": False})
-                continue
-            found.append(
-                {
-                    "key": key,
-                    "url": entry.url,
-                    "status": entry.status,
-                    "age": round(entry.current_age(now), 3),
-                    "ttl": round(entry.ttl(now), 3),
-                    "redis_ttl": redis_ttl,
-                    "vary": list(entry.vary),
-                    "etag": entry.etag,
-                    "last_modified": entry.last_modified,
-                    "body_bytes": len(entry.body),
-                    "headers": entry.headers,
-                }
-            )
+        try:
+            canonical = cache.canonical_url(url)
+        except ValueError as error:
+            raise _UsageError(f"inspect: {error}") from None
+        for primary in cache.index.keys_of(canonical):
+            for key, entry, redis_ttl in store.entries_of(primary):
+                if entry is None:
+                    found.append({"key": key, "readable": False})
+                    continue
+                found.append(
+                    {
+                        "key": key,
+                        "url": entry.url,
+                        "status": entry.status,
+                        "age": round(entry.current_age(now), 3),
+                        "ttl": round(entry.ttl(now), 3),
+                        "redis_ttl": redis_ttl,
+                        "vary": list(entry.vary),
+                        "tags": list(entry.tags),
+                        "etag": entry.etag,
+                        "last_modified": entry.last_modified,
+                        "body_bytes": len(entry.body),
+                        "headers": entry.headers,
+                    }
+                )
     print(json.dumps(found, indent=2))
     return 0 if found else 1
 
@@ -79,54 +103,134 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _purge(args: argparse.Namespace) -> int:
+    chosen = [bool(args.url), bool(args.tag), args.url_prefix is not None, args.all]
+    if sum(chosen) != 1:
+        raise _UsageError("purge: give URLs, or --tag, --prefix or --all (one of them)")
     settings = _settings(args)
-    store = RedisStore(make_client(settings), settings)
+    cache = Cache._of(settings, make_client(settings))
+    verb = "marked stale" if args.soft else "purged"
+    total = 0
+    targets: list[tuple[str, t.Callable[[], int]]]
     if args.all:
-        print(f"purged {store.purge_all()} keys under {settings.prefix}:")
-        return 0
-    if not args.url:
-        print("redis-wsgi-cache purge: give URLs, or --all", file=sys.stderr)
-        return 2
-    for url in args.url:
-        if not store.purge_url(url):
-            print(f"redis-wsgi-cache purge: Redis failed for {url}", file=sys.stderr)
-            return 1
-        print(f"purged {url}")
-    return 0
+        everything = f"everything under {cache.settings.prefix}:"
+        targets = [(everything, lambda: cache.purge_all(soft=args.soft))]
+    elif args.url_prefix is not None:
+        prefix = args.url_prefix
+        targets = [(f"URLs under {prefix}", lambda: cache.purge_prefix(prefix, soft=args.soft))]
+    elif args.tag:
+        targets = [
+            (f"tag {tag}", lambda tag=tag: cache.purge_tag(tag, soft=args.soft)) for tag in args.tag
+        ]
+    else:
+        targets = [(url, lambda url=url: cache.purge(url, soft=args.soft)) for url in args.url]
+    for what, purge in targets:
+        try:
+            count = purge()
+        except ValueError as error:  # not an absolute URL
+            raise _UsageError(f"purge: {error}") from None
+        total += count
+        print(f"{verb} {count} response{'' if count == 1 else 's'} for {what}")
+    return 0 if total else 1
+
+
+class _UsageError(Exception):
+    """The command line asks for something that cannot be done as asked."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    options = common.add_argument_group("settings (before or after the command)")
+    options.add_argument(
+        "--config",
+        default=argparse.SUPPRESS,
+        metavar="FILE",
+        help="the setup.cfg-style file whose [redis_wsgi_cache] section to read",
+    )
+    options.add_argument(
+        "--redis-url",
+        default=argparse.SUPPRESS,
+        metavar="URL",
+        help="the Redis to use (instead of the redis_url setting)",
+    )
+    options.add_argument(
+        "--key-prefix",
+        default=argparse.SUPPRESS,
+        metavar="PREFIX",
+        help="the cache's key prefix (instead of the prefix setting)",
+    )
+    options.add_argument(
+        "--set",
+        action="append",
+        default=argparse.SUPPRESS,
+        metavar="NAME=VALUE",
+        help="any other setting, as in setup.cfg (repeatable)",
+    )
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=__doc__,
+        epilog=f"Environment: {ENV_PREFIX}<SETTING> for any setting, {CONFIG_ENV} for the file.",
+        parents=[common],
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=summary, description=description, parents=[common])
+
+    command(
+        "config",
+        "print the settings in effect",
+        "Print every setting as the middleware would read it here.",
+    ).set_defaults(run=_config)
+    command(
+        "stats",
+        "print what the cache did, over all processes",
+        "Print the counts every process added to <prefix>:stats (each adds its"
+        " own once a second), and the hit ratio.",
+    ).set_defaults(run=_stats)
+    inspect = command(
+        "inspect",
+        "print what is stored for URLs, as JSON",
+        "Print every stored response (each Vary variant) for the URLs, as JSON."
+        " Exits 1 when nothing is stored.",
+    )
+    inspect.add_argument("url", nargs="+", help="an absolute URL, e.g. http://example.com/users/1")
+    inspect.set_defaults(run=_inspect)
+    purge = command(
+        "purge",
+        "forget what is stored for URLs, tags, a URL prefix or everything",
+        "Purge stored responses, in every process's near cache too; with --soft,"
+        " mark them stale instead (the next request revalidates them). Prints how"
+        " many responses each purge affected; exits 1 when nothing matched.",
+    )
+    purge.add_argument("url", nargs="*", help="an absolute URL, any spelling of it")
+    purge.add_argument("--tag", action="append", metavar="TAG", help="every response tagged TAG")
+    purge.add_argument(
+        "--prefix",
+        dest="url_prefix",
+        metavar="URL",
+        help="every response whose URL starts with URL, e.g. http://example.com/users/",
+    )
+    purge.add_argument("--all", action="store_true", help="every response of this cache")
+    purge.add_argument("--soft", action="store_true", help="mark stale instead of deleting")
+    purge.set_defaults(run=_purge)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="redis-wsgi-cache",
-        description=__doc__,
-        epilog=f"Environment: {ENV_PREFIX}<SETTING>, {CONFIG_ENV}.",
-    )
-    parser.add_argument("--config", help="the setup.cfg-style file to read settings from")
-    parser.add_argument("--redis-url", help="the Redis to use (else the redis_url setting)")
-    parser.add_argument("--prefix", help="the cache's key prefix (else the prefix setting)")
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("config", help="print the settings in effect").set_defaults(run=_config)
-    commands.add_parser(
-        "stats", help="print what the cache did, over all processes (batched each second)"
-    ).set_defaults(run=_stats)
-    inspect = commands.add_parser("inspect", help="print what is stored for URLs, as JSON")
-    inspect.add_argument("url", nargs="+", help="absolute URL, e.g. http://example.com/users/1")
-    inspect.set_defaults(run=_inspect)
-    purge = commands.add_parser("purge", help="forget what is stored for URLs, or everything")
-    purge.add_argument("url", nargs="*", help="absolute URL, e.g. http://example.com/users/1")
-    purge.add_argument("--all", action="store_true", help="every key under the prefix")
-    purge.set_defaults(run=_purge)
+    """Run the command; its exit status (0 done, 1 nothing found or Redis failed,
+    2 a usage or settings error)."""
+    parser = _parser()
     args = parser.parse_args(argv)
     try:
         return int(args.run(args))
-    except SettingsError as error:
-        print(f"redis-wsgi-cache: {error}", file=sys.stderr)
+    except (SettingsError, _UsageError) as error:
+        print(f"{PROG}: {error}", file=sys.stderr)
         return 2
     except (redis.RedisError, RedisClusterException, OSError) as error:
-        print(f"redis-wsgi-cache: Redis: {error}", file=sys.stderr)
+        print(f"{PROG}: Redis: {error}", file=sys.stderr)
         return 1
     except ValueError as error:  # what Redis holds is not what this cache stores
-        print(f"redis-wsgi-cache: unreadable data in Redis: {error}", file=sys.stderr)
+        print(f"{PROG}: unreadable data in Redis: {error}", file=sys.stderr)
         return 1
 
 

@@ -10,7 +10,7 @@ import dataclasses
 import json
 import re
 
-FORMAT_VERSION = b"2"
+FORMAT_VERSION = b"3"
 # RFC 9111 §1.2.2: the largest delta-seconds a cache needs to represent.
 MAX_SECONDS = 2147483648.0
 # A time far beyond any stored response's (the year 5138).
@@ -55,6 +55,7 @@ class CachedResponse:
     last_modified: str | None = None
     vary: tuple[str, ...] = ()
     fetch: str = ""
+    tags: tuple[str, ...] = ()
 
     @property
     def status_code(self) -> int:
@@ -102,6 +103,7 @@ class CachedResponse:
             "lm": self.last_modified if self.last_modified is not None else "",
             "vary": ",".join(self.vary),
             "fetch": self.fetch,
+            "tags": " ".join(self.tags),
         }
 
     @classmethod
@@ -119,7 +121,7 @@ class CachedResponse:
         if len(present) != len(FIELDS):
             raise EntryFormatError("missing fields")
         (_, url, status, headers, body, stored_at, age, fresh, swr, sie, flags, etag,
-         last_modified, vary, fetch) = present  # fmt: skip
+         last_modified, vary, fetch, tags) = present  # fmt: skip
         try:
             pairs = servable_headers(json.loads(headers))
             status_line = status.decode("utf-8")
@@ -149,6 +151,7 @@ class CachedResponse:
                 last_modified=validators[1] or None,
                 vary=vary_names,
                 fetch=fetch.decode("ascii"),
+                tags=tuple(tags.decode("utf-8").split()),
             )
         except EntryFormatError:
             raise
@@ -191,4 +194,4 @@ def _seconds(value: bytes, low: float, high: float) -> float:
 
 # The hash fields of an entry, in the order from_values expects them.
 FIELDS = ("v", "url", "status", "headers", "body", "stored_at", "age", "fresh", "swr", "sie",
-          "flags", "etag", "lm", "vary", "fetch")  # fmt: skip
+          "flags", "etag", "lm", "vary", "fetch", "tags")  # fmt: skip

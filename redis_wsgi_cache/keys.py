@@ -1,16 +1,22 @@
 """Cache keys: the primary key of a request (scheme, host, path and query) and the
 secondary key of a Vary'd variant (RFC 9111 §4.1). Pure functions of the WSGI
-environment."""
+environment.
+
+URLs are canonical, so that every spelling of one URL names one key: scheme and
+host lower-cased, the default port dropped, the path percent-encoded one way, and
+the query normalised by :class:`QueryNormalizer` (parameters ignored as the
+operator says, the others percent-encoded one way and, by default, sorted)."""
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import re
 import typing as t
-from collections.abc import Iterator, Mapping
-from urllib.parse import quote, unquote_to_bytes, urlsplit
+from collections.abc import Iterable, Iterator, Mapping
+from urllib.parse import quote, quote_plus, unquote_to_bytes, urlsplit
 
-from werkzeug.http import parse_set_header
+from werkzeug.http import parse_accept_header, parse_set_header
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
@@ -24,12 +30,68 @@ _PATH_SAFE = "/:@!$&'()*+,;=-._~"
 # A path that quote() would leave as it is.
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9/:@!$&'()*+,;=._~-]*")
 _AROUND_COMMAS = re.compile(r"[ \t]*,[ \t]*")
+# What a query's names and values keep unencoded: RFC 3986 §3.4 query characters,
+# less the "&", "=" and "+" that delimit and encode them.
+_QUERY_SAFE = "-._~!$'()*,;:@/?"
+# RFC 9110 §8.4.1 content codings a response may be compressed with, in the
+# order a server prefers them when a client accepts several equally.
+ENCODINGS = ("br", "zstd", "gzip")
 
 
-def request_url(environ: WSGIEnvironment) -> str | None:
+class QueryNormalizer:
+    """A query string as the key holds it, and as the app gets it.
+
+    The query is split on ``&`` only (never ``;``), as werkzeug parses it, once.
+    Parameters whose (decoded) name matches one of ``ignored`` are dropped from
+    both: the app cannot reflect what the key does not hold. For the key, names
+    and values are percent-encoded one way, so ``%64`` and ``d`` are one key, and
+    with ``sort`` the parameters are ordered by name (values of one name keep
+    their order, which an app can see).
+    """
+
+    def __init__(self, ignored: Iterable[str] = (), sort: bool = True) -> None:
+        globs = [fnmatch.translate(glob) for glob in ignored]
+        self._ignored = re.compile("|".join(globs)) if globs else None
+        self.sort = sort
+
+    def __call__(self, query: str) -> tuple[str, str]:
+        """``query`` (a WSGI ``QUERY_STRING``) for the key, and for the app."""
+        if not query:
+            return "", ""
+        kept: list[tuple[bytes, str, str]] = []
+        dropped = False
+        for pair in query.split("&"):
+            if not pair:
+                dropped = True
+                continue
+            name, has_value, value = pair.partition("=")
+            decoded = _unquote(name)
+            if self._ignored is not None and self._ignored.match(
+                decoded.decode("utf-8", "surrogateescape")
+            ):
+                dropped = True
+                continue
+            canonical = quote_plus(decoded, safe=_QUERY_SAFE)
+            if has_value:
+                canonical += "=" + quote_plus(_unquote(value), safe=_QUERY_SAFE)
+            kept.append((decoded, canonical, pair))
+        if self.sort:
+            kept.sort(key=lambda item: item[0])
+        for_key = "&".join(canonical for _, canonical, _ in kept)
+        for_app = "&".join(pair for _, _, pair in kept) if dropped else query
+        return for_key, for_app
+
+
+def _unquote(text: str) -> bytes:
+    """A query name or value as the bytes it stands for ("+" is a space)."""
+    return unquote_to_bytes(text.replace("+", " ").encode("latin-1", "surrogateescape"))
+
+
+def request_url(environ: WSGIEnvironment, query: str | None = None) -> str | None:
     """The absolute URL the primary key is made of: scheme and host lower-cased,
     the default port dropped, the path percent-encoded as :func:`canonical_url`
-    does. None when the request has no usable host (one with characters a host
+    does, and ``query`` (the normalised query) if given, else the request's as it
+    is. None when the request has no usable host (one with characters a host
     cannot have must not share a key)."""
     scheme = environ["wsgi.url_scheme"].lower()
     host = environ.get("HTTP_HOST")
@@ -45,24 +107,84 @@ def request_url(environ: WSGIEnvironment) -> str | None:
     if not _PLAIN_PATH.fullmatch(path):
         path = quote(path.encode("latin-1"), safe=_PATH_SAFE)
     host = _without_default_port(scheme, host)
-    query = environ.get("QUERY_STRING")
+    if query is None:
+        query = environ.get("QUERY_STRING")
     return f"{scheme}://{host}{path}?{query}" if query else f"{scheme}://{host}{path}"
 
 
-def canonical_url(url: str) -> str:
-    """An absolute URL (a ``Location``, say) in the form :func:`request_url`
-    gives, so that both name the same key."""
-    parts = urlsplit(url)
+def canonical_url(url: str, normalize: QueryNormalizer | None = None) -> str:
+    """An absolute URL (a ``Location``, a URL to purge) in the form
+    :func:`request_url` gives, so that both name the same key; its query
+    normalised with ``normalize`` if given. :class:`ValueError` for a URL that
+    is not absolute."""
+    parts = urlsplit(url.strip())
     scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"not an absolute http(s) URL: {url!r}")
     host = _without_default_port(scheme, parts.netloc.lower())
     path = quote(unquote_to_bytes(parts.path or "/"), safe=_PATH_SAFE)
+    query = normalize(parts.query)[0] if normalize is not None else parts.query
+    return f"{scheme}://{host}{path}?{query}" if query else f"{scheme}://{host}{path}"
+
+
+def forwarded_url(
+    environ: WSGIEnvironment, url: str, normalize: QueryNormalizer | None = None
+) -> str | None:
+    """The URL a client behind a reverse proxy asked for: ``url`` with the scheme,
+    host, port and path prefix the request's ``X-Forwarded-*`` or ``Forwarded``
+    headers give (their first values, as ``ProxyFix`` reads them by default).
+    None when they give none, or nothing that makes a URL. Only purges use it:
+    keys hold those headers' values as they came."""
+    forwarded = {}
+    if environ.get("HTTP_FORWARDED"):
+        first = environ["HTTP_FORWARDED"].split(",", 1)[0]
+        for pair in first.split(";"):
+            name, _, value = pair.strip().partition("=")
+            forwarded[name.lower()] = value.strip('"')
+
+    def first(name: str) -> str | None:
+        value = environ.get(name)
+        return value.split(",", 1)[0].strip() if value else None
+
+    proto = first("HTTP_X_FORWARDED_PROTO") or forwarded.get("proto")
+    host = first("HTTP_X_FORWARDED_HOST") or forwarded.get("host")
+    port = first("HTTP_X_FORWARDED_PORT")
+    prefix = first("HTTP_X_FORWARDED_PREFIX") or ""
+    if not (proto or host or port or prefix):
+        return None
+    parts = urlsplit(url)
+    host = host or parts.netloc
+    if port:
+        host = f"{host.rsplit(':', 1)[0] if not host.endswith(']') else host}:{port}"
     query = f"?{parts.query}" if parts.query else ""
-    return f"{scheme}://{host}{path}{query}"
+    try:
+        return canonical_url(
+            f"{proto or parts.scheme}://{host}{prefix.rstrip('/')}{parts.path}{query}", normalize
+        )
+    except ValueError:
+        return None
 
 
 def _without_default_port(scheme: str, host: str) -> str:
     default = _DEFAULT_PORTS.get(scheme)
     return host[: -len(default)] if default and host.endswith(default) else host
+
+
+def url_index_keys(prefix: str) -> tuple[str, str]:
+    """The two sorted sets of the URL index (see :mod:`redis_wsgi_cache.scripts`),
+    in one Redis Cluster slot."""
+    return f"{prefix}:{{{prefix}:index}}:urls", f"{prefix}:{{{prefix}:index}}:expiry"
+
+
+def index_member(url: str, key: str) -> str:
+    """A URL index member: the URL, then the primary key of an entry for it."""
+    return f"{url}\n{key}"
+
+
+def tag_index_key(prefix: str, tag: str) -> str:
+    """The sorted set of the primary keys of the entries tagged ``tag``."""
+    digest = hashlib.sha256(tag.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    return f"{prefix}:tag:{{{digest}}}"
 
 
 def primary_key(prefix: str, url: str) -> str:
@@ -129,8 +251,44 @@ class LazyHeaders(Mapping[str, str]):
 def variant_id(names: t.Iterable[str], headers: t.Mapping[str, str]) -> str:
     """The secondary key of the variant selected by ``names`` (RFC 9111 §4.1).
 
-    An absent header and an empty one are different variants. The lookup script
-    in :mod:`redis_wsgi_cache.store` computes the same digest inside Redis.
+    An absent header and an empty one are different variants. Values are
+    compared after whitespace normalisation, and those of a field with a known
+    grammar as :data:`NORMALIZERS` says.
     """
-    parts = [name if name not in headers else f"{name}={headers[name]}" for name in names]
+    parts = [
+        name
+        if name not in headers
+        else f"{name}={NORMALIZERS[name](headers[name]) if name in NORMALIZERS else headers[name]}"
+        for name in names
+    ]
     return hashlib.sha1("\n".join(parts).encode("latin-1", "replace")).hexdigest()
+
+
+def preferred_encoding(value: str) -> str:
+    """The content coding a server picks for an ``Accept-Encoding`` (RFC 9110
+    §12.5.3): the acceptable one of :data:`ENCODINGS` with the highest q-value,
+    ties going to the server's order, else ``identity``. Requests that would get
+    the same response share a variant (as Varnish and Fastly normalise it)."""
+    accepted = parse_accept_header(value)
+    best, best_quality = "identity", 0.0
+    for encoding in ENCODINGS:
+        quality = accepted[encoding]  # "*" counts for encodings not named
+        if quality > best_quality:
+            best, best_quality = encoding, quality
+    return best
+
+
+def language_preferences(value: str) -> str:
+    """An ``Accept-Language`` in one canonical form (RFC 9110 §12.5.4): tags
+    lower-cased, ordered by q-value then tag, q-values as numbers, so that
+    values that mean the same select one variant."""
+    accepted = parse_accept_header(value.lower())
+    ranked = sorted(((-quality, tag) for tag, quality in accepted if quality > 0))
+    return ",".join(f"{tag};q={-quality:g}" for quality, tag in ranked)
+
+
+# Fields whose values are compared by what they mean, not how they are spelled.
+NORMALIZERS: dict[str, t.Callable[[str], str]] = {
+    "accept-encoding": preferred_encoding,
+    "accept-language": language_preferences,
+}

@@ -13,21 +13,24 @@ from collections.abc import Iterable
 
 from . import policy, respond
 from .background import ENVIRON_BACKGROUND, BackgroundPool, background_environ
+from .cache import Cache
 from .capture import Capture
 from .coalesce import USABLE, Coalescer
 from .entry import EntryFormatError, servable_headers, servable_status
-from .keys import LazyHeaders, primary_key, request_url, variant_id
+from .keys import LazyHeaders, forwarded_url, primary_key, request_url, variant_id
 from .near import NearCache
 from .policy import Reuse
 from .screening import ENVIRON_ORIGINAL, SAFE_METHODS, Screen
-from .settings import load_settings
+from .settings import Settings, load_settings
 from .stats import Counters
 from .store import Lock, Lookup, RedisStore, make_client
+from .tags import ENVIRON_TAGS, response_tags, without_tag_headers
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
     from .entry import CachedResponse
+    from .rules import Rule
 
 CACHE_NAME = "redis-wsgi-cache"
 CONDITIONS = ("HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE")
@@ -42,9 +45,18 @@ def _ignore_start_response(
     return lambda data: None
 
 
+def _with_rule(cache_status: str, rule: Rule | None) -> str:
+    """A Cache-Status value, naming the per-path rule that applied, if any."""
+    if rule is None:
+        return cache_status
+    pattern = rule.pattern.replace("\\", "\\\\").replace('"', '\\"')
+    return f'{cache_status}; rule="{pattern}"'
+
+
 @dataclasses.dataclass
 class _Exchange:
-    """One request on its way through the cache, and the locks it took."""
+    """One request on its way through the cache, the settings that apply to it
+    (a per-path rule's included), and the locks it took."""
 
     environ: WSGIEnvironment
     start_response: StartResponse
@@ -52,6 +64,8 @@ class _Exchange:
     url: str
     key: str
     headers: LazyHeaders
+    settings: Settings
+    rule: Rule | None = None
     locks: list[Lock] = dataclasses.field(default_factory=list)
 
     def hold(self, lock: Lock | None) -> Lock | None:
@@ -109,6 +123,7 @@ class CacheMiddleware:
         self.settings = load_settings(settings, config_file=config_file)
         client = client if client is not None else make_client(self.settings)
         self.store = RedisStore(client, self.settings)
+        self.cache = Cache._of(self.settings, client)
         self.locks = Coalescer(self.store, self.settings)
         self.screen = Screen(self.settings)
         self.near = (
@@ -123,6 +138,22 @@ class CacheMiddleware:
         )
         self.background = BackgroundPool(self.settings.background_workers)
         self.stats = Counters(self.store, self.background, self.settings.stats_interval)
+
+    def purge(self, url: str, *, soft: bool = False) -> int:
+        """:meth:`Cache.purge`: every stored response for ``url``."""
+        return self.cache.purge(url, soft=soft)
+
+    def purge_tag(self, tag: str, *, soft: bool = False) -> int:
+        """:meth:`Cache.purge_tag`: every stored response tagged ``tag``."""
+        return self.cache.purge_tag(tag, soft=soft)
+
+    def purge_prefix(self, url_prefix: str, *, soft: bool = False) -> int:
+        """:meth:`Cache.purge_prefix`: every stored response under a URL prefix."""
+        return self.cache.purge_prefix(url_prefix, soft=soft)
+
+    def purge_all(self, *, soft: bool = False) -> int:
+        """:meth:`Cache.purge_all`: every stored response of this cache."""
+        return self.cache.purge_all(soft=soft)
 
     def close(self) -> None:
         """Add the last counts to Redis, finish background refreshes, and stop
@@ -142,16 +173,26 @@ class CacheMiddleware:
         screening = self.screen(environ)
         if screening.unsafe:
             return self._pass_unsafe(environ, start_response)
-        url = request_url(environ)
         bypass = request.bypass or screening.bypass
+        rule = None
+        if self.settings.rules:
+            rule = self.settings.rules.match(
+                environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+            )
+            if rule is not None and rule.bypass and bypass is None:
+                bypass = "rule"
+        url = self._url(environ) if bypass is None else None
         if url is None or bypass is not None:
-            return self._pass(environ, start_response, "bypass", bypass or "host")
+            return self._pass(environ, start_response, "bypass", bypass or "host", rule)
         if screening.key_extra:
             url = f"{url}\n{screening.key_extra}"
 
         key = primary_key(self.settings.prefix, url)
         headers = LazyHeaders(environ)
-        exchange = _Exchange(environ, start_response, request, url, key, headers)
+        settings = self.settings
+        if rule is not None and rule.overrides:
+            settings = dataclasses.replace(settings, **rule.overrides)
+        exchange = _Exchange(environ, start_response, request, url, key, headers, settings, rule)
         generation = 0
         if self.near is not None:
             entry = self.near.get(key, headers)
@@ -174,6 +215,18 @@ class CacheMiddleware:
                 self.locks.release(lock, "error")
             raise
 
+    def _url(self, environ: WSGIEnvironment) -> str | None:
+        """The request's canonical URL (None without a usable host); the query
+        the app sees loses the ignored parameters, as the key does."""
+        query = environ.get("QUERY_STRING", "")
+        if not query:
+            return request_url(environ, "")
+        for_key, for_app = self.cache.normalize(query)
+        if for_app != query:
+            environ.setdefault(ENVIRON_ORIGINAL, {})["QUERY_STRING"] = query
+            environ["QUERY_STRING"] = for_app
+        return request_url(environ, for_key)
+
     # -- deciding ------------------------------------------------------------
 
     def _use(self, exchange: _Exchange, found: Lookup) -> Iterable[bytes]:
@@ -190,7 +243,8 @@ class CacheMiddleware:
             status = f"hit; ttl={_ttl(entry, now)}; detail=stale-while-revalidate"
             return self._serve(exchange, entry, now, "STALE", status)
         if request.only_if_cached:
-            return self._answer(exchange, respond.gateway_timeout(CACHE_NAME), "MISS")
+            status, headers, body = respond.gateway_timeout(CACHE_NAME)
+            return self._answer(exchange, (status, headers, body), "MISS")
 
         if entry is None:
             fwd = "uri-miss" if found.outcome == "miss" else found.outcome
@@ -240,7 +294,7 @@ class CacheMiddleware:
         extra = [
             ("Age", respond.age(entry.current_age(now))),
             ("X-Cache", x_cache),
-            ("Cache-Status", f"{CACHE_NAME}; {cache_status}"),
+            ("Cache-Status", _with_rule(f"{CACHE_NAME}; {cache_status}", exchange.rule)),
         ]
         response = respond.from_entry(
             entry, exchange.environ, exchange.request.range is not None, extra
@@ -268,7 +322,12 @@ class CacheMiddleware:
     # -- going to the app -----------------------------------------------------------
 
     def _pass(
-        self, environ: WSGIEnvironment, start_response: StartResponse, fwd: str, detail: str
+        self,
+        environ: WSGIEnvironment,
+        start_response: StartResponse,
+        fwd: str,
+        detail: str,
+        rule: Rule | None = None,
     ) -> Iterable[bytes]:
         """Forward a request the cache may neither answer nor store."""
         capture = Capture()
@@ -277,7 +336,8 @@ class CacheMiddleware:
         self._count(environ, x_cache)
         status = f"{CACHE_NAME}; fwd={fwd}; fwd-status={capture.status_code}; detail={detail}"
         return capture.commit(
-            start_response, [*capture.headers, ("X-Cache", x_cache), ("Cache-Status", status)]
+            start_response,
+            [*capture.headers, ("X-Cache", x_cache), ("Cache-Status", _with_rule(status, rule))],
         )
 
     def _fetch(
@@ -325,7 +385,7 @@ class CacheMiddleware:
         if stale is not None and request.method == "HEAD":
             self._check_head(exchange, stale, capture.headers)
 
-        detail = self._not_storable_reason(request, capture)
+        detail = self._not_storable_reason(request, capture, exchange.settings)
         if detail is None and not self.store.available:
             detail = "redis-unavailable"
         if detail is not None:
@@ -346,7 +406,9 @@ class CacheMiddleware:
             return self._serve_instead_of_error(exchange, stale, None)
         return None
 
-    def _not_storable_reason(self, request: policy.RequestPolicy, capture: Capture) -> str | None:
+    def _not_storable_reason(
+        self, request: policy.RequestPolicy, capture: Capture, settings: Settings
+    ) -> str | None:
         """Why the app's response may not be stored; ``malformed`` for a status
         or headers no WSGI server would send as they are."""
         if not servable_status(capture.status):
@@ -355,9 +417,7 @@ class CacheMiddleware:
             servable_headers(capture.headers)
         except EntryFormatError:
             return "malformed"
-        return policy.not_storable_reason(
-            request, capture.status_code, capture.headers, self.settings
-        )
+        return policy.not_storable_reason(request, capture.status_code, capture.headers, settings)
 
     def _send(
         self, exchange: _Exchange, capture: Capture, fwd: str, detail: str | None
@@ -367,23 +427,61 @@ class CacheMiddleware:
         x_cache = "BYPASS" if fwd == "bypass" else "MISS"
         self._count(exchange.environ, x_cache)
         return capture.commit(
-            exchange.start_response, self._headers(capture, fwd, x_cache, detail=detail)
+            exchange.start_response, self._headers(exchange, capture, fwd, x_cache, detail=detail)
         )
 
     def _headers(
         self,
+        exchange: _Exchange,
         capture: Capture,
         fwd: str,
         x_cache: str,
         detail: str | None = None,
         stored: bool = False,
     ) -> list[tuple[str, str]]:
+        """The app's headers as the client gets them (tag headers kept for the
+        cache), and what the cache says of the response."""
         cache_status = f"{CACHE_NAME}; fwd={fwd}; fwd-status={capture.status_code}"
         if stored:
             cache_status += "; stored"
         if detail is not None:
             cache_status += f"; detail={detail}"
-        return [*capture.headers, ("X-Cache", x_cache), ("Cache-Status", cache_status)]
+        headers = capture.headers
+        if not self.settings.forward_tag_headers:
+            headers = without_tag_headers(headers, self.settings.tag_headers)
+        return [
+            *headers,
+            ("X-Cache", x_cache),
+            ("Cache-Status", _with_rule(cache_status, exchange.rule)),
+        ]
+
+    def _entry(
+        self, exchange: _Exchange, capture: Capture, body: bytes, request_time: float
+    ) -> CachedResponse | None:
+        """The entry to store for the app's complete response (None when it is
+        of no use), with its tags: the tag headers', the rule's and those the
+        app gave with ``add_tags``."""
+        assert capture.status is not None
+        headers = capture.headers
+        if not self.settings.forward_tag_headers:
+            headers = without_tag_headers(headers, self.settings.tag_headers)
+        entry = policy.build_entry(
+            exchange.url,
+            exchange.request,
+            capture.status,
+            headers,
+            body,
+            request_time,
+            time.time(),
+            exchange.settings,
+        )
+        if entry is None:
+            return None
+        tags = response_tags(capture.headers, self.settings.tag_headers)
+        if exchange.rule is not None:
+            tags.extend(exchange.rule.tags)
+        tags.extend(exchange.environ.get(ENVIRON_TAGS, ()))
+        return dataclasses.replace(entry, tags=tuple(dict.fromkeys(tags))) if tags else entry
 
     def _fetch_whole(
         self,
@@ -408,30 +506,19 @@ class CacheMiddleware:
             detail = "too-large" if capture.too_large else "incomplete"
             self.locks.release(lock, detail)
             return self._send(exchange, capture, fwd, detail)
-        response_time = time.time()
-        assert capture.status is not None
-        entry = policy.build_entry(
-            exchange.url,
-            exchange.request,
-            capture.status,
-            capture.headers,
-            body,
-            request_time,
-            response_time,
-            self.settings,
-        )
+        entry = self._entry(exchange, capture, body, request_time)
         detail = None
         stored = False
         if entry is None:
             detail = "not-reusable"
             self.locks.release(lock, detail)
         else:
-            stored = self._save(exchange, entry, lock, response_time)
+            stored = self._save(exchange, entry, lock, entry.stored_at)
             if not stored:
                 detail = "redis-unavailable"
         x_cache = "BYPASS" if fwd == "bypass" else "MISS"
         self._count(exchange.environ, x_cache)
-        headers = self._headers(capture, fwd, x_cache, detail=detail, stored=stored)
+        headers = self._headers(exchange, capture, fwd, x_cache, detail=detail, stored=stored)
         return capture.respond(exchange.start_response, headers, body)
 
     def _fetch_streamed(
@@ -446,32 +533,21 @@ class CacheMiddleware:
         once the server has closed it complete (holding ``lock`` until then)."""
 
         def store(body: bytes | None, too_large: bool) -> None:
-            assert capture.status is not None
             if body is None:
                 reason = "too-large" if too_large else "error" if capture.failed else None
                 self.locks.release(lock, reason)
                 return
-            response_time = time.time()
-            entry = policy.build_entry(
-                exchange.url,
-                exchange.request,
-                capture.status,
-                capture.headers,
-                body,
-                request_time,
-                response_time,
-                self.settings,
-            )
+            entry = self._entry(exchange, capture, body, request_time)
             if entry is None:
                 self.locks.release(lock, "not-reusable")
             else:
-                self._save(exchange, entry, lock, response_time)
+                self._save(exchange, entry, lock, entry.stored_at)
 
         x_cache = "BYPASS" if fwd == "bypass" else "MISS"
         self._count(exchange.environ, x_cache)
         return capture.commit(
             exchange.start_response,
-            self._headers(capture, fwd, x_cache),
+            self._headers(exchange, capture, fwd, x_cache),
             self.settings.max_body_bytes,
             store,
         )
@@ -492,9 +568,10 @@ class CacheMiddleware:
             self._purge(exchange.url)
             return self._fetch(exchange, None, lock, fwd, revalidate=False)
         response_time = time.time()
-        fresh = policy.freshen(stale, headers, request_time, response_time, self.settings)
+        fresh = policy.freshen(stale, headers, request_time, response_time, exchange.settings)
+        fresh = dataclasses.replace(fresh, tags=stale.tags)
         reason = policy.not_storable_reason(
-            exchange.request, stale.status_code, fresh.headers, self.settings
+            exchange.request, stale.status_code, fresh.headers, exchange.settings
         )
         if reason is not None:
             # The client gets what the app said (its cookie too); the stored
@@ -507,7 +584,8 @@ class CacheMiddleware:
             if policy.is_conditional(exchange.environ) and policy.not_modified(
                 fresh, exchange.environ
             ):
-                extra = [("X-Cache", "MISS"), ("Cache-Status", f"{CACHE_NAME}; {status}")]
+                cache_status = _with_rule(f"{CACHE_NAME}; {status}", exchange.rule)
+                extra = [("X-Cache", "MISS"), ("Cache-Status", cache_status)]
                 return self._answer(exchange, ("304 Not Modified", headers + extra, []), "MISS")
             return self._serve(exchange, fresh, now, "MISS", status)
         stored = self._save(exchange, fresh, lock, response_time)
@@ -519,12 +597,20 @@ class CacheMiddleware:
         self, exchange: _Exchange, entry: CachedResponse, lock: Lock | None, now: float
     ) -> bool:
         """Store ``entry`` and release ``lock``; True if it was stored."""
-        ttl = policy.redis_ttl(entry, now, self.settings)
+        ttl = policy.redis_ttl(entry, now, exchange.settings)
         if ttl <= 0:
             self.locks.release(lock)
             return False
         variant = variant_id(entry.vary, exchange.headers) if entry.vary else ""
-        stored = self.store.save(exchange.key, entry, ttl, variant, lock)
+        # Purges by URL find the entry by its URL (without key material), and
+        # by the URL a client behind a reverse proxy asked for.
+        plain = exchange.url.split("\n", 1)[0]
+        urls = [plain]
+        if exchange.url != plain:
+            public = forwarded_url(exchange.environ, plain, self.cache.normalize)
+            if public is not None:
+                urls.append(public)
+        stored = self.store.save(exchange.key, entry, ttl, variant, lock, urls)
         if stored:
             self.locks.saved(lock)
             self._count(exchange.environ, "STORED")
@@ -596,7 +682,7 @@ class CacheMiddleware:
     ) -> Iterable[bytes]:
         """RFC 9111 §4.4: forward an unsafe request, then invalidate what its
         success may have changed (with the same key material its GET has)."""
-        url = request_url(environ)
+        url = request_url(environ, self.cache.normalize(environ.get("QUERY_STRING", ""))[0])
         extra = self.screen.key_extra(environ)
         capture = Capture()
         capture.run(self.app, environ)
@@ -605,7 +691,10 @@ class CacheMiddleware:
         cache_status = f"{CACHE_NAME}; fwd=method; fwd-status={status_code}"
         if url is not None:
             done = True
-            for target in policy.invalidated_urls(url, status_code, capture.headers):
+            targets = policy.invalidated_urls(
+                url, status_code, capture.headers, self.cache.normalize
+            )
+            for target in targets:
                 done = self._purge(f"{target}\n{extra}" if extra else target) and done
                 self._count(environ, "INVALIDATED")
             if not done:

@@ -33,7 +33,7 @@ from .directives import (
     strict_date_seconds,
 )
 from .entry import CachedResponse
-from .keys import canonical_url, vary_names
+from .keys import QueryNormalizer, canonical_url, vary_names
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
@@ -551,10 +551,12 @@ def freshen(
     )
 
 
-def invalidated_urls(url: str, status: int, headers: Headers) -> list[str]:
+def invalidated_urls(
+    url: str, status: int, headers: Headers, normalize: QueryNormalizer | None = None
+) -> list[str]:
     """The URLs an unsafe request invalidates (RFC 9111 §4.4): its own, and the
     ``Location`` and ``Content-Location`` of a non-error response when they are
-    on the same origin."""
+    on the same origin (canonical, their queries normalised with ``normalize``)."""
     if not 200 <= status < 400:
         return []
     origin = _origin(url)
@@ -562,7 +564,10 @@ def invalidated_urls(url: str, status: int, headers: Headers) -> list[str]:
     for name in ("location", "content-location"):
         value = header(headers, name)
         if value:
-            target = canonical_url(urljoin(url, value.strip()))
+            try:
+                target = canonical_url(urljoin(url, value.strip()), normalize)
+            except ValueError:  # not an http(s) URL: nothing of ours
+                continue
             if _origin(target) == origin and target not in urls:
                 urls.append(target)
     return urls

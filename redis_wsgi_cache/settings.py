@@ -16,6 +16,8 @@ import typing as t
 from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
 
+from .rules import Rules, parse_rules
+
 ENV_PREFIX = "REDIS_WSGI_CACHE_"
 CONFIG_ENV = "REDIS_WSGI_CACHE_CONFIG"
 # Names under ENV_PREFIX that are not settings: the config file, and the
@@ -73,6 +75,20 @@ class Settings:
         "x-http-method-override",
         "x-method-override",
     )
+    ignored_query_params: tuple[str, ...] = (
+        "utm_*",
+        "fbclid",
+        "gclid",
+        "dclid",
+        "msclkid",
+        "mc_cid",
+        "mc_eid",
+        "_ga",
+    )
+    sort_query: bool = True
+    tag_headers: tuple[str, ...] = ("surrogate-key", "cache-tag")
+    forward_tag_headers: bool = False
+    rules: Rules = dataclasses.field(default_factory=Rules)
 
 
 def _non_negative_int(value: str) -> int:
@@ -153,6 +169,13 @@ def _cookie_globs(value: str) -> tuple[str, ...]:
     return globs
 
 
+def _query_globs(value: str) -> tuple[str, ...]:
+    globs = _names(value)
+    if any("&" in glob or "=" in glob for glob in globs):
+        raise ValueError
+    return globs
+
+
 def _cookie_requests(value: str) -> str:
     lowered = value.lower()
     if lowered not in ("pass", "cache"):
@@ -212,18 +235,44 @@ _PARSERS: dict[str, tuple[Callable[[str], t.Any], str]] = {
     "ignored_cookies": (_cookie_globs, "cookie names or globs, separated by commas"),
     "key_headers": (_header_names, "header names, separated by commas"),
     "bypass_headers": (_header_names, "header names, separated by commas"),
+    "ignored_query_params": (
+        _query_globs,
+        "query parameter names or globs, separated by commas",
+    ),
+    "sort_query": (_boolean, "true or false"),
+    "tag_headers": (_header_names, "header names, separated by commas"),
+    "forward_tag_headers": (_boolean, "true or false"),
+    "rules": (parse_rules, "rules as the README's Per-path rules describe them"),
 }
 # Settings whose value is a list (given in code as a list, tuple or set).
-_LISTS = frozenset({"cacheable_statuses", "ignored_cookies", "key_headers", "bypass_headers"})
+_LISTS = frozenset(
+    {
+        "cacheable_statuses",
+        "ignored_cookies",
+        "key_headers",
+        "bypass_headers",
+        "ignored_query_params",
+        "tag_headers",
+    }
+)
+# Settings that take true or false.
+_BOOLEANS = frozenset({"ignore_request_no_cache", "sort_query", "forward_tag_headers"})
 
 FIELDS = tuple(field.name for field in dataclasses.fields(Settings))
 
 
 def _validate(name: str, value: t.Any, source: str) -> t.Any:
     parser, allowed = _PARSERS[name]
+    if name == "rules":
+        if isinstance(value, Rules):
+            return value
+        try:
+            return parse_rules(value)
+        except (ValueError, TypeError) as error:
+            raise SettingsError(f"rules from {source}: {error}") from None
     if isinstance(value, str):
         text = value
-    elif isinstance(value, bool) and name != "ignore_request_no_cache":
+    elif isinstance(value, bool) and name not in _BOOLEANS:
         raise SettingsError(f"{name}={value!r} from {source}: expected {allowed}")
     elif isinstance(value, (int, float, bool)):
         text = str(value).lower() if isinstance(value, bool) else str(value)

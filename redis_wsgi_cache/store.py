@@ -13,13 +13,13 @@ from collections.abc import Callable, Mapping
 
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.exceptions import ClusterDownError, RedisClusterException
 from redis.retry import Retry
 
 from . import scripts
 from .entry import FIELDS, CachedResponse
-from .keys import primary_key, variant_id
-from .near import CLEAR_ALL
+from .keys import index_member, tag_index_key, url_index_keys, variant_id
 
 if t.TYPE_CHECKING:
     from .settings import Settings
@@ -129,6 +129,10 @@ class RedisStore:
         self.channel = f"{settings.prefix}:invalidate"
         self.stats_key = f"{settings.prefix}:stats"
         self._pool = client.connection_pool if isinstance(client, redis.Redis) else None
+        # A cluster runs a script on the keys of one slot only: the indexes,
+        # in slots of their own, are kept by a round trip before the save.
+        self.cluster = isinstance(client, RedisCluster)
+        self.url_index = url_index_keys(settings.prefix)
         self._try_miss = client.register_script(scripts.MISS)
         self._lock = client.register_script(scripts.LOCK)
         self._save = client.register_script(scripts.SAVE)
@@ -320,28 +324,64 @@ class RedisStore:
         self._vary_names[key] = names
 
     def save(
-        self, key: str, entry: CachedResponse, ttl: int, variant: str, lock: Lock | None = None
+        self,
+        key: str,
+        entry: CachedResponse,
+        ttl: int,
+        variant: str,
+        lock: Lock | None = None,
+        urls: t.Iterable[str] = (),
     ) -> bool:
-        """Store ``entry`` for ``ttl`` seconds in one atomic script; ``variant``
-        is its secondary key when it has Vary names. Releases ``lock``. True if
-        the entry was stored."""
+        """Store ``entry`` for ``ttl`` seconds in one atomic script, indexed
+        under ``urls`` (the spellings a purge by URL or prefix should find it
+        by) and its tags; ``variant`` is its secondary key when it has Vary
+        names. Releases ``lock``. True if the entry was stored. An entry is
+        never stored unindexed: on Redis Cluster, where the indexes are written
+        first, a failure to index them stores nothing."""
         if not 1 <= ttl <= MAX_REDIS_TTL:
             return False
         entry = dataclasses.replace(entry, fetch=lock.token if lock else new_token())
+        now = time.time()
+        members = [index_member(url, key) for url in dict.fromkeys(urls)]
+        tags = [tag_index_key(self.settings.prefix, tag) for tag in dict.fromkeys(entry.tags)]
+        keys = [key, lock.key if lock else key + ":lock"]
+        if self.cluster:
+            if not self._call(lambda: self._index(key, members, tags, now + ttl, ttl, now), False):
+                return False
+            members = []
+        else:
+            keys += [*self.url_index, *tags]
         args: list[t.Any] = [
             ttl,
             ",".join(entry.vary),
             variant,
             self.settings.max_variants,
-            repr(time.time()),
+            repr(now),
             self.channel,
             lock.token if lock else "",
+            len(members),
+            *members,
         ]
         for field, value in entry.to_mapping().items():
             args.append(field)
             args.append(value)
-        keys = [key, lock.key if lock else key + ":lock"]
         return self._call(lambda: self._save(keys=keys, args=args), 0) == 1
+
+    def _index(
+        self, key: str, members: list[str], tags: list[str], expires: float, ttl: int, now: float
+    ) -> bool:
+        """Index an entry to be saved on a cluster: one pipelined round trip
+        that routes each index's script to its node. Raises what Redis raises."""
+        pipeline = self.client.pipeline(transaction=False)
+        pipeline.execute_command(
+            "EVAL", scripts.INDEX_URLS, 2, *self.url_index, repr(expires), ttl, repr(now), *members
+        )
+        for tag in tags:
+            pipeline.execute_command(
+                "EVAL", scripts.INDEX_TAG, 1, tag, key, repr(expires), ttl, repr(now)
+            )
+        pipeline.execute()
+        return True
 
     def try_lock(self, base: str, seen: CachedResponse) -> tuple[str, Lock | None]:
         """Take the lock of ``base`` to fetch a replacement for ``seen``: only if
@@ -384,15 +424,11 @@ class RedisStore:
             pipeline = self.client.pipeline(transaction=False)
             for source, *rest in commands:
                 keys = 1 if source is scripts.RENEW else 2
-                pipeline.eval(source, keys, *rest)
+                pipeline.execute_command("EVAL", source, keys, *rest)
             return [reply == 1 for reply in pipeline.execute(raise_on_error=False)]
         except (redis.RedisError, RedisClusterException, OSError) as error:
             logger.debug("Redis failed a background lock command: %s", error)
             return None
-
-    def purge_url(self, url: str) -> bool:
-        """Forget every stored variant of ``url``. False if Redis failed."""
-        return self.purge_key(primary_key(self.settings.prefix, url))
 
     def purge_key(self, key: str) -> bool:
         """Forget every stored variant under the primary ``key``. False if Redis
@@ -423,7 +459,7 @@ class RedisStore:
         try:
             pipeline = self.client.pipeline(transaction=False)
             for key in keys:
-                pipeline.eval(scripts.PURGE, 1, key, self.channel)
+                pipeline.execute_command("EVAL", scripts.PURGE, 1, key, self.channel)
             replies = pipeline.execute(raise_on_error=False)
         except (redis.RedisError, RedisClusterException, OSError) as error:
             self._pending_purges.update(keys)
@@ -439,26 +475,10 @@ class RedisStore:
         logger.warning("%d purges that Redis had failed are done", len(keys))
         return True
 
-    def purge_all(self) -> int:
-        """Forget everything under this cache's prefix; how many keys went.
-        Raises the Redis error, if any: this is an operator's command."""
-        count = 0
-        batch: list[bytes] = []
-        for name in self.client.scan_iter(match=f"{self.settings.prefix}:{{*", count=1000):
-            batch.append(name)
-            if len(batch) == 500:
-                count += self.client.delete(*batch)
-                batch.clear()
-        if batch:
-            count += self.client.delete(*batch)
-        self.client.publish(self.channel, CLEAR_ALL)
-        return count
-
-    def entries_of(self, url: str) -> list[tuple[str, CachedResponse | None, int]]:
-        """Every key stored for ``url``, the entry it holds (None when it is
-        unreadable) and its Redis TTL. Raises the Redis error, if any: this is an
-        operator's command."""
-        key = primary_key(self.settings.prefix, url)
+    def entries_of(self, key: str) -> list[tuple[str, CachedResponse | None, int]]:
+        """Every key stored under the primary ``key``, the entry it holds (None
+        when it is unreadable) and its Redis TTL. Raises the Redis error, if any:
+        this is an operator's command."""
         names = self.client.hget(key, "vr")
         if names is None:
             bases = [key]

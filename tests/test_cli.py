@@ -19,7 +19,7 @@ def filled(cached, redis_server, redis_client):
     for language in ("en", "fr"):
         app.get("/a", headers={"Accept-Language": language})
     app.get("/b")
-    return ["--redis-url", redis_server.url, "--prefix", "t"]
+    return ["--redis-url", redis_server.url, "--key-prefix", "t"]
 
 
 def test_inspect_lists_the_variants(filled, capsys):
@@ -57,7 +57,7 @@ def test_purge_all(filled, redis_client, capsys):
 @pytest.mark.parametrize("prefix", ["t*", "t?", "[t]", "t\\"])
 def test_a_prefix_that_is_a_pattern_is_refused(redis_server, redis_client, capsys, prefix):
     redis_client.set("t:{x}", "1")
-    assert main(["--redis-url", redis_server.url, "--prefix", prefix, "purge", "--all"]) == 2
+    assert main(["--redis-url", redis_server.url, "--key-prefix", prefix, "purge", "--all"]) == 2
     assert "glob characters" in capsys.readouterr().err
     assert redis_client.exists("t:{x}")
 

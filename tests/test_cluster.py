@@ -287,7 +287,10 @@ def test_miss_then_hit_for_urls_on_every_node(cluster, wrap):
     assert origin.count == len(paths)
 
     # The entries are spread over the three masters, each on the node owning its slot.
-    placed = cluster.keys(f"{middleware.settings.prefix}:*")
+    placed = {
+        port: {key for key in keys if b":index}" not in key}
+        for port, keys in cluster.keys(f"{middleware.settings.prefix}:{{*").items()
+    }
     assert all(placed.values()), placed
     assert sum(len(keys) for keys in placed.values()) == len(paths)
     client = cluster.client()
@@ -436,7 +439,7 @@ def test_purge_forgets_every_variant_of_a_url(cluster, wrap):
     key = key_of(middleware, "/catalog")
     assert len(cluster.all_keys(f"{key}*")) == 4
 
-    assert middleware.store.purge_url(f"{ORIGIN}/catalog")
+    assert middleware.purge(f"{ORIGIN}/catalog") == 3
 
     assert not cluster.all_keys(f"{key}*")
     response = app.get("/catalog", headers={"Accept-Language": "fr"})
@@ -497,7 +500,7 @@ def test_near_cache_drops_what_another_process_invalidates(cluster, wrap):
     assert len(near) == 1
 
     # A purge by the other process drops it too.
-    assert heard(lambda: second.store.purge_url(ORIGIN + path))
+    assert heard(lambda: second.purge(ORIGIN + path)) == 1
     assert len(near) == 0
     assert app.get(path).headers["X-Cache"] == "MISS"
 
@@ -670,3 +673,33 @@ def test_a_lock_taken_in_a_stall_of_its_node_costs_followers_little(cluster, wra
     finally:
         victim.close()
         victim_client.close()
+
+
+def test_tag_prefix_and_soft_purges_reach_every_node(cluster, wrap):
+    origin = Origin("max-age=60, stale-while-revalidate=30")
+    middleware = wrap(origin)
+    app = TestApp(middleware)
+    paths = [f"/shop/{n}" for n in range(12)] + ["/about"]
+    client = cluster.client()
+    try:
+        ports = {client.get_node_from_key(key_of(middleware, path)).port for path in paths}
+    finally:
+        client.close()
+    assert len(ports) == 3  # the entries are on every master
+
+    def tag(environ, start_response):
+        from redis_wsgi_cache import add_tags
+
+        add_tags(environ, "shop" if environ["PATH_INFO"].startswith("/shop") else "site")
+        return origin(environ, start_response)
+
+    middleware.app = tag
+    for path in paths:
+        app.get(path)
+    assert middleware.purge_prefix(f"{ORIGIN}/shop/1") == 3  # /shop/1, /shop/10, /shop/11
+    assert middleware.purge_tag("shop", soft=True) == 9
+    assert app.get("/shop/2").headers["X-Cache"] == "STALE"
+    assert middleware.purge_tag("shop") == 9
+    assert app.get("/about").headers["X-Cache"] == "HIT"
+    assert middleware.purge_all() == 1
+    assert app.get("/about").headers["X-Cache"] == "MISS"

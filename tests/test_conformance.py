@@ -2363,8 +2363,6 @@ DEPARTURES: dict[str, str] = {
     "head-200-update": _STALE_GONE,
     "head-410-update": _STALE_GONE,
     "ccreq-no-store": "request no-store prevents storing, not serving a stored response",
-    "vary-normalise-lang-order": "Vary values are compared after whitespace normalisation only",
-    "vary-normalise-lang-case": "Vary values are compared after whitespace normalisation only",
     "vary-normalise-lang-select": "Vary values are compared after whitespace normalisation only",
     "conditional-etag-weak-respond-lowercase": _MALFORMED_ETAG,
     "conditional-etag-weak-respond-backslash": _MALFORMED_ETAG,

@@ -144,12 +144,39 @@ def test_each_variant_is_stored_and_served(cached, clock):
 
 
 def test_vary_values_compare_after_whitespace_normalisation(cached, clock):
-    origin = vary_origin()
+    origin = Origin(headers=[("Vary", "X-Flavours"), ("Cache-Control", "max-age=100")])
     app = app_for(cached, origin)
-    app.get("/", headers={"Accept-Language": "en, fr"})
-    assert app.get("/", headers={"Accept-Language": "en,fr"}).headers["X-Cache"] == "HIT"
-    assert app.get("/", headers={"Accept-Language": "en ,  fr"}).headers["X-Cache"] == "HIT"
-    assert app.get("/", headers={"Accept-Language": "fr, en"}).headers["X-Cache"] == "MISS"
+    app.get("/", headers={"X-Flavours": "mint, lime"})
+    assert app.get("/", headers={"X-Flavours": "mint,lime"}).headers["X-Cache"] == "HIT"
+    assert app.get("/", headers={"X-Flavours": "mint ,  lime"}).headers["X-Cache"] == "HIT"
+    assert app.get("/", headers={"X-Flavours": "lime, mint"}).headers["X-Cache"] == "MISS"
+
+
+@pytest.mark.parametrize(
+    ("first", "same", "other"),
+    [
+        pytest.param(
+            "gzip, deflate, br", ["br, gzip", "br;q=1.0, gzip;q=0.5", "*"], "gzip", id="encoding"
+        ),
+        pytest.param(
+            "en-US, fr;q=0.5",
+            ["en-us,fr;q=0.50", "fr;q=0.5, EN-us", "en-US;q=1, fr;q=0.5"],
+            "fr, en-US;q=0.5",
+            id="language",
+        ),
+    ],
+)
+def test_vary_values_of_known_fields_compare_by_meaning(cached, clock, first, same, other):
+    """Accept-Encoding by the coding a server would pick, Accept-Language by
+    tags and q-values: spellings that mean the same share a variant."""
+    field = "Accept-Encoding" if "gzip" in first else "Accept-Language"
+    origin = Origin(headers=[("Vary", field), ("Cache-Control", "max-age=100")])
+    app = app_for(cached, origin)
+    app.get("/", headers={field: first})
+    for value in same:
+        assert app.get("/", headers={field: value}).headers["X-Cache"] == "HIT", value
+    assert app.get("/", headers={field: other}).headers["X-Cache"] == "MISS"
+    assert origin.count == 2
 
 
 def test_vary_names_are_case_insensitive(cached, clock):

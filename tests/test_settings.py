@@ -50,6 +50,11 @@ def test_every_setting_has_an_environment_variable():
         "ignored_cookies": "_ga*, consent",
         "key_headers": "X-Forwarded-Host, X-Tenant",
         "bypass_headers": "X-Debug",
+        "ignored_query_params": "utm_*, ref",
+        "sort_query": "false",
+        "tag_headers": "Surrogate-Key",
+        "forward_tag_headers": "true",
+        "rules": "/static/* ttl=3600",
     }
     assert set(values) == set(FIELDS)
     environ = {f"REDIS_WSGI_CACHE_{name.upper()}": value for name, value in values.items()}
@@ -65,6 +70,11 @@ def test_every_setting_has_an_environment_variable():
     assert settings.ignored_cookies == ("_ga*", "consent")
     assert settings.key_headers == ("x-forwarded-host", "x-tenant")
     assert settings.bypass_headers == ("x-debug",)
+    assert settings.ignored_query_params == ("utm_*", "ref")
+    assert settings.sort_query is False
+    assert settings.tag_headers == ("surrogate-key",)
+    assert settings.forward_tag_headers is True
+    assert settings.rules.match("/static/a.css").ttl == 3600
 
 
 def test_config_file_beats_default(config):

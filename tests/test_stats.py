@@ -45,7 +45,7 @@ def test_stats_command_prints_counts_and_hit_ratio(cached, redis_server, capsys)
     for _ in range(4):
         call(middleware)
     middleware.close()
-    assert main(["--redis-url", redis_server.url, "--prefix", "t", "stats"]) == 0
+    assert main(["--redis-url", redis_server.url, "--key-prefix", "t", "stats"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "hit = 3" in lines
     assert "miss = 1" in lines

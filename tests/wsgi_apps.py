@@ -64,8 +64,13 @@ class ClosingBody:
 
 
 def stored_entries(client: t.Any) -> list[bytes]:
-    """The keys holding responses or Vary records: not locks or hit-for-miss marks."""
-    return sorted(key for key in client.keys("*") if not key.endswith((b":lock", b":hfm")))
+    """The keys holding responses or Vary records: not locks, hit-for-miss marks
+    or the indexes purges use."""
+    return sorted(
+        key
+        for key in client.keys("*")
+        if not key.endswith((b":lock", b":hfm")) and b":index}" not in key and b":tag:{" not in key
+    )
 
 
 def slow_counting_app(redis_url: str, counter: str, seconds: float) -> t.Any:

@@ -1,0 +1,391 @@
+"""Control what is cached: purges by URL, tag, prefix and all (hard and soft),
+from the middleware, a Cache object and the command line; canonical keys and
+query normalisation; per-path rules. Against the suite's Redis."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from webtest import TestApp
+from wsgi_apps import Origin, call, stored_entries
+
+from redis_wsgi_cache import Cache, CacheMiddleware, SettingsError, add_tags, load_settings
+from redis_wsgi_cache.keys import tag_index_key, url_index_keys
+
+ROOT = Path(__file__).resolve().parent.parent
+TEXT = [("Content-Type", "text/plain")]
+
+
+def counting_origin(**headers: str) -> Origin:
+    """An origin whose body names the path, query and call number; cacheable
+    for an hour, with the headers given."""
+    origin = Origin(headers=[("Cache-Control", "max-age=3600"), *headers.items()])
+    origin.body = lambda environ: (
+        f"{environ['PATH_INFO']}?{environ.get('QUERY_STRING', '')} #{origin.count}".encode()
+    )
+    return origin
+
+
+# -- purge by URL, any spelling -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "http://localhost/users/2",
+        "http://LOCALHOST/users/2",
+        "http://localhost:80/users/2",
+        "http://localhost/users/%32",
+        "HTTP://localhost/users/2?utm_source=mail&utm_medium=x",
+        "http://localhost/users/2?fbclid=abc",
+    ],
+)
+def test_any_spelling_of_a_url_purges_it(cached, redis_client, spelling):
+    origin = counting_origin()
+    middleware = cached(origin, prefix="t")
+    app = TestApp(middleware)
+    app.get("/users/2")
+    app.get("/users/3")
+    assert middleware.purge(spelling) == 1
+    assert app.get("/users/2").headers["X-Cache"] == "MISS"
+    assert app.get("/users/3").headers["X-Cache"] == "HIT"
+
+
+def test_a_purge_counts_every_variant(cached, redis_client):
+    origin = counting_origin(Vary="Accept-Language")
+    app = TestApp(cached(origin, prefix="t"))
+    for language in ("en", "fr", "de"):
+        app.get("/page", headers={"Accept-Language": language})
+    cache = Cache(redis_url=app.app.settings.redis_url, prefix="t")
+    assert cache.purge("http://localhost/page") == 3
+    assert cache.purge("http://localhost/page") == 0
+    assert stored_entries(redis_client) == []
+
+
+def test_a_cache_object_built_from_the_same_settings_purges_what_the_app_stored(
+    redis_server, redis_client, tmp_path
+):
+    config = tmp_path / "setup.cfg"
+    config.write_text(f"[redis_wsgi_cache]\nredis_url = {redis_server.url}\nprefix = shared\n")
+    app = TestApp(CacheMiddleware(counting_origin(), config_file=config, socket_timeout=10))
+    app.get("/a")
+    assert Cache(config_file=config).purge("http://localhost/a") == 1
+    assert app.get("/a").headers["X-Cache"] == "MISS"
+
+
+def test_purging_a_url_reaches_entries_keyed_with_forwarding_headers(cached, redis_client):
+    app = TestApp(cached(counting_origin(), prefix="t"))
+    proxied = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "www.example.com"}
+    app.get("/users/1", headers=proxied)
+    app.get("/users/1")
+    # Both spellings the operator may know: the one the app saw, the public one.
+    assert app.app.purge("https://www.example.com/users/1") == 1
+    assert app.get("/users/1", headers=proxied).headers["X-Cache"] == "MISS"
+    assert app.app.purge("http://localhost/users/1") == 2
+
+
+def test_a_url_that_is_not_absolute_is_refused(cached, redis_client):
+    middleware = cached(counting_origin())
+    with pytest.raises(ValueError, match="absolute"):
+        middleware.purge("/users/1")
+
+
+# -- soft purge ------------------------------------------------------------------------
+
+
+def test_a_soft_purge_with_stale_while_revalidate_serves_stale_and_refreshes(cached, redis_client):
+    origin = counting_origin()
+    origin.headers = [
+        ("Content-Type", "text/plain"),
+        ("Cache-Control", "max-age=3600, stale-while-revalidate=600"),
+    ]
+    middleware = cached(origin, prefix="t")
+    app = TestApp(middleware)
+    assert app.get("/news").body.endswith(b"#1")
+    assert middleware.purge("http://localhost/news", soft=True) == 1
+    stale = app.get("/news")
+    assert stale.headers["X-Cache"] == "STALE"
+    assert stale.body.endswith(b"#1")
+    middleware.close()  # the background refresh is done
+    assert app.get("/news").body.endswith(b"#2")
+
+
+def test_a_soft_purge_revalidates_with_the_validator(cached, redis_client):
+    origin = counting_origin(ETag='"v1"')
+    middleware = cached(origin, prefix="t")
+    app = TestApp(middleware)
+    app.get("/doc")
+    assert middleware.purge_tag("nothing", soft=True) == 0
+    assert middleware.purge("http://localhost/doc", soft=True) == 1
+    assert origin.count == 1
+    response = app.get("/doc")
+    assert response.headers["X-Cache"] == "MISS"
+    assert origin.calls[-1].get("HTTP_IF_NONE_MATCH") == '"v1"'
+
+
+def test_a_soft_purge_of_an_entry_of_no_use_stale_deletes_it(cached, redis_client):
+    middleware = cached(counting_origin(), prefix="t", keep=0)
+    app = TestApp(middleware)
+    app.get("/plain")
+    assert middleware.purge("http://localhost/plain", soft=True) == 1
+    assert stored_entries(redis_client) == []
+
+
+# -- tags -------------------------------------------------------------------------------
+
+
+def test_tags_from_headers_are_stored_and_not_sent(cached, redis_client):
+    origin = counting_origin()
+    origin.responses["/a"] = (
+        "200 OK",
+        [("Cache-Control", "max-age=60"), ("Surrogate-Key", "users user-1"), *TEXT],
+        b"a",
+    )
+    origin.responses["/b"] = (
+        "200 OK",
+        [("Cache-Control", "max-age=60"), ("Cache-Tag", "users,user-2"), *TEXT],
+        b"b",
+    )
+    origin.responses["/c"] = ("200 OK", [("Cache-Control", "max-age=60"), *TEXT], b"c")
+    middleware = cached(origin, prefix="t")
+    app = TestApp(middleware)
+    for path in ("/a", "/b", "/c"):
+        response = app.get(path)
+        assert "Surrogate-Key" not in response.headers
+        assert "Cache-Tag" not in response.headers
+    assert "Surrogate-Key" not in app.get("/a").headers  # nor from the cache
+
+    assert middleware.purge_tag("user-2") == 1
+    assert app.get("/b").headers["X-Cache"] == "MISS"
+    assert middleware.purge_tag("users") == 2
+    assert [app.get(path).headers["X-Cache"] for path in ("/a", "/b", "/c")] == [
+        "MISS",
+        "MISS",
+        "HIT",
+    ]
+
+
+def test_tag_headers_are_kept_for_a_cdn_when_asked(cached, redis_client):
+    origin = Origin(headers=[("Cache-Control", "max-age=60"), ("Surrogate-Key", "k")])
+    app = TestApp(cached(origin, prefix="t", forward_tag_headers=True))
+    assert app.get("/").headers["Surrogate-Key"] == "k"
+    assert app.get("/").headers["Surrogate-Key"] == "k"
+    assert app.app.purge_tag("k") == 1
+
+
+def test_an_app_can_tag_from_code(cached, redis_client):
+    def tagged(environ, start_response):
+        add_tags(environ, "product-7", "catalog")
+        start_response("200 OK", [("Cache-Control", "max-age=60"), ("Content-Length", "2")])
+        return [b"ok"]
+
+    middleware = cached(tagged, prefix="t")
+    call(middleware, "/p/7")
+    assert middleware.purge_tag("product-7") == 1
+    with pytest.raises(ValueError, match="not a tag"):
+        add_tags({}, "two words")
+
+
+# -- prefix and all ------------------------------------------------------------------
+
+
+def test_purge_prefix_purges_only_under_the_prefix(cached, redis_client):
+    middleware = cached(counting_origin(), prefix="t")
+    app = TestApp(middleware)
+    for path in ("/users/1", "/users/2", "/users", "/userships", "/teams/1"):
+        app.get(path)
+    assert middleware.purge_prefix("http://localhost/users/") == 2
+    hits = {path: app.get(path).headers["X-Cache"] for path in ("/users", "/userships", "/teams/1")}
+    assert hits == {"/users": "HIT", "/userships": "HIT", "/teams/1": "HIT"}
+
+
+def test_purge_all_touches_only_this_prefix(cached, redis_client):
+    mine = cached(counting_origin(), prefix="t")
+    theirs = cached(counting_origin(), prefix="other")
+    for middleware in (mine, theirs):
+        for path in ("/a", "/b"):
+            call(middleware, path)
+    redis_client.set("t:not-an-entry", "1")
+    assert mine.purge_all() == 2
+    assert call(theirs, "/a")[1]["X-Cache"] == "HIT"
+    assert call(mine, "/a")[1]["X-Cache"] == "MISS"
+    assert redis_client.exists("t:not-an-entry")
+
+
+def test_indexes_forget_expired_entries_and_expire_themselves(cached, redis_client):
+    origin = Origin(headers=[("Cache-Control", "max-age=5"), ("Surrogate-Key", "k")])
+    middleware = cached(origin, prefix="t", keep=0)
+    for n in range(5):
+        call(middleware, f"/old/{n}")
+    urls, expiry = url_index_keys("t")
+    tag = tag_index_key("t", "k")
+    assert redis_client.zcard(urls) == redis_client.zcard(tag) == 5
+    for key in (urls, expiry, tag):
+        assert 0 < redis_client.ttl(key) <= 5  # no longer than what they index
+    # As if the five had expired: the next store sweeps them out.
+    members = redis_client.zrange(expiry, 0, -1)
+    redis_client.zadd(expiry, dict.fromkeys(members, 1.0))
+    redis_client.zadd(tag, dict.fromkeys(redis_client.zrange(tag, 0, -1), 1.0))
+    call(middleware, "/new")
+    assert redis_client.zcard(urls) == redis_client.zcard(expiry) == 1
+    assert redis_client.zcard(tag) == 1
+
+
+# -- query normalisation -------------------------------------------------------------------
+
+
+def test_ignored_query_params_are_out_of_the_key_and_the_app(cached, redis_client):
+    origin = counting_origin()
+    app = TestApp(cached(origin, prefix="t"))
+    first = app.get("/users/3?utm_source=a&id=1")
+    assert first.body.startswith(b"/users/3?id=1 ")  # the app never saw utm_source
+    for query in ("utm_source=b&id=1", "id=1&utm_medium=c", "gclid=x&id=1&fbclid=y", "id=%31"):
+        response = app.get(f"/users/3?{query}")
+        assert response.headers["X-Cache"] == "HIT", query
+    assert origin.count == 1
+
+
+def test_query_order_is_canonical_for_the_key_only(cached, redis_client):
+    origin = counting_origin()
+    app = TestApp(cached(origin, prefix="t"))
+    assert app.get("/s?b=2&a=1").body.startswith(b"/s?b=2&a=1 ")
+    assert app.get("/s?a=1&b=2").headers["X-Cache"] == "HIT"
+    # Values of one name keep their order: an app can see it.
+    app.get("/s?a=1&a=2")
+    assert app.get("/s?a=2&a=1").headers["X-Cache"] == "MISS"
+
+
+def test_sort_query_off_and_semicolons(cached, redis_client):
+    origin = counting_origin()
+    app = TestApp(cached(origin, prefix="t", sort_query=False, ignored_query_params=""))
+    app.get("/s?b=2&a=1")
+    assert app.get("/s?a=1&b=2").headers["X-Cache"] == "MISS"
+    assert app.get("/s?utm_source=x").body.startswith(b"/s?utm_source=x ")
+    # ";" separates nothing, as werkzeug parses it.
+    app.get("/s?a=1;b=2")
+    assert app.get("/s?a=1&b=2").headers["X-Cache"] == "HIT"
+    assert app.get("/s?b=2;a=1").headers["X-Cache"] == "MISS"
+
+
+# -- per-path rules ----------------------------------------------------------------------
+
+
+def test_rules_set_ttl_bypass_tags_and_windows(cached, redis_client):
+    origin = Origin()  # no freshness information: the rule's ttl applies
+    rules = """
+        /static/*  ttl=86400 tags=static,assets
+        /admin/*   bypass
+        ^/users/[0-9]+$  ttl=30 stale_while_revalidate=10
+    """
+    middleware = cached(origin, prefix="t", rules=rules)
+    app = TestApp(middleware)
+    css = app.get("/static/site.css")
+    assert 'rule="/static/*"' in css.headers["Cache-Status"]
+    assert 86000 < redis_client.ttl(stored_entries(redis_client)[0]) <= 86400
+    assert middleware.purge_tag("assets") == 1
+
+    admin = app.get("/admin/users")
+    assert admin.headers["X-Cache"] == "BYPASS"
+    assert "detail=rule" in admin.headers["Cache-Status"]
+    assert app.get("/admin/users").headers["X-Cache"] == "BYPASS"
+
+    user = app.get("/users/7")
+    assert 'rule="^/users/[0-9]+$"' in user.headers["Cache-Status"]
+    (key,) = [key for key in stored_entries(redis_client) if key]
+    assert 30 < redis_client.ttl(key) <= 40  # ttl 30 + the window of 10
+    plain = app.get("/users/7/edit")
+    assert "rule=" not in plain.headers["Cache-Status"]
+
+
+def test_the_first_matching_rule_wins(cached, redis_client):
+    middleware = cached(Origin(), prefix="t", rules=["/a/* bypass", "/a/b ttl=5"])
+    assert call(middleware, "/a/b")[1]["X-Cache"] == "BYPASS"
+
+
+@pytest.mark.parametrize(
+    ("rules", "message"),
+    [
+        pytest.param("/a ttl=soon", "rule 1 ('/a ttl=soon'): ttl", id="bad-number"),
+        pytest.param("/a\n/b colour=red", "rule 1 ('/a'): says nothing", id="empty"),
+        pytest.param("/ok ttl=1\n/b colour=red", "rule 2 ('/b colour=red')", id="unknown"),
+        pytest.param("^(open ttl=1", "bad pattern", id="bad-regex"),
+    ],
+)
+def test_a_malformed_rule_is_an_error_naming_it(rules, message):
+    with pytest.raises(SettingsError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_settings({"rules": rules}, environ={})
+
+
+# -- the command line, as a subprocess --------------------------------------------------------
+
+
+def cli(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "REDIS_WSGI_CACHE_REDIS_URL": redis_url,
+        "REDIS_WSGI_CACHE_CONFIG": os.devnull,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "redis_wsgi_cache.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
+    )
+
+
+@pytest.fixture
+def filled(cached, redis_server, redis_client):
+    origin = Origin(headers=[("Cache-Control", "max-age=600"), ("Surrogate-Key", "team")])
+    middleware = cached(origin, prefix="t")
+    for path in ("/users/1", "/users/2?utm_source=x", "/teams/1"):
+        call(middleware, path)
+    return redis_server.url, middleware
+
+
+def test_cli_purges_a_url_in_any_spelling(filled):
+    url, middleware = filled
+    done = cli(url, "purge", "http://LOCALHOST:80/users/%31", "--key-prefix", "t")
+    assert (done.returncode, done.stdout) == (
+        0,
+        "purged 1 response for http://LOCALHOST:80/users/%31\n",
+    )
+    assert call(middleware, "/users/1")[1]["X-Cache"] == "MISS"
+
+
+def test_cli_purges_a_tag_a_prefix_and_all(filled):
+    url, _middleware = filled
+    done = cli(url, "--key-prefix", "t", "purge", "--prefix", "http://localhost/users/", "--soft")
+    assert done.stdout == "marked stale 2 responses for URLs under http://localhost/users/\n"
+    # Of no use stale (no validator, no stale window), those two went.
+    done = cli(url, "--key-prefix=t", "purge", "--tag", "team", "--tag", "nobody")
+    assert done.stdout.splitlines() == [
+        "purged 1 response for tag team",
+        "purged 0 responses for tag nobody",
+    ]
+    assert done.returncode == 0
+    call(filled[1], "/teams/1")
+    done = cli(url, "purge", "--all", "--key-prefix", "t")
+    assert (done.returncode, done.stdout) == (0, "purged 1 response for everything under t:\n")
+
+
+def test_cli_exits_1_when_nothing_matched_and_2_on_usage_errors(filled):
+    url, _ = filled
+    nothing = cli(url, "--key-prefix", "t", "purge", "http://localhost/never")
+    assert (nothing.returncode, nothing.stdout) == (
+        1,
+        "purged 0 responses for http://localhost/never\n",
+    )
+    for args in (["purge"], ["purge", "--all", "--tag", "x"], ["purge", "/relative"]):
+        usage = cli(url, "--key-prefix", "t", *args)
+        assert usage.returncode == 2, args
+        assert usage.stderr.startswith("redis-wsgi-cache: "), usage.stderr
+        assert "Traceback" not in usage.stderr
+    bad = cli(url, "purge", "--all", "--set", "default_ttl=soon")
+    assert bad.returncode == 2
+    assert "default_ttl='soon'" in bad.stderr
