@@ -136,6 +136,12 @@ class CacheMiddleware:
             if self.settings.near_cache_size
             else None
         )
+        # The settings each rule makes, worked out once.
+        self._rule_settings = {
+            rule: dataclasses.replace(self.settings, **rule.overrides)
+            for rule in self.settings.rules.rules
+            if rule.overrides
+        }
         self.background = BackgroundPool(self.settings.background_workers)
         self.stats = Counters(self.store, self.background, self.settings.stats_interval)
 
@@ -189,9 +195,7 @@ class CacheMiddleware:
 
         key = primary_key(self.settings.prefix, url)
         headers = LazyHeaders(environ)
-        settings = self.settings
-        if rule is not None and rule.overrides:
-            settings = dataclasses.replace(settings, **rule.overrides)
+        settings = self._rule_settings.get(rule, self.settings) if rule else self.settings
         exchange = _Exchange(environ, start_response, request, url, key, headers, settings, rule)
         generation = 0
         if self.near is not None:

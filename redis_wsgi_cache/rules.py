@@ -85,13 +85,10 @@ class Rules:
     def match(self, path: str) -> Rule | None:
         """The first rule whose pattern matches ``path``, or None."""
         found = self._any.match(path) if self._any is not None else None
-        if found is None:
+        if found is None or found.lastgroup is None:
             return None
-        return next(
-            rule
-            for number, rule in enumerate(self.rules)
-            if found.group(f"rule{number}") is not None
-        )
+        # The rule's group closes last: a pattern's own groups are inside it.
+        return self.rules[int(found.lastgroup.removeprefix("rule"))]
 
 
 def _regex(pattern: str) -> str:
