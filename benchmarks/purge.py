@@ -192,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = hits(server, args.baseline, args.rounds, args.batch)
         first = rows[0][1]
         print(
-            f"| hit, in process ({args.rounds} rounds of {args.batch}) | median µs | round medians µs | vs first row |"
+            f"| hit, in process ({args.rounds} rounds of {args.batch}) | median µs"
+            " | round medians µs | vs first row |"
         )
         print("| --- | ---: | ---: | ---: |")
         for label, median, rounds in rows:

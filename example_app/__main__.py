@@ -63,6 +63,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             logger.info("using the Redis at %s", redis_url)
         app = wrap(create_app(), redis_url=redis_url)
+        settings = app.wsgi_app.settings
+        logger.info(
+            "see what the cache does with: redis-wsgi-cache --redis-url %s --key-prefix %s stats",
+            settings.redis_url,
+            settings.prefix,
+        )
         run_simple(args.host, args.port, app, threaded=True)
     return 0
 

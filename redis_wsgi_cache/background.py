@@ -12,18 +12,40 @@ import typing as t
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from .exchange import ENVIRON_BACKGROUND
+
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
 logger = logging.getLogger("redis_wsgi_cache")
-
-# Marks the environ of a request the cache makes itself, in the background.
-ENVIRON_BACKGROUND = "redis_wsgi_cache.background"
 # What a refresh leaves out of the client's request: its conditions and cache
 # directives are the client's, not the refresh's.
 _CLIENT_ONLY = frozenset(
     {"HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE", "HTTP_CACHE_CONTROL", "HTTP_PRAGMA"}
 )
+
+
+def warn_without_threads() -> None:
+    """Under uWSGI without threads, warn that the cache's threads will not run:
+    background refreshes, counter flushes, lock lease renewals and the near
+    cache's subscriber (uWSGI starts no Python thread without
+    ``--enable-threads`` or ``--threads``)."""
+    try:
+        import uwsgi  # type: ignore[import-not-found]
+    except ImportError:
+        return
+    options = getattr(uwsgi, "opt", {})
+    threads = options.get("threads") or 0
+    try:
+        threads = int(threads.decode() if isinstance(threads, bytes) else threads)
+    except (TypeError, ValueError):
+        threads = 0
+    if not options.get("enable-threads") and threads < 2:
+        logger.warning(
+            "uWSGI runs this worker without threads: start it with --enable-threads"
+            " (or --threads N), else the cache's background refreshes, counter"
+            " flushes, lock lease renewals and near cache do not run"
+        )
 
 
 def background_environ(environ: WSGIEnvironment) -> WSGIEnvironment:

@@ -5,7 +5,11 @@ middleware. ``CacheMiddleware`` has one too, as ``middleware.cache``."""
 from __future__ import annotations
 
 import os
+import time
 import typing as t
+
+import redis
+from redis.exceptions import RedisClusterException
 
 from .index import Index
 from .keys import QueryNormalizer, canonical_url
@@ -83,3 +87,37 @@ class Cache:
     def purge_all(self, *, soft: bool = False) -> int:
         """Purge every stored response of this cache (this prefix only)."""
         return self.index.purge_all(soft=soft)
+
+    def health(self, breaker_open: bool = False) -> dict[str, t.Any]:
+        """Whether the cache can work, for a health endpoint: ``ok``, whether
+        Redis answers (``redis``, and ``latency_ms`` of a PING), the circuit
+        breaker (``breaker``: ``open`` while a process leaves Redis alone),
+        ``entries`` (URLs stored) and ``memory_bytes`` (what Redis uses).
+        Never raises: a failing Redis is ``ok: False`` with the error."""
+        started = time.perf_counter()
+        try:
+            self.client.ping()
+            latency = time.perf_counter() - started
+            entries = int(self.client.zcard(self.index.urls))
+            memory = _used_memory(self.client.info("memory"))
+        except (redis.RedisError, RedisClusterException, OSError) as error:
+            return {
+                "ok": False,
+                "redis": f"unreachable ({type(error).__name__}: {error})",
+                "breaker": "open" if breaker_open else "closed",
+            }
+        return {
+            "ok": not breaker_open,
+            "redis": "reachable",
+            "latency_ms": round(latency * 1000, 3),
+            "breaker": "open" if breaker_open else "closed",
+            "entries": entries,
+            "memory_bytes": memory,
+        }
+
+
+def _used_memory(info: dict[str, t.Any]) -> int:
+    """``used_memory`` of INFO memory; summed over the nodes of a cluster."""
+    if "used_memory" in info:
+        return int(info["used_memory"])
+    return sum(int(node.get("used_memory", 0)) for node in info.values() if isinstance(node, dict))

@@ -7,6 +7,7 @@ iterable's ``close()`` is always called."""
 
 from __future__ import annotations
 
+import time
 import typing as t
 from collections.abc import Callable, Iterable, Iterator
 
@@ -35,6 +36,8 @@ class Capture:
         self.headers: Headers = []
         self.failed = False
         self.too_large = False
+        #: seconds spent in the app before the response was handed on
+        self.app_seconds = 0.0
         self._pending: list[bytes] = []
         self._app_iter: Iterable[bytes] = ()
         self._rest: Iterator[bytes] = iter(())
@@ -67,6 +70,13 @@ class Capture:
 
     def run(self, app: WSGIApplication, environ: WSGIEnvironment) -> None:
         """Call the app until its status and headers are known."""
+        started = time.perf_counter()
+        try:
+            self._run(app, environ)
+        finally:
+            self.app_seconds += time.perf_counter() - started
+
+    def _run(self, app: WSGIApplication, environ: WSGIEnvironment) -> None:
         self._app_iter = app(environ, self._start_response)
         try:
             self._rest = iter(self._app_iter)
@@ -104,6 +114,13 @@ class Capture:
         ``Content-Length`` said; else None, and what was read waits to be
         streamed by :meth:`commit`. An exception from the app (or its
         ``close()``) is raised after the iterable is closed."""
+        started = time.perf_counter()
+        try:
+            return self._read_body(limit)
+        finally:
+            self.app_seconds += time.perf_counter() - started
+
+    def _read_body(self, limit: int) -> bytes | None:
         size = sum(len(chunk) for chunk in self._pending)
         try:
             while size <= limit:

@@ -15,6 +15,7 @@ import typing as t
 import redis
 from redis.exceptions import RedisClusterException
 
+from . import __version__
 from .cache import Cache
 from .settings import CONFIG_ENV, ENV_PREFIX, Settings, SettingsError, load_settings
 from .store import RedisStore, make_client
@@ -92,14 +93,47 @@ def _inspect(args: argparse.Namespace) -> int:
 
 def _stats(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    counts = RedisStore(make_client(settings), settings).counts()
-    served = sum(counts.get(name, 0) for name in ("HIT", "STALE", "MISS", "BYPASS"))
-    for name in sorted(counts):
-        print(f"{name.lower()} = {counts[name]}")
-    if served:
-        hits = counts.get("HIT", 0) + counts.get("STALE", 0)
-        print(f"hit_ratio = {hits / served:.3f}")
+    store = RedisStore(make_client(settings), settings)
+    while True:
+        counts: dict[str, t.Any] = {
+            name.lower(): value for name, value in sorted(store.counts().items())
+        }
+        served = sum(counts.get(name, 0) for name in ("hit", "stale", "miss", "bypass"))
+        ratio = (counts.get("hit", 0) + counts.get("stale", 0)) / served if served else None
+        if args.json:
+            if ratio is not None:
+                counts["hit_ratio"] = round(ratio, 3)
+            print(json.dumps(counts), flush=True)
+        else:
+            for name, value in counts.items():
+                print(f"{name} = {value}")
+            if ratio is not None:
+                print(f"hit_ratio = {ratio:.3f}")
+        if not args.watch:
+            return 0
+        if not args.json:
+            print(flush=True)
+        time.sleep(args.watch)
+
+
+def _health(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    health = Cache._of(settings, make_client(settings)).health()
+    if not health["ok"]:
+        print(f"unhealthy: Redis {health['redis']}")
+        return 1
+    print(
+        f"ok: Redis reachable in {health['latency_ms']:.1f} ms, breaker"
+        f" {health['breaker']}, {health['entries']:,} URLs stored,"
+        f" {health['memory_bytes'] / 2**20:.1f} MiB used by Redis"
+    )
     return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .serve import serve
+
+    return serve(args.app, _settings(args), args.host, args.port, args.threads, args.private_redis)
 
 
 def _purge(args: argparse.Namespace) -> int:
@@ -171,6 +205,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=f"Environment: {ENV_PREFIX}<SETTING> for any setting, {CONFIG_ENV} for the file.",
         parents=[common],
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
@@ -181,12 +216,49 @@ def _parser() -> argparse.ArgumentParser:
         "print the settings in effect",
         "Print every setting as the middleware would read it here.",
     ).set_defaults(run=_config)
-    command(
+    stats = command(
         "stats",
         "print what the cache did, over all processes",
-        "Print the counts every process added to <prefix>:stats (each adds its"
-        " own once a second), and the hit ratio.",
-    ).set_defaults(run=_stats)
+        "Print the counts every process added to <prefix>:stats (each adds its own"
+        " every stats_interval seconds, and when it exits): hits, stale hits,"
+        " misses, bypasses and their reasons (bypass:cookie…), stores, refreshes,"
+        " invalidations, purges, and the hit ratio.",
+    )
+    stats.add_argument("--json", action="store_true", help="one JSON object a line")
+    stats.add_argument(
+        "--watch",
+        type=float,
+        nargs="?",
+        const=2.0,
+        default=0.0,
+        metavar="SECONDS",
+        help="print again every SECONDS (default 2) until interrupted",
+    )
+    stats.set_defaults(run=_stats)
+    command(
+        "health",
+        "check that Redis is usable (exit 0) or not (exit 1)",
+        "Print one line: whether Redis answers and how fast, the circuit breaker,"
+        " how many URLs are stored and the memory Redis uses. Exits 0 when the"
+        " cache can work, 1 when not: for health checks and monitoring.",
+    ).set_defaults(run=_health)
+    serve = command(
+        "serve",
+        "serve a WSGI app behind the cache, with waitress",
+        "Import MODULE:APP (a WSGI callable, e.g. a Flask app), wrap it in the"
+        " cache with these settings and serve it with waitress (pip install"
+        " 'redis-wsgi-cache[serve]'); prints a line when ready.",
+    )
+    serve.add_argument("app", metavar="MODULE:APP", help="e.g. example_app.app:create_app()")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on")
+    serve.add_argument("--threads", type=int, default=8, help="waitress worker threads")
+    serve.add_argument(
+        "--private-redis",
+        action="store_true",
+        help="start a redis-server of its own for as long as it serves",
+    )
+    serve.set_defaults(run=_serve)
     inspect = command(
         "inspect",
         "print what is stored for URLs, as JSON",

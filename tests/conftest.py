@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 import typing as t
 from collections.abc import Callable, Iterator
 
@@ -63,24 +64,31 @@ def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def cached(redis_server: RedisServer, redis_client: redis.Redis) -> Callable[..., CacheMiddleware]:
+def cached(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> Iterator[Callable[..., CacheMiddleware]]:
     """Wrap a WSGI app with the middleware, on the suite's Redis, with a
-    generous ``socket_timeout`` unless the test gives one."""
+    generous ``socket_timeout`` unless the test gives one; closed after the
+    test, so that none of its threads writes to the next test's Redis."""
+    made: list[CacheMiddleware] = []
 
     def wrap(app: t.Any, **settings: t.Any) -> CacheMiddleware:
         settings.setdefault("redis_url", redis_server.url)
         settings.setdefault("socket_timeout", GENEROUS_SOCKET_TIMEOUT)
-        return CacheMiddleware(app, **settings)
+        middleware = CacheMiddleware(app, **settings)
+        made.append(middleware)
+        return middleware
 
-    return wrap
+    yield wrap
+    for middleware in made:
+        middleware.close()
 
 
 class Clock:
-    """The middleware's view of the time, moved by hand."""
+    """The cache's view of the time of day, moved by hand (other clocks, such
+    as ``time.monotonic``, are the real ones)."""
 
     def __init__(self) -> None:
-        import time
-
         self.now = time.time()
 
     def time(self) -> float:
@@ -89,13 +97,17 @@ class Clock:
     def advance(self, seconds: float) -> None:
         self.now += seconds
 
+    def __getattr__(self, name: str) -> t.Any:
+        return getattr(time, name)
+
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    """Freshness is decided from stored fields, so moving the middleware's
-    clock ages every entry without waiting."""
-    from redis_wsgi_cache import middleware
+    """Freshness is decided from stored fields, so moving the cache's clock
+    ages every entry without waiting."""
+    from redis_wsgi_cache import exchange, fetch, middleware
 
     fake = Clock()
-    monkeypatch.setattr(middleware, "time", fake)
+    for module in (middleware, fetch, exchange):
+        monkeypatch.setattr(module, "time", fake)
     return fake

@@ -55,6 +55,7 @@ def test_every_setting_has_an_environment_variable():
         "tag_headers": "Surrogate-Key",
         "forward_tag_headers": "true",
         "rules": "/static/* ttl=3600",
+        "metrics_path": "/metrics",
     }
     assert set(values) == set(FIELDS)
     environ = {f"REDIS_WSGI_CACHE_{name.upper()}": value for name, value in values.items()}

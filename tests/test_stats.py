@@ -17,7 +17,13 @@ def test_counts_reach_redis_on_flush(cached, redis_client):
     call(middleware, "/b", authorization="Bearer x")
     assert not redis_client.exists("t:stats")  # nothing sent before the interval
     middleware.stats.flush()
-    assert middleware.store.counts() == {"MISS": 1, "STORED": 1, "HIT": 2, "BYPASS": 1}
+    assert middleware.store.counts() == {
+        "MISS": 1,
+        "STORED": 1,
+        "HIT": 2,
+        "BYPASS": 1,
+        "BYPASS:authorization": 1,
+    }
 
 
 def test_counts_are_flushed_in_the_background_once_due(cached, redis_client):

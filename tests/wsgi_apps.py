@@ -69,7 +69,9 @@ def stored_entries(client: t.Any) -> list[bytes]:
     return sorted(
         key
         for key in client.keys("*")
-        if not key.endswith((b":lock", b":hfm")) and b":index}" not in key and b":tag:{" not in key
+        if not key.endswith((b":lock", b":hfm", b":stats"))
+        and b":index}" not in key
+        and b":tag:{" not in key
     )
 
 
@@ -155,3 +157,8 @@ def run_together(count: int, target: t.Callable[[], t.Any]) -> list[t.Any]:
     for thread in threads:
         thread.join()
     return results
+
+
+def slow_counting_app_for_serve() -> t.Any:
+    """A cacheable plain WSGI app, for ``redis-wsgi-cache serve`` to import."""
+    return Origin(headers=[("Cache-Control", "max-age=60")])

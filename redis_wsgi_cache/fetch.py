@@ -1,0 +1,399 @@
+"""Going to the app for the cache: a fetch (conditional when it revalidates a
+stale entry), storing what may be stored and answering the client, and the
+requests the cache only passes on (bypasses, unsafe methods and the
+invalidations they make)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import typing as t
+from collections.abc import Iterable
+
+from . import policy
+from .capture import Capture
+from .entry import EntryFormatError, servable_headers, servable_status
+from .exchange import CACHE_NAME, Exchange, Recorder, ttl, with_rule
+from .keys import forwarded_url, primary_key, request_url, variant_id
+from .screening import ENVIRON_ORIGINAL
+from .tags import ENVIRON_TAGS, response_tags, without_tag_headers
+
+if t.TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+    from .cache import Cache
+    from .coalesce import Coalescer
+    from .entry import CachedResponse
+    from .near import NearCache
+    from .rules import Rule
+    from .screening import Screen
+    from .settings import Settings
+    from .store import Lock, RedisStore
+
+CONDITIONS = ("HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE")
+# Why a 304 could not freshen the stored response that say the response itself
+# may no longer be shared: the stored one goes too (RFC 9111 §3.2, §4.3.4).
+UNSHAREABLE = frozenset({"no-store", "private", "set-cookie", "vary-star", "status"})
+
+
+class Fetcher:
+    """Calls the app on the cache's behalf; every lock it is given, it releases."""
+
+    def __init__(
+        self,
+        app: WSGIApplication,
+        settings: Settings,
+        store: RedisStore,
+        locks: Coalescer,
+        cache: Cache,
+        near: NearCache | None,
+        recorder: Recorder,
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.store = store
+        self.locks = locks
+        self.cache = cache
+        self.near = near
+        self.recorder = recorder
+
+    # -- passing on --------------------------------------------------------------
+
+    def pass_on(
+        self,
+        environ: WSGIEnvironment,
+        start_response: StartResponse,
+        fwd: str,
+        detail: str,
+        rule: Rule | None = None,
+    ) -> Iterable[bytes]:
+        """Forward a request the cache may neither answer nor store."""
+        capture = Capture()
+        capture.run(self.app, environ)
+        x_cache = "BYPASS" if fwd == "bypass" else "MISS"
+        status = f"{CACHE_NAME}; fwd={fwd}; fwd-status={capture.status_code}; detail={detail}"
+        headers = [
+            *capture.headers,
+            ("X-Cache", x_cache),
+            ("Cache-Status", with_rule(status, rule)),
+        ]
+        self.recorder.response(environ, x_cache, headers, detail, capture.app_seconds)
+        return capture.commit(start_response, headers)
+
+    def pass_unsafe(
+        self, environ: WSGIEnvironment, start_response: StartResponse, screen: Screen
+    ) -> Iterable[bytes]:
+        """RFC 9111 §4.4: forward an unsafe request, then invalidate what its
+        success may have changed (with the same key material its GET has)."""
+        url = request_url(environ, self.cache.normalize(environ.get("QUERY_STRING", ""))[0])
+        extra = screen.key_extra(environ)
+        capture = Capture()
+        capture.run(self.app, environ)
+        status_code = capture.status_code
+        cache_status = f"{CACHE_NAME}; fwd=method; fwd-status={status_code}"
+        detail = "method"
+        if url is not None:
+            done = True
+            targets = policy.invalidated_urls(
+                url, status_code, capture.headers, self.cache.normalize
+            )
+            for target in targets:
+                done = self.purge(f"{target}\n{extra}" if extra else target) and done
+            if targets:
+                self.recorder.event(environ, "INVALIDATED", len(targets))
+            if not done:
+                detail = "invalidation-pending"
+                cache_status += f"; detail={detail}"
+        headers = [*capture.headers, ("X-Cache", "BYPASS"), ("Cache-Status", cache_status)]
+        self.recorder.response(environ, "BYPASS", headers, detail, capture.app_seconds)
+        return capture.commit(start_response, headers)
+
+    def purge(self, url: str) -> bool:
+        """Forget what is stored under the key of ``url`` (key material and all);
+        False if Redis failed (the store retries it once Redis answers)."""
+        key = primary_key(self.settings.prefix, url)
+        if self.near is not None:
+            self.near.invalidate(key)
+        return self.store.purge_key(key)
+
+    # -- fetching ----------------------------------------------------------------
+
+    def fetch(
+        self,
+        exchange: Exchange,
+        stale: CachedResponse | None,
+        lock: Lock | None,
+        fwd: str,
+        revalidate: bool,
+    ) -> Iterable[bytes]:
+        """Call the app (§4.3.1: conditionally, to revalidate ``stale``), store
+        its answer when allowed and send it on; or serve ``stale`` instead of an
+        error when stale-if-error allows (RFC 5861 §4). Releases ``lock``."""
+        request = exchange.request
+        environ = exchange.environ
+        if revalidate and stale is not None:
+            environ = dict(environ)
+            environ[ENVIRON_ORIGINAL] = {
+                **environ.get(ENVIRON_ORIGINAL, {}),
+                **{name: environ.pop(name) for name in CONDITIONS if name in environ},
+            }
+            environ.update(policy.validation_headers(stale))
+        request_time = time.time()
+        capture = Capture()
+        try:
+            capture.run(self.app, environ)
+        except Exception:
+            served = self._instead_of_error(exchange, stale, lock)
+            if served is None:
+                raise
+            return served
+        status_code = capture.status_code
+
+        if (
+            status_code >= 500
+            and stale is not None
+            and policy.stale_if_error(stale, request, time.time())
+        ):
+            capture.close()
+            self.locks.release(lock, "status")
+            return exchange.serve_instead_of_error(stale, status_code)
+        if revalidate and stale is not None and status_code == 304:
+            capture.close()
+            return self._freshen(exchange, stale, lock, capture.headers, request_time, fwd)
+        if stale is not None and request.method == "HEAD":
+            self._check_head(exchange, stale, capture.headers)
+
+        detail = self._not_storable_reason(request, capture, exchange.settings)
+        if detail is None and not self.store.available:
+            detail = "redis-unavailable"
+        if detail is not None:
+            self.locks.release(lock, detail)
+            return self._send(exchange, capture, fwd, detail)
+        if capture.length_known:
+            return self._fetch_whole(exchange, stale, lock, fwd, capture, request_time)
+        return self._fetch_streamed(exchange, lock, fwd, capture, request_time)
+
+    def _instead_of_error(
+        self, exchange: Exchange, stale: CachedResponse | None, lock: Lock | None
+    ) -> Iterable[bytes] | None:
+        """The app raised before its response started: release ``lock`` marking
+        the key hit-for-miss (followers go to the app themselves, at once), and
+        serve ``stale`` if stale-if-error allows; None to raise the exception."""
+        self.locks.release(lock, "error")
+        if stale is not None and policy.stale_if_error(stale, exchange.request, time.time()):
+            return exchange.serve_instead_of_error(stale, None)
+        return None
+
+    def _not_storable_reason(
+        self, request: policy.RequestPolicy, capture: Capture, settings: Settings
+    ) -> str | None:
+        """Why the app's response may not be stored; ``malformed`` for a status
+        or headers no WSGI server would send as they are."""
+        if not servable_status(capture.status):
+            return "malformed"
+        try:
+            servable_headers(capture.headers)
+        except EntryFormatError:
+            return "malformed"
+        return policy.not_storable_reason(request, capture.status_code, capture.headers, settings)
+
+    def _send(
+        self, exchange: Exchange, capture: Capture, fwd: str, detail: str | None
+    ) -> Iterable[bytes]:
+        """Send the app's response on as it streams, with what the cache says of
+        it (``detail`` None: it will be stored once complete)."""
+        x_cache = "BYPASS" if fwd == "bypass" else "MISS"
+        headers = self._headers(exchange, capture, fwd, x_cache, detail=detail)
+        self.recorder.response(exchange.environ, x_cache, headers, detail, capture.app_seconds)
+        return capture.commit(exchange.start_response, headers)
+
+    def _headers(
+        self,
+        exchange: Exchange,
+        capture: Capture,
+        fwd: str,
+        x_cache: str,
+        detail: str | None = None,
+        stored: bool = False,
+    ) -> list[tuple[str, str]]:
+        """The app's headers as the client gets them (tag headers kept for the
+        cache), and what the cache says of the response."""
+        cache_status = f"fwd={fwd}; fwd-status={capture.status_code}"
+        if stored:
+            cache_status += "; stored"
+        if detail is not None:
+            cache_status += f"; detail={detail}"
+        headers = capture.headers
+        if not self.settings.forward_tag_headers:
+            headers = without_tag_headers(headers, self.settings.tag_headers)
+        return [
+            *headers,
+            ("X-Cache", x_cache),
+            ("Cache-Status", exchange.cache_status(cache_status)),
+        ]
+
+    def _entry(
+        self, exchange: Exchange, capture: Capture, body: bytes, request_time: float
+    ) -> CachedResponse | None:
+        """The entry to store for the app's complete response (None when it is
+        of no use), with its tags: the tag headers', the rule's and those the
+        app gave with ``add_tags``."""
+        assert capture.status is not None
+        headers = capture.headers
+        if not self.settings.forward_tag_headers:
+            headers = without_tag_headers(headers, self.settings.tag_headers)
+        entry = policy.build_entry(
+            exchange.url,
+            exchange.request,
+            capture.status,
+            headers,
+            body,
+            request_time,
+            time.time(),
+            exchange.settings,
+        )
+        if entry is None:
+            return None
+        tags = response_tags(capture.headers, self.settings.tag_headers)
+        if exchange.rule is not None:
+            tags.extend(exchange.rule.tags)
+        tags.extend(exchange.environ.get(ENVIRON_TAGS, ()))
+        return dataclasses.replace(entry, tags=tuple(dict.fromkeys(tags))) if tags else entry
+
+    def _fetch_whole(
+        self,
+        exchange: Exchange,
+        stale: CachedResponse | None,
+        lock: Lock | None,
+        fwd: str,
+        capture: Capture,
+        request_time: float,
+    ) -> Iterable[bytes]:
+        """A body of known length within ``max_body_bytes``: read it all, store
+        it, then answer. The store is done before the client hears back, so
+        the next request finds it, and ``Cache-Status`` says what happened."""
+        try:
+            body = capture.read_body(self.settings.max_body_bytes)
+        except Exception:
+            served = self._instead_of_error(exchange, stale, lock)
+            if served is None:
+                raise
+            return served
+        if body is None:
+            detail = "too-large" if capture.too_large else "incomplete"
+            self.locks.release(lock, detail)
+            return self._send(exchange, capture, fwd, detail)
+        entry = self._entry(exchange, capture, body, request_time)
+        detail = None
+        stored = False
+        if entry is None:
+            detail = "not-reusable"
+            self.locks.release(lock, detail)
+        else:
+            stored = self.save(exchange, entry, lock, entry.stored_at)
+            if not stored:
+                detail = "redis-unavailable"
+        x_cache = "BYPASS" if fwd == "bypass" else "MISS"
+        headers = self._headers(exchange, capture, fwd, x_cache, detail=detail, stored=stored)
+        self.recorder.response(exchange.environ, x_cache, headers, detail, capture.app_seconds)
+        return capture.respond(exchange.start_response, headers, body)
+
+    def _fetch_streamed(
+        self,
+        exchange: Exchange,
+        lock: Lock | None,
+        fwd: str,
+        capture: Capture,
+        request_time: float,
+    ) -> Iterable[bytes]:
+        """A body of unknown length: stream it on, keeping a copy, and store it
+        once the server has closed it complete (holding ``lock`` until then)."""
+
+        def store(body: bytes | None, too_large: bool) -> None:
+            if body is None:
+                reason = "too-large" if too_large else "error" if capture.failed else None
+                self.locks.release(lock, reason)
+                return
+            entry = self._entry(exchange, capture, body, request_time)
+            if entry is None:
+                self.locks.release(lock, "not-reusable")
+            else:
+                self.save(exchange, entry, lock, entry.stored_at)
+
+        x_cache = "BYPASS" if fwd == "bypass" else "MISS"
+        headers = self._headers(exchange, capture, fwd, x_cache)
+        self.recorder.response(exchange.environ, x_cache, headers, None, capture.app_seconds)
+        return capture.commit(exchange.start_response, headers, self.settings.max_body_bytes, store)
+
+    def _freshen(
+        self,
+        exchange: Exchange,
+        stale: CachedResponse,
+        lock: Lock | None,
+        headers: list[tuple[str, str]],
+        request_time: float,
+        fwd: str,
+    ) -> Iterable[bytes]:
+        """RFC 9111 §4.3.3-4: a 304 freshens the stored response it validates,
+        when the response it makes could have been stored as a 200."""
+        if not policy.validators_match(stale, headers):
+            # §4.3.4: the 304 selects another response than the stored one.
+            self.purge(exchange.url)
+            return self.fetch(exchange, None, lock, fwd, revalidate=False)
+        response_time = time.time()
+        fresh = policy.freshen(stale, headers, request_time, response_time, exchange.settings)
+        fresh = dataclasses.replace(fresh, tags=stale.tags)
+        reason = policy.not_storable_reason(
+            exchange.request, stale.status_code, fresh.headers, exchange.settings
+        )
+        if reason is not None:
+            # The client gets what the app said (its cookie too); the stored
+            # response is not updated, and not kept under what it said.
+            self.locks.release(lock, reason)
+            if reason in UNSHAREABLE:
+                self.purge(exchange.url)
+            now = time.time()
+            status = f"fwd={fwd}; fwd-status=304; detail={reason}"
+            if policy.is_conditional(exchange.environ) and policy.not_modified(
+                fresh, exchange.environ
+            ):
+                extra = [("X-Cache", "MISS"), ("Cache-Status", exchange.cache_status(status))]
+                return exchange.answer(("304 Not Modified", headers + extra, []), "MISS", reason)
+            return exchange.serve(fresh, now, "MISS", status, reason)
+        stored = self.save(exchange, fresh, lock, response_time)
+        now = time.time()
+        status = f"fwd={fwd}; fwd-status=304; {'stored; ' if stored else ''}ttl={ttl(fresh, now)}"
+        return exchange.serve(fresh, now, "MISS", status)
+
+    def save(
+        self, exchange: Exchange, entry: CachedResponse, lock: Lock | None, now: float
+    ) -> bool:
+        """Store ``entry`` and release ``lock``; True if it was stored."""
+        redis_ttl = policy.redis_ttl(entry, now, exchange.settings)
+        if redis_ttl <= 0:
+            self.locks.release(lock)
+            return False
+        variant = variant_id(entry.vary, exchange.headers) if entry.vary else ""
+        # Purges by URL find the entry by its URL (without key material), and
+        # by the URL a client behind a reverse proxy asked for.
+        plain = exchange.url.split("\n", 1)[0]
+        urls = [plain]
+        if exchange.url != plain:
+            public = forwarded_url(exchange.environ, plain, self.cache.normalize)
+            if public is not None:
+                urls.append(public)
+        stored = self.store.save(exchange.key, entry, redis_ttl, variant, lock, urls)
+        if stored:
+            self.locks.saved(lock)
+            self.recorder.event(exchange.environ, "STORED")
+        else:
+            self.locks.release(lock)
+        return stored
+
+    def _check_head(
+        self, exchange: Exchange, entry: CachedResponse, headers: list[tuple[str, str]]
+    ) -> None:
+        """RFC 9111 §4.3.5: a HEAD response whose validators differ from the
+        stored response's makes the stored response unusable."""
+        if not policy.validators_match(entry, headers):
+            self.purge(exchange.url)
