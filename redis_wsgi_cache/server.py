@@ -30,6 +30,10 @@ class RedisServerError(RuntimeError):
     """No redis-server binary, or it would not start."""
 
 
+class PortTaken(RedisServerError):
+    """Another process listens on the port the server was to use."""
+
+
 def find_redis_server() -> str:
     """The path of a redis-server binary; :class:`RedisServerError` if none."""
     configured = os.environ.get(BINARY_ENV)
@@ -84,6 +88,7 @@ class RedisServer:
 
     def __init__(self, port: int | None = None, binary: str | None = None, *extra: str) -> None:
         self.binary = binary or find_redis_server()
+        self._free_port = not port
         self.port = port or free_port()
         self.extra = extra
         self.process: subprocess.Popen[bytes] | None = None
@@ -99,6 +104,18 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> RedisServer:
+        """Start the server and wait until it answers. When the port was chosen
+        here and another process took it meanwhile, try another one."""
+        for attempt in range(3):
+            try:
+                return self._start(timeout)
+            except PortTaken:
+                if not self._free_port or attempt == 2:
+                    raise
+                self.port = free_port()
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> RedisServer:
         self._dir = tempfile.TemporaryDirectory(prefix="redis-wsgi-cache-")
         self.process = subprocess.Popen(
             [
@@ -127,6 +144,9 @@ class RedisServer:
             while True:
                 if self.process.poll() is not None:
                     log = Path(self.logfile).read_text(errors="replace")
+                    self.stop()
+                    if "Address already in use" in log:
+                        raise PortTaken(f"port {self.port} is taken")
                     raise RedisServerError(f"{self.binary} exited at start: {log.strip()[-500:]}")
                 try:
                     client.ping()

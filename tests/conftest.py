@@ -31,7 +31,7 @@ TEST_SERVER = os.environ.get(TEST_SERVER_ENV) or None
 # Keep the developer's own environment and the repository's setup.cfg out of
 # the tests: each test states the settings it relies on.
 for _name in list(os.environ):
-    if _name.startswith("REDIS_WSGI_CACHE_"):
+    if _name.startswith("REDIS_WSGI_CACHE_") and _name != TEST_SERVER_ENV:
         del os.environ[_name]
 os.environ["REDIS_WSGI_CACHE_CONFIG"] = os.devnull
 
