@@ -1,7 +1,8 @@
-"""The redis-wsgi-cache command: the settings in effect, what the cache did, what
-it holds for a URL, and purging, for operators. Settings are read as the
-middleware reads them (environment, then setup.cfg or --config), with
---redis-url, --key-prefix and --set NAME=VALUE on top."""
+"""The redis-wsgi-cache command, for operators: the settings in effect, what the
+cache did, whether it can work, what it holds for a URL, purging, and serving an
+app behind it. Settings are read as the middleware reads them (environment,
+then setup.cfg or --config), with --redis-url, --key-prefix and --set
+NAME=VALUE on top."""
 
 from __future__ import annotations
 
@@ -124,7 +125,8 @@ def _health(args: argparse.Namespace) -> int:
         return 1
     print(
         f"ok: Redis reachable in {health['latency_ms']:.1f} ms, breaker"
-        f" {health['breaker']}, {health['entries']:,} URLs stored,"
+        f" {health['breaker']}, {health['entries']:,} URL{'' if health['entries'] == 1 else 's'}"
+        " stored,"
         f" {health['memory_bytes'] / 2**20:.1f} MiB used by Redis"
     )
     return 0

@@ -260,7 +260,7 @@ def test_health_command(cached, redis_server, redis_client):
     done = cli("health", redis_url=redis_server.url)
     assert done.returncode == 0
     assert re.fullmatch(
-        r"ok: Redis reachable in [0-9.]+ ms, breaker closed, 1 URLs stored,"
+        r"ok: Redis reachable in [0-9.]+ ms, breaker closed, 1 URL stored,"
         r" [0-9.]+ MiB used by Redis\n",
         done.stdout,
     )
