@@ -90,6 +90,17 @@ class Settings:
     forward_tag_headers: bool = False
     rules: Rules = dataclasses.field(default_factory=Rules)
     metrics_path: str = ""
+    cluster: bool = False
+    sentinels: tuple[tuple[str, int], ...] = ()
+    sentinel_service: str = "mymaster"
+    sentinel_username: str = ""
+    sentinel_password: str = ""
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_verify: str = "required"
+    compress: str = "off"
+    compress_min_bytes: int = 1024
 
 
 def _non_negative_int(value: str) -> int:
@@ -128,20 +139,54 @@ def _non_negative_seconds(value: str) -> float:
 
 
 def _redis_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("redis", "rediss", "unix"):
-        raise ValueError
-    if parts.scheme == "unix":
-        if not parts.path:
+    urls = [url.strip() for url in value.split(",")]
+    # Seeds after the first may be host:port, with the first one's scheme.
+    scheme = urlsplit(urls[0]).scheme
+    urls = [urls[0], *(url if "://" in url else f"{scheme}://{url}" for url in urls[1:])]
+    schemes = {urlsplit(url).scheme for url in urls}
+    if len(urls) > 1 and not schemes <= {"redis", "rediss", "redis+cluster", "rediss+cluster"}:
+        raise ValueError  # several seeds make sense for a cluster only
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"):
             raise ValueError
-    else:
+        if parts.scheme == "unix":
+            if not parts.path:
+                raise ValueError
+            continue
         if not parts.hostname:
             raise ValueError
         parts.port  # noqa: B018 (raises ValueError for a port that is not 0-65535)
         database = parts.path.strip("/")
         if database and not (database.isdigit() and database.isascii()):
             raise ValueError
+    return ",".join(urls)
+
+
+def _host_ports(value: str) -> tuple[tuple[str, int], ...]:
+    found = []
+    for item in _names(value):
+        host, colon, port = item.rpartition(":")
+        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError
+        found.append((host.strip("[]"), int(port)))
+    return tuple(found)
+
+
+def _text(value: str) -> str:
+    if any(c in value for c in "\r\n\x00"):
+        raise ValueError
     return value
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        lowered = value.strip().lower()
+        if lowered not in choices:
+            raise ValueError
+        return lowered
+
+    return parse
 
 
 def _prefix(value: str) -> str:
@@ -210,7 +255,8 @@ def _boolean(value: str) -> bool:
 _PARSERS: dict[str, tuple[Callable[[str], t.Any], str]] = {
     "redis_url": (
         _redis_url,
-        "a redis://host[:port][/db], rediss://… or unix:///path URL, port 0-65535",
+        "a redis://[user:password@]host[:port][/db], rediss://… or unix:///path URL,"
+        " port 0-65535; for a cluster, seeds separated by commas",
     ),
     "prefix": (
         _prefix,
@@ -251,6 +297,17 @@ _PARSERS: dict[str, tuple[Callable[[str], t.Any], str]] = {
     "forward_tag_headers": (_boolean, "true or false"),
     "rules": (parse_rules, "rules as the README's Per-path rules describe them"),
     "metrics_path": (_path, "a path starting with / (empty: no metrics endpoint)"),
+    "cluster": (_boolean, "true or false"),
+    "sentinels": (_host_ports, "host:port of each sentinel, separated by commas"),
+    "sentinel_service": (_text, "the name the sentinels know the master by"),
+    "sentinel_username": (_text, "a user name, or nothing"),
+    "sentinel_password": (_text, "a password, or nothing"),
+    "tls_ca_file": (_text, "the path of a PEM file of CA certificates, or nothing"),
+    "tls_cert_file": (_text, "the path of a PEM client certificate, or nothing"),
+    "tls_key_file": (_text, "the path of the client certificate's PEM key, or nothing"),
+    "tls_verify": (_choice("required", "optional", "none"), "required, optional or none"),
+    "compress": (_choice("off", "gzip", "zstd"), "off, gzip or zstd"),
+    "compress_min_bytes": (_positive_int, "a whole number of bytes >= 1"),
 }
 # Settings whose value is a list (given in code as a list, tuple or set).
 _LISTS = frozenset(
@@ -261,10 +318,11 @@ _LISTS = frozenset(
         "bypass_headers",
         "ignored_query_params",
         "tag_headers",
+        "sentinels",
     }
 )
 # Settings that take true or false.
-_BOOLEANS = frozenset({"ignore_request_no_cache", "sort_query", "forward_tag_headers"})
+_BOOLEANS = frozenset({"ignore_request_no_cache", "sort_query", "forward_tag_headers", "cluster"})
 
 FIELDS = tuple(field.name for field in dataclasses.fields(Settings))
 
@@ -285,7 +343,9 @@ def _validate(name: str, value: t.Any, source: str) -> t.Any:
     elif isinstance(value, (int, float, bool)):
         text = str(value).lower() if isinstance(value, bool) else str(value)
     elif name in _LISTS and isinstance(value, (list, tuple, set, frozenset)):
-        text = ",".join(str(v) for v in value)
+        text = ",".join(
+            f"{v[0]}:{v[1]}" if isinstance(v, tuple) and len(v) == 2 else str(v) for v in value
+        )
     else:
         raise SettingsError(f"{name}={value!r} from {source}: expected {allowed}")
     if name == "default_ttl" and isinstance(value, float) and not value.is_integer():

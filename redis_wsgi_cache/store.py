@@ -7,15 +7,18 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import threading
 import time
 import typing as t
 from collections.abc import Callable, Mapping
+from urllib.parse import unquote, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
-from redis.cluster import RedisCluster
+from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import ClusterDownError, RedisClusterException
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from . import scripts
 from .entry import FIELDS, CachedResponse
@@ -90,15 +93,81 @@ def new_token() -> str:
     return os.urandom(12).hex()
 
 
-def make_client(settings: Settings) -> redis.Redis:
-    """A client whose every call is bounded by ``socket_timeout`` and never
-    retried, so a dead Redis costs at most one timeout."""
-    return redis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.socket_timeout,
-        socket_connect_timeout=settings.socket_timeout,
-        retry=Retry(NoBackoff(), 0),
-    )
+def make_client(settings: Settings) -> redis.Redis | RedisCluster:
+    """The client the settings describe: a standalone Redis (``redis_url``), a
+    Redis Cluster (``cluster``, or a ``redis+cluster://`` URL, with seeds
+    separated by commas) or the master a set of ``sentinels`` knows as
+    ``sentinel_service``; TLS for ``rediss://`` (``tls_*``). Every call is
+    bounded by ``socket_timeout`` and never retried, so a dead Redis costs at
+    most one timeout."""
+    urls = settings.redis_url.split(",")
+    first = urlsplit(urls[0])
+    tls = first.scheme.startswith("rediss")
+    bounded: dict[str, t.Any] = {
+        "socket_timeout": settings.socket_timeout,
+        "socket_connect_timeout": settings.socket_timeout,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if tls:
+        bounded.update(
+            ssl_cert_reqs=settings.tls_verify,
+            ssl_ca_certs=settings.tls_ca_file or None,
+            ssl_certfile=settings.tls_cert_file or None,
+            ssl_keyfile=settings.tls_key_file or None,
+            ssl_check_hostname=settings.tls_verify == "required",
+        )
+    credentials = {
+        "username": unquote(first.username) if first.username else None,
+        "password": unquote(first.password) if first.password else None,
+    }
+    if settings.sentinels:
+        database = first.path.strip("/")
+        sentinel = Sentinel(
+            list(settings.sentinels),
+            sentinel_kwargs={
+                "username": settings.sentinel_username or None,
+                "password": settings.sentinel_password or None,
+                "socket_timeout": settings.socket_timeout,
+                "socket_connect_timeout": settings.socket_timeout,
+            },
+        )
+        return sentinel.master_for(
+            settings.sentinel_service,
+            db=int(database) if database else 0,
+            ssl=tls,
+            **credentials,
+            **bounded,
+        )
+    if settings.cluster or first.scheme.endswith("+cluster"):
+        nodes = [ClusterNode(urlsplit(url).hostname, urlsplit(url).port or 6379) for url in urls]
+        return LazyCluster(startup_nodes=nodes, ssl=tls, **credentials, **bounded)
+    return redis.Redis.from_url(urls[0], **bounded)
+
+
+class LazyCluster:
+    """A ``RedisCluster`` made on first use: making one connects to the cluster,
+    and a cluster that is down when the app starts must cost the app nothing
+    but misses (a failure to connect is a Redis failure like any other)."""
+
+    def __init__(self, **kwargs: t.Any) -> None:
+        self._kwargs = kwargs
+        self._client: RedisCluster | None = None
+        self._guard = threading.Lock()
+
+    def _cluster(self) -> RedisCluster:
+        with self._guard:
+            if self._client is None:
+                self._client = RedisCluster(**self._kwargs)
+            return self._client
+
+    def get_connection_kwargs(self) -> dict[str, t.Any]:
+        return dict(self._kwargs)
+
+    def register_script(self, script: bytes) -> t.Any:
+        return redis.commands.core.Script(self, script)
+
+    def __getattr__(self, name: str) -> t.Any:
+        return getattr(self._cluster(), name)
 
 
 def _is_per_key(error: redis.ResponseError) -> bool:
@@ -133,13 +202,15 @@ class RedisStore:
         self._pool = client.connection_pool if isinstance(client, redis.Redis) else None
         # A cluster runs a script on the keys of one slot only: the indexes,
         # in slots of their own, are kept by a round trip before the save.
-        self.cluster = isinstance(client, RedisCluster)
+        self.cluster = isinstance(client, RedisCluster | LazyCluster)
         self.url_index = url_index_keys(settings.prefix)
-        self._try_miss = client.register_script(scripts.MISS)
-        self._lock = client.register_script(scripts.LOCK)
-        self._save = client.register_script(scripts.SAVE)
-        self._purge = client.register_script(scripts.PURGE)
-        self._release = client.register_script(scripts.RELEASE)
+        # Scripts as bytes: their digests are worked out here, without a client
+        # that would connect to find its encoding.
+        self._try_miss = client.register_script(scripts.MISS.encode())
+        self._lock = client.register_script(scripts.LOCK.encode())
+        self._save = client.register_script(scripts.SAVE.encode())
+        self._purge = client.register_script(scripts.PURGE.encode())
+        self._release = client.register_script(scripts.RELEASE.encode())
         self._vary_names: dict[str, tuple[str, ...]] = {}
         self._decoded: dict[str, tuple[list[bytes | None], CachedResponse]] = {}
         self._closed_at = 0.0
