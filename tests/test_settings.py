@@ -56,6 +56,17 @@ def test_every_setting_has_an_environment_variable():
         "forward_tag_headers": "true",
         "rules": "/static/* ttl=3600",
         "metrics_path": "/metrics",
+        "cluster": "true",
+        "sentinels": "s1:26379, [::1]:26380",
+        "sentinel_service": "cache",
+        "sentinel_username": "watcher",
+        "sentinel_password": "secret",
+        "tls_ca_file": "/etc/ssl/ca.pem",
+        "tls_cert_file": "/etc/ssl/client.pem",
+        "tls_key_file": "/etc/ssl/client.key",
+        "tls_verify": "optional",
+        "compress": "gzip",
+        "compress_min_bytes": "512",
     }
     assert set(values) == set(FIELDS)
     environ = {f"REDIS_WSGI_CACHE_{name.upper()}": value for name, value in values.items()}
@@ -76,6 +87,9 @@ def test_every_setting_has_an_environment_variable():
     assert settings.tag_headers == ("surrogate-key",)
     assert settings.forward_tag_headers is True
     assert settings.rules.match("/static/a.css").ttl == 3600
+    assert settings.sentinels == (("s1", 26379), ("::1", 26380))
+    assert settings.cluster is True
+    assert settings.compress_min_bytes == 512
 
 
 def test_config_file_beats_default(config):
@@ -178,3 +192,39 @@ def test_keyword_values_of_native_types():
     assert settings.cacheable_statuses == frozenset({200, 301})
     assert settings.ignore_request_no_cache is True
     assert settings.socket_timeout == 1.0
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis+cluster://h1:7000,h2:7001", "rediss+cluster://u:p@h1:7000", "redis://a:1,redis://b:2"],
+)
+def test_a_cluster_takes_several_seeds(url):
+    settings = load_settings({"redis_url": url}, environ={})
+    assert len(settings.redis_url.split(",")) == len(url.split(","))
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("redis_url", "unix:///a.sock,unix:///b.sock"),
+        ("redis_url", "redis://h:abc/0"),
+        ("redis_url", "redis://h:99999"),
+        ("redis_url", "redis://h/x"),
+        ("sentinels", "nohost"),
+        ("sentinels", "h:0"),
+        ("tls_verify", "maybe"),
+        ("compress", "brotli"),
+    ],
+)
+def test_topology_settings_are_checked(name, value):
+    with pytest.raises(SettingsError, match=f"{name}="):
+        load_settings({name: value}, environ={})
+
+
+def test_a_cluster_made_from_settings_does_not_connect_until_used():
+    """A cluster down when the app starts: the app starts, uncached."""
+    from redis_wsgi_cache.store import make_client
+
+    client = make_client(load_settings({"redis_url": "redis+cluster://127.0.0.1:1"}, environ={}))
+    with pytest.raises(Exception, match="cannot be connected"):
+        client.ping()
