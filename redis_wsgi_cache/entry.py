@@ -10,7 +10,7 @@ import dataclasses
 import json
 import re
 
-FORMAT_VERSION = b"3"
+FORMAT_VERSION = b"4"
 # RFC 9111 §1.2.2: the largest delta-seconds a cache needs to represent.
 MAX_SECONDS = 2147483648.0
 # A time far beyond any stored response's (the year 5138).
@@ -56,6 +56,8 @@ class CachedResponse:
     vary: tuple[str, ...] = ()
     fetch: str = ""
     tags: tuple[str, ...] = ()
+    #: the coding the cache compressed ``body`` with ("": as the app sent it)
+    encoding: str = ""
 
     @property
     def status_code(self) -> int:
@@ -104,6 +106,7 @@ class CachedResponse:
             "vary": ",".join(self.vary),
             "fetch": self.fetch,
             "tags": " ".join(self.tags),
+            "enc": self.encoding,
         }
 
     @classmethod
@@ -121,7 +124,7 @@ class CachedResponse:
         if len(present) != len(FIELDS):
             raise EntryFormatError("missing fields")
         (_, url, status, headers, body, stored_at, age, fresh, swr, sie, flags, etag,
-         last_modified, vary, fetch, tags) = present  # fmt: skip
+         last_modified, vary, fetch, tags, enc) = present  # fmt: skip
         try:
             pairs = servable_headers(json.loads(headers))
             status_line = status.decode("utf-8")
@@ -152,6 +155,7 @@ class CachedResponse:
                 vary=vary_names,
                 fetch=fetch.decode("ascii"),
                 tags=tuple(tags.decode("utf-8").split()),
+                encoding=_encoding(enc),
             )
         except EntryFormatError:
             raise
@@ -184,6 +188,12 @@ def servable_status(status: object) -> bool:
     return type(status) is str and _STATUS.fullmatch(status) is not None
 
 
+def _encoding(value: bytes) -> str:
+    if value not in (b"", b"gzip", b"zstd"):
+        raise EntryFormatError("unknown body coding")
+    return value.decode()
+
+
 def _seconds(value: bytes, low: float, high: float) -> float:
     """A stored number of seconds, finite and within [low, high]."""
     number = float(value)
@@ -194,4 +204,4 @@ def _seconds(value: bytes, low: float, high: float) -> float:
 
 # The hash fields of an entry, in the order from_values expects them.
 FIELDS = ("v", "url", "status", "headers", "body", "stored_at", "age", "fresh", "swr", "sie",
-          "flags", "etag", "lm", "vary", "fetch", "tags")  # fmt: skip
+          "flags", "etag", "lm", "vary", "fetch", "tags", "enc")  # fmt: skip

@@ -10,7 +10,7 @@ import time
 import typing as t
 from collections.abc import Iterable
 
-from . import policy
+from . import compression, policy
 from .capture import Capture
 from .entry import EntryFormatError, servable_headers, servable_status
 from .exchange import CACHE_NAME, Exchange, Recorder, ttl, with_rule
@@ -254,6 +254,11 @@ class Fetcher:
         )
         if entry is None:
             return None
+        stored, coding = compression.encode(
+            self.settings.compress, self.settings.compress_min_bytes, headers, body
+        )
+        if coding:
+            entry = dataclasses.replace(entry, body=stored, encoding=coding)
         tags = response_tags(capture.headers, self.settings.tag_headers)
         if exchange.rule is not None:
             tags.extend(exchange.rule.tags)
@@ -342,7 +347,7 @@ class Fetcher:
             return self.fetch(exchange, None, lock, fwd, revalidate=False)
         response_time = time.time()
         fresh = policy.freshen(stale, headers, request_time, response_time, exchange.settings)
-        fresh = dataclasses.replace(fresh, tags=stale.tags)
+        fresh = dataclasses.replace(fresh, tags=stale.tags, encoding=stale.encoding)
         reason = policy.not_storable_reason(
             exchange.request, stale.status_code, fresh.headers, exchange.settings
         )

@@ -10,7 +10,7 @@ import time
 import typing as t
 from collections.abc import Iterable
 
-from . import policy, respond
+from . import compression, policy, respond
 from .background import BackgroundPool, background_environ, warn_without_threads
 from .cache import Cache
 from .coalesce import USABLE, Coalescer
@@ -85,6 +85,10 @@ class CacheMiddleware:
         **settings: t.Any,
     ) -> None:
         self.settings = load_settings(settings, config_file=config_file)
+        if not compression.available(self.settings.compress):
+            raise SettingsError(
+                f"compress={self.settings.compress!r}: pip install 'redis-wsgi-cache[zstd]'"
+            )
         client = client if client is not None else make_client(self.settings)
         self.metrics: Metrics | None = None
         if self.settings.metrics_path or registry is not None:
@@ -203,7 +207,8 @@ class CacheMiddleware:
             entry = self.near.get(key, headers)
             now = time.time()
             if entry is not None and policy.reuse(entry, request, now) == Reuse.FRESH:
-                return exchange.serve(entry, now, "HIT", f"hit; ttl={ttl(entry, now)}")
+                status = f"hit; ttl={ttl(entry, now)}; detail=near"
+                return exchange.serve(entry, now, "HIT", status, "near")
             generation = self.near.generation()
 
         found = self.locks.lookup(key, url, headers, request.may_coalesce)

@@ -459,11 +459,13 @@ def not_modified(entry: CachedResponse, environ: WSGIEnvironment) -> bool:
     return modified is not None and modified <= since
 
 
-def byte_range(entry: CachedResponse, environ: WSGIEnvironment) -> tuple[int, int] | None:
-    """The one byte range (start, stop) of a stored 200 that a ``Range`` request
-    asks for (RFC 9110 §14.2), or None to answer with the whole response: for
-    several ranges, an unsatisfiable one, or an ``If-Range`` that does not match
-    the stored response strongly (§13.1.5)."""
+def byte_range(
+    entry: CachedResponse, environ: WSGIEnvironment, length: int
+) -> tuple[int, int] | None:
+    """The one byte range (start, stop) of a stored 200 of ``length`` bytes that
+    a ``Range`` request asks for (RFC 9110 §14.2), or None to answer with the
+    whole response: for several ranges, an unsatisfiable one, or an
+    ``If-Range`` that does not match the stored response strongly (§13.1.5)."""
     if entry.status_code != 200:
         return None
     if_range = environ.get("HTTP_IF_RANGE")
@@ -483,7 +485,7 @@ def byte_range(entry: CachedResponse, environ: WSGIEnvironment) -> tuple[int, in
     requested = parse_range_header(environ.get("HTTP_RANGE"))
     if requested is None or len(requested.ranges) != 1:
         return None
-    return requested.range_for_length(len(entry.body))
+    return requested.range_for_length(length)
 
 
 def not_modified_headers(headers: Headers) -> Headers:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import typing as t
 
-from . import policy
+from . import compression, policy
 from .directives import MAX_DELTA
 
 if t.TYPE_CHECKING:
@@ -31,18 +31,23 @@ def from_entry(
     headers alone for HEAD, else the whole response; ``extra`` headers added."""
     if policy.is_conditional(environ) and policy.not_modified(entry, environ):
         return "304 Not Modified", policy.not_modified_headers(entry.headers) + extra, []
-    span = policy.byte_range(entry, environ) if byte_range else None
+    headers, body = entry.headers, entry.body
+    if entry.encoding:
+        headers, body = compression.representation(
+            entry.encoding, headers, body, environ, whole=not byte_range
+        )
+    span = policy.byte_range(entry, environ, len(body)) if byte_range else None
     if span is not None:
         start, stop = span
         headers = [
-            *((name, value) for name, value in entry.headers if name.lower() != "content-length"),
-            ("Content-Range", f"bytes {start}-{stop - 1}/{len(entry.body)}"),
+            *((name, value) for name, value in headers if name.lower() != "content-length"),
+            ("Content-Range", f"bytes {start}-{stop - 1}/{len(body)}"),
             ("Content-Length", str(stop - start)),
             *extra,
         ]
-        return "206 Partial Content", headers, [entry.body[start:stop]]
-    body = [] if environ.get("REQUEST_METHOD") == "HEAD" else [entry.body]
-    return entry.status, entry.headers + extra, body
+        return "206 Partial Content", headers, [body[start:stop]]
+    sent = [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
+    return entry.status, headers + extra, sent
 
 
 def gateway_timeout(cache_name: str) -> Response:

@@ -725,4 +725,6 @@ def test_vary_value_normalisation(value, expected):
     ],
 )
 def test_byte_range(stored, request_headers, expected):
-    assert policy.byte_range(entry(**stored), environ(**request_headers)) == expected
+    stored_entry = entry(**stored)
+    span = policy.byte_range(stored_entry, environ(**request_headers), len(stored_entry.body))
+    assert span == expected
