@@ -38,10 +38,12 @@ _COMPRESSIBLE = (
 )
 # A compressed body is stored only if it saves at least this share of bytes.
 WORTHWHILE = 0.9
-# Encoded bodies decoded per process, kept by their bytes, so that clients that
-# do not accept the coding cost one decompression per stored body, not per hit.
-_DECODED_SIZE = 64
+# Decoded bodies kept per process by the encoded bytes they came from, so that
+# clients that do not accept the coding cost one decompression per stored body,
+# not one per hit; at most this many decoded bytes (forgotten all at once).
+DECODED_BYTES = 16 * 1024 * 1024
 _decoded: dict[bytes, bytes] = {}
+_decoded_bytes = 0
 
 
 def available(coding: str) -> bool:
@@ -90,13 +92,17 @@ def encode(coding: str, min_bytes: int, headers: Headers, body: bytes) -> tuple[
 
 
 def decoded(coding: str, body: bytes) -> bytes:
-    """``body`` decoded (remembered per process for the last few bodies)."""
+    """``body`` decoded (remembered per process, up to ``DECODED_BYTES``)."""
+    global _decoded_bytes
     found = _decoded.get(body)
     if found is None:
         found = decompress(coding, body)
-        if len(_decoded) >= _DECODED_SIZE:
+        if _decoded_bytes + len(found) > DECODED_BYTES:
             _decoded.clear()
-        _decoded[body] = found
+            _decoded_bytes = 0
+        if len(found) <= DECODED_BYTES:
+            _decoded[body] = found
+            _decoded_bytes += len(found)
     return found
 
 
