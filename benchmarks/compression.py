@@ -118,10 +118,12 @@ def main(argv: list[str] | None = None) -> int:
                     request(middleware, accept)
                     samples.append((time.perf_counter_ns() - started) / 1000)
         print(
-            f"# compression in Redis (redis-server {version}; {args.rounds} rounds of {args.batch})\n"
+            f"# compression in Redis (redis-server {version};"
+            f" {args.rounds} rounds of {args.batch})\n"
         )
         print(
-            "| body | compress | Redis memory per entry | vs off | client accepts | hit median µs | vs off |"
+            "| body | compress | Redis memory per entry | vs off | client accepts"
+            " | hit median µs | vs off |"
         )
         print("| --- | --- | ---: | ---: | --- | ---: | ---: |")
         base: dict[tuple[str, str], tuple[int, float]] = {}
