@@ -64,7 +64,7 @@ class Cache:
         self.settings = settings
         self.client = client
         self.normalize = QueryNormalizer(settings.ignored_query_params, settings.sort_query)
-        self.index = Index(client, settings)
+        self.index = Index(client, settings, settings.grace)
 
     def canonical_url(self, url: str) -> str:
         """``url`` as the cache keys it; :class:`ValueError` if it is not an

@@ -152,7 +152,7 @@ class Fetcher:
         if (
             status_code >= 500
             and stale is not None
-            and policy.stale_if_error(stale, request, time.time())
+            and policy.stale_if_error(stale, request, time.time(), exchange.settings.grace)
         ):
             capture.close()
             self.locks.release(lock, "status")
@@ -180,7 +180,9 @@ class Fetcher:
         the key hit-for-miss (followers go to the app themselves, at once), and
         serve ``stale`` if stale-if-error allows; None to raise the exception."""
         self.locks.release(lock, "error")
-        if stale is not None and policy.stale_if_error(stale, exchange.request, time.time()):
+        if stale is not None and policy.stale_if_error(
+            stale, exchange.request, time.time(), exchange.settings.grace
+        ):
             return exchange.serve_instead_of_error(stale, None)
         return None
 

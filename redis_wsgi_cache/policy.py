@@ -374,12 +374,14 @@ def build_entry(
 
 def redis_ttl(entry: CachedResponse, now: float, settings: Settings) -> int:
     """How long Redis keeps an entry: its remaining freshness plus the longest
-    time it may still be used stale or revalidated. Zero means not worth storing."""
+    time it may still be used stale (its windows, and the grace every entry
+    that may be served stale has) or revalidated (``keep``, with a validator).
+    Zero means not worth storing."""
     remaining = max(entry.ttl(now), 0.0)
-    if entry.must_revalidate:
+    if entry.must_revalidate or entry.no_cache:
         stale = 0.0
     else:
-        stale = max(entry.stale_while_revalidate, entry.stale_if_error)
+        stale = max(entry.stale_while_revalidate, entry.stale_if_error, float(settings.grace))
     if entry.has_validator:
         stale = max(stale, float(settings.keep))
     total = remaining + stale
@@ -414,22 +416,30 @@ def reuse(entry: CachedResponse, request: RequestPolicy, now: float) -> str:
         and -ttl <= request.max_stale
     ):
         return Reuse.STALE
-    if ttl <= 0 and not entry.must_revalidate and -ttl <= entry.stale_while_revalidate:
+    if (
+        ttl <= 0
+        and not entry.must_revalidate
+        and entry.stale_while_revalidate > 0
+        and -ttl <= entry.stale_while_revalidate
+    ):
         return Reuse.STALE_WHILE_REVALIDATE
     return Reuse.REVALIDATE if entry.has_validator else Reuse.MISS
 
 
-def stale_if_error(entry: CachedResponse, request: RequestPolicy, now: float) -> bool:
-    """Whether ``entry`` may stand in for an error from the app (RFC 5861 §4):
-    within the response's (or the default) window or the request's, and never
-    against must-revalidate (RFC 9111 §5.2.2.2) or an Authorization it may not
-    answer (§3.5)."""
+def stale_if_error(
+    entry: CachedResponse, request: RequestPolicy, now: float, grace: float = 0.0
+) -> bool:
+    """Whether ``entry`` may stand in for an error from the app (RFC 5861 §4,
+    and RFC 9111 §4.2.4's disconnected cache): within the response's (or the
+    default) window, the request's, or the ``grace`` every stale entry has; and
+    never against must-revalidate, proxy-revalidate or s-maxage (§5.2.2.2),
+    no-cache, or an Authorization it may not answer (§3.5)."""
     if entry.must_revalidate or entry.no_cache:
         return False
     if request.authorization and not entry.shared_auth:
         return False
     staleness = -entry.ttl(now)
-    window = entry.stale_if_error
+    window = max(entry.stale_if_error, grace)
     if request.stale_if_error is not None:
         window = max(window, request.stale_if_error)
     return staleness <= window

@@ -55,6 +55,7 @@ class Settings:
     hit_for_miss: int = 30
     stale_while_revalidate: int = 0
     stale_if_error: int = 0
+    grace: int = 10
     background_workers: int = 2
     near_cache_size: int = 0
     near_cache_bytes: int = 64 * 1024 * 1024
@@ -280,6 +281,7 @@ _PARSERS: dict[str, tuple[Callable[[str], t.Any], str]] = {
         f"a whole number of seconds from 0 to {MAX_DURATION}",
     ),
     "stale_if_error": (_duration, f"a whole number of seconds from 0 to {MAX_DURATION}"),
+    "grace": (_duration, f"a whole number of seconds from 0 to {MAX_DURATION}"),
     "background_workers": (_positive_int, "a whole number >= 1"),
     "near_cache_size": (_non_negative_int, "a whole number of entries >= 0 (0 turns it off)"),
     "near_cache_bytes": (_positive_int, "a whole number of bytes >= 1"),

@@ -2352,10 +2352,6 @@ DEPARTURES: dict[str, str] = {
     "headers-omit-headers-listed-in-Cache-Control-no-cache-single": (
         "no-cache with field names is treated as plain no-cache (§5.2.2.4 allows it)"
     ),
-    "ccreq-max-stale": _STALE_GONE,
-    "ccreq-max-stale-age": _STALE_GONE,
-    "stale-503": _STALE_GONE,
-    "stale-close": _STALE_GONE,
     "stale-warning-stored": "Warning is obsolete (RFC 9111) and never added",
     "stale-warning-become": "Warning is obsolete (RFC 9111) and never added",
     "head-200-retain": _STALE_GONE,

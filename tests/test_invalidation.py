@@ -128,7 +128,7 @@ def test_a_soft_purge_revalidates_with_the_validator(cached, redis_client):
 
 
 def test_a_soft_purge_of_an_entry_of_no_use_stale_deletes_it(cached, redis_client):
-    middleware = cached(counting_origin(), prefix="t", keep=0)
+    middleware = cached(counting_origin(), prefix="t", keep=0, grace=0)
     app = TestApp(middleware)
     app.get("/plain")
     assert middleware.purge("http://localhost/plain", soft=True) == 1
@@ -218,7 +218,7 @@ def test_purge_all_touches_only_this_prefix(cached, redis_client):
 
 def test_indexes_forget_expired_entries_and_expire_themselves(cached, redis_client):
     origin = Origin(headers=[("Cache-Control", "max-age=5"), ("Surrogate-Key", "k")])
-    middleware = cached(origin, prefix="t", keep=0)
+    middleware = cached(origin, prefix="t", keep=0, grace=0)
     for n in range(5):
         call(middleware, f"/old/{n}")
     urls, expiry = url_index_keys("t")
@@ -281,7 +281,7 @@ def test_rules_set_ttl_bypass_tags_and_windows(cached, redis_client):
         /admin/*   bypass
         ^/users/[0-9]+$  ttl=30 stale_while_revalidate=10
     """
-    middleware = cached(origin, prefix="t", rules=rules)
+    middleware = cached(origin, prefix="t", rules=rules, grace=0)
     app = TestApp(middleware)
     css = app.get("/static/site.css")
     assert 'rule="/static/*"' in css.headers["Cache-Status"]
@@ -362,10 +362,10 @@ def test_cli_purges_a_tag_a_prefix_and_all(filled):
     url, _middleware = filled
     done = cli(url, "--key-prefix", "t", "purge", "--prefix", "http://localhost/users/", "--soft")
     assert done.stdout == "marked stale 2 responses for URLs under http://localhost/users/\n"
-    # Of no use stale (no validator, no stale window), those two went.
+    # Marked stale, those two are kept for the grace time: a hard purge finds them.
     done = cli(url, "--key-prefix=t", "purge", "--tag", "team", "--tag", "nobody")
     assert done.stdout.splitlines() == [
-        "purged 1 response for tag team",
+        "purged 3 responses for tag team",
         "purged 0 responses for tag nobody",
     ]
     assert done.returncode == 0

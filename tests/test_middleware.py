@@ -112,11 +112,11 @@ def test_entry_is_one_redis_hash_with_a_ttl(cached, redis_client, redis_server):
     assert hit.headers.getall("X-Twice") == ["1", "2"]
 
 
-def test_ttl_without_validator_is_the_freshness_lifetime(cached, redis_client):
-    app = TestApp(cached(Origin(), default_ttl=60))
+def test_ttl_without_validator_is_the_freshness_lifetime_and_grace(cached, redis_client):
+    app = TestApp(cached(Origin(), default_ttl=60, grace=15))
     app.get("/")
     (key,) = stored_entries(redis_client)
-    assert 55 <= redis_client.ttl(key) <= 60
+    assert 70 <= redis_client.ttl(key) <= 75
 
 
 @pytest.mark.parametrize(

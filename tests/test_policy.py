@@ -395,7 +395,10 @@ def build(headers, status="200 OK", request_time=NOW, settings=SETTINGS):
 @pytest.mark.parametrize(
     ("headers", "settings", "expected_ttl"),
     [
-        pytest.param([("Cache-Control", "max-age=30")], SETTINGS, 30, id="fresh-only"),
+        pytest.param([("Cache-Control", "max-age=30")], SETTINGS, 40, id="fresh-then-grace"),
+        pytest.param(
+            [("Cache-Control", "max-age=30")], Settings(grace=0), 30, id="fresh-only-without-grace"
+        ),
         pytest.param(
             [("Cache-Control", "max-age=30"), ("ETag", '"a"')],
             SETTINGS,
@@ -414,7 +417,13 @@ def build(headers, status="200 OK", request_time=NOW, settings=SETTINGS):
             30,
             id="§5.2.2.2-no-stale-use",
         ),
-        pytest.param([("Cache-Control", "max-age=0")], SETTINGS, None, id="stale-and-useless"),
+        pytest.param([("Cache-Control", "max-age=0")], SETTINGS, 10, id="stale-kept-for-grace"),
+        pytest.param(
+            [("Cache-Control", "max-age=0")], Settings(grace=0), None, id="stale-and-useless"
+        ),
+        pytest.param(
+            [("Cache-Control", "max-age=30, proxy-revalidate")], SETTINGS, 30, id="no-grace"
+        ),
         pytest.param(
             [("Cache-Control", "no-cache"), ("ETag", '"a"')],
             SETTINGS,

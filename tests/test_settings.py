@@ -42,6 +42,7 @@ def test_every_setting_has_an_environment_variable():
         "hit_for_miss": "4",
         "stale_while_revalidate": "5",
         "stale_if_error": "6",
+        "grace": "11",
         "background_workers": "3",
         "near_cache_size": "100",
         "near_cache_bytes": "1000",
