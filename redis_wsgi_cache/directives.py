@@ -54,7 +54,8 @@ def parse_cache_control(value: str | None) -> dict[str, str | None]:
     """Cache-Control directives by lower-case name (RFC 9111 §5.2).
 
     Directive names are case-insensitive, which ``parse_dict_header`` does not
-    honour, and a directive given twice with different values is marked
+    honour. A directive given twice with different values, or with whitespace
+    around its ``=`` (which §5.2's grammar has no room for), is marked
     ``CONFLICT`` so that the caller can act conservatively (§4.2.1).
     """
     directives: dict[str, str | None] = {}
@@ -62,10 +63,13 @@ def parse_cache_control(value: str | None) -> dict[str, str | None]:
         return directives
     for item in parse_list_header(value):
         name, has_value, argument = item.partition("=")
+        spaced = has_value and (name != name.rstrip(" \t") or argument != argument.lstrip(" \t"))
         name = name.strip(" \t").lower()
         if not name:
             continue
         parsed = unquote_header_value(argument.strip(" \t")) if has_value else None
+        if spaced:
+            parsed = CONFLICT
         if name in directives and directives[name] != parsed:
             directives[name] = CONFLICT
         else:

@@ -10,7 +10,7 @@ import time
 import typing as t
 from collections.abc import Iterable
 
-from . import compression, policy
+from . import compression, policy, respond
 from .capture import Capture
 from .entry import EntryFormatError, servable_headers, servable_status
 from .exchange import CACHE_NAME, Exchange, Recorder, ttl, with_rule
@@ -161,6 +161,11 @@ class Fetcher:
             capture.close()
             return self._freshen(exchange, stale, lock, capture.headers, request_time, fwd)
         if stale is not None and request.method == "HEAD":
+            if status_code == 200 and policy.validators_match(stale, capture.headers):
+                # §4.3.5: a 200 to a HEAD freshens the stored GET response it
+                # validates, as a 304 would.
+                capture.close()
+                return self._freshen(exchange, stale, lock, capture.headers, request_time, fwd, 200)
             self._check_head(exchange, stale, capture.headers)
 
         detail = self._not_storable_reason(request, capture, exchange.settings)
@@ -302,6 +307,10 @@ class Fetcher:
                 detail = "redis-unavailable"
         x_cache = "BYPASS" if fwd == "bypass" else "MISS"
         headers = self._headers(exchange, capture, fwd, x_cache, detail=detail, stored=stored)
+        age = entry.current_age(time.time()) if stored and entry is not None else 0
+        if age >= 1 and not any(name.lower() == "age" for name, _ in headers):
+            # §5.1: the stored response is already this old (a slow app).
+            headers.append(("Age", respond.age(age)))
         self.recorder.response(exchange.environ, x_cache, headers, detail, capture.app_seconds)
         return capture.respond(exchange.start_response, headers, body)
 
@@ -340,9 +349,11 @@ class Fetcher:
         headers: list[tuple[str, str]],
         request_time: float,
         fwd: str,
+        status_code: int = 304,
     ) -> Iterable[bytes]:
-        """RFC 9111 §4.3.3-4: a 304 freshens the stored response it validates,
-        when the response it makes could have been stored as a 200."""
+        """RFC 9111 §4.3.3-4: a 304 (or a 200 to a HEAD, §4.3.5) freshens the
+        stored response it validates, when the response it makes could have
+        been stored as a 200."""
         if not policy.validators_match(stale, headers):
             # §4.3.4: the 304 selects another response than the stored one.
             self.purge(exchange.url)
@@ -350,8 +361,10 @@ class Fetcher:
         response_time = time.time()
         fresh = policy.freshen(stale, headers, request_time, response_time, exchange.settings)
         fresh = dataclasses.replace(fresh, tags=stale.tags, encoding=stale.encoding)
+        # The stored response is a GET's, whichever method validated it.
+        as_get = dataclasses.replace(exchange.request, method="GET")
         reason = policy.not_storable_reason(
-            exchange.request, stale.status_code, fresh.headers, exchange.settings
+            as_get, stale.status_code, fresh.headers, exchange.settings
         )
         if reason is not None:
             # The client gets what the app said (its cookie too); the stored
@@ -360,16 +373,21 @@ class Fetcher:
             if reason in UNSHAREABLE:
                 self.purge(exchange.url)
             now = time.time()
-            status = f"fwd={fwd}; fwd-status=304; detail={reason}"
-            if policy.is_conditional(exchange.environ) and policy.not_modified(
-                fresh, exchange.environ
+            status = f"fwd={fwd}; fwd-status={status_code}; detail={reason}"
+            if (
+                status_code == 304
+                and policy.is_conditional(exchange.environ)
+                and policy.not_modified(fresh, exchange.environ)
             ):
                 extra = [("X-Cache", "MISS"), ("Cache-Status", exchange.cache_status(status))]
                 return exchange.answer(("304 Not Modified", headers + extra, []), "MISS", reason)
             return exchange.serve(fresh, now, "MISS", status, reason)
         stored = self.save(exchange, fresh, lock, response_time)
         now = time.time()
-        status = f"fwd={fwd}; fwd-status=304; {'stored; ' if stored else ''}ttl={ttl(fresh, now)}"
+        status = (
+            f"fwd={fwd}; fwd-status={status_code}; {'stored; ' if stored else ''}"
+            f"ttl={ttl(fresh, now)}"
+        )
         return exchange.serve(fresh, now, "MISS", status)
 
     def save(
