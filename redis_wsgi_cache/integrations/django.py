@@ -20,10 +20,10 @@ or as Python values (``60``, ``True``, ``[200, 404]``). Keyword arguments to
 ``setup.cfg``. A name that is no setting, or a value a setting does not allow,
 is an error when ``wsgi.py`` is imported, naming the key.
 
-Requests with cookies go to the app uncached (``cookie_requests = pass``):
-logged-in users with a ``sessionid`` and forms' ``csrftoken`` keep seeing their
-own pages, and responses that set a cookie are never stored. Anonymous
-pages are cached. Tag a response from a view with
+Requests with cookies go to the app uncached (``cookie_requests = pass``), so
+the pages of a visitor with a ``sessionid`` or a ``csrftoken`` stay their own,
+and responses that set a cookie are never stored: what is cached is what
+visitors without cookies get. Tag a response from a view with
 ``add_tags(request.META, "user-7")``, and purge from anywhere (a signal
 handler, a management command) with the same settings through
 :func:`get_cache`:

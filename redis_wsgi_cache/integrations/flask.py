@@ -72,6 +72,7 @@ class RedisWSGICache:
     :param app: the Flask app; or call :meth:`init_app` later.
     :param client: a ``redis.Redis`` or ``RedisCluster`` client, instead of one
         made from ``redis_url``.
+    :param registry: a Prometheus registry to count in, as for ``CacheMiddleware``.
     :param config_file: as for ``CacheMiddleware``.
     :param settings: any setting by name; these win over ``app.config``.
     """
@@ -81,10 +82,12 @@ class RedisWSGICache:
         app: Flask | None = None,
         *,
         client: t.Any = None,
+        registry: t.Any = None,
         config_file: str | os.PathLike[str] | None = None,
         **settings: t.Any,
     ) -> None:
         self.client = client
+        self.registry = registry
         self.config_file = config_file
         self.settings = settings
         self.middlewares: list[CacheMiddleware] = []
@@ -99,6 +102,7 @@ class RedisWSGICache:
         middleware = CacheMiddleware(
             app.wsgi_app,
             client=self.client,
+            registry=self.registry,
             config_file=self.config_file,
             **{**config_settings(app), **self.settings, **settings},
         )
