@@ -9,6 +9,8 @@ import os
 import re
 import subprocess
 import sys
+import typing as t
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,10 +24,26 @@ from redis_wsgi_cache.settings import FIELDS
 
 ROOT = Path(__file__).resolve().parent.parent
 GENEROUS_SOCKET_TIMEOUT = 10
+T = t.TypeVar("T")
 
 
 def stored_keys(redis_client, prefix: str) -> list[bytes]:
     return redis_client.keys(f"{prefix}:{{*}}")
+
+
+@pytest.fixture
+def closing() -> Iterator[Callable[[T], T]]:
+    """Close what a test hands to it (an extension, a middleware) after the
+    test, so that none of its threads writes to the next test's Redis."""
+    made: list[t.Any] = []
+
+    def close_after(thing: T) -> T:
+        made.append(thing)
+        return thing
+
+    yield close_after
+    for thing in made:
+        thing.close()
 
 
 # -- Flask ------------------------------------------------------------------------------
@@ -56,9 +74,11 @@ def flask_config(redis_server, **settings) -> dict:
     return config
 
 
-def test_flask_extension_caches_with_the_settings_of_app_config(redis_server, redis_client, clock):
+def test_flask_extension_caches_with_the_settings_of_app_config(
+    redis_server, redis_client, clock, closing
+):
     app = users_app(**flask_config(redis_server, prefix="flask-app", default_ttl=42))
-    cache = RedisWSGICache(app)
+    cache = closing(RedisWSGICache(app))
     client = TestApp(app)
 
     first = client.get("/users/1")
@@ -74,9 +94,9 @@ def test_flask_extension_caches_with_the_settings_of_app_config(redis_server, re
     assert stored_keys(redis_client, "flask-app")
 
 
-def test_flask_keyword_settings_win_over_app_config(redis_server, redis_client, clock):
+def test_flask_keyword_settings_win_over_app_config(redis_server, redis_client, clock, closing):
     app = users_app(**flask_config(redis_server, prefix="flask-app", default_ttl=42))
-    cache = RedisWSGICache(default_ttl=7)
+    cache = closing(RedisWSGICache(default_ttl=7))
     cache.init_app(app, prefix="from-init-app")
     client = TestApp(app)
 
@@ -87,31 +107,36 @@ def test_flask_keyword_settings_win_over_app_config(redis_server, redis_client, 
     assert not stored_keys(redis_client, "flask-app")
 
 
-def test_flask_app_config_wins_over_the_environment(redis_server, redis_client, monkeypatch):
+def test_flask_app_config_wins_over_the_environment(
+    redis_server, redis_client, monkeypatch, closing
+):
     monkeypatch.setenv("REDIS_WSGI_CACHE_PREFIX", "from-env")
     monkeypatch.setenv("REDIS_WSGI_CACHE_DEFAULT_TTL", "99")
     app = users_app(**flask_config(redis_server, prefix="flask-app"))
-    RedisWSGICache(app)
+    closing(RedisWSGICache(app))
 
     settings = app.extensions["redis_wsgi_cache"].settings
     assert (settings.prefix, settings.default_ttl) == ("flask-app", 99)
 
 
-def test_flask_app_config_takes_every_setting():
+def test_flask_app_config_takes_every_setting(redis_server, closing):
     defaults = Settings()
     app = Flask(__name__)
     app.config.update(
         {f"REDIS_WSGI_CACHE_{name.upper()}": getattr(defaults, name) for name in FIELDS}
     )
-    app.config["REDIS_WSGI_CACHE_PREFIX"] = "every-setting"
+    app.config.update(flask_config(redis_server, prefix="every-setting"))
 
-    RedisWSGICache(app)
+    closing(RedisWSGICache(app))
 
     settings = app.extensions["redis_wsgi_cache"].settings
-    assert settings.prefix == "every-setting"
-    assert all(
-        getattr(settings, name) == getattr(defaults, name) for name in FIELDS if name != "prefix"
-    )
+    assert (settings.prefix, settings.redis_url) == ("every-setting", redis_server.url)
+    assert [
+        name
+        for name in FIELDS
+        if name not in ("prefix", "redis_url", "socket_timeout")
+        and getattr(settings, name) != getattr(defaults, name)
+    ] == []
 
 
 @pytest.mark.parametrize(
@@ -143,8 +168,8 @@ def test_flask_app_config_errors_name_the_key(key, value, message):
     assert "redis_wsgi_cache" not in app.extensions
 
 
-def test_flask_extension_purges_with_an_app_factory(redis_server, redis_client):
-    cache = RedisWSGICache()
+def test_flask_extension_purges_with_an_app_factory(redis_server, redis_client, closing):
+    cache = closing(RedisWSGICache())
     app = users_app(**flask_config(redis_server))
     cache.init_app(app)
     client = TestApp(app)
@@ -161,11 +186,10 @@ def test_flask_extension_purges_with_an_app_factory(redis_server, redis_client):
     assert miss_after(lambda: cache.purge_prefix("http://localhost/users/"))
     assert miss_after(lambda: cache.purge_all())
     assert miss_after(lambda: cache.purge("http://localhost/users/1", soft=True))
-    cache.close()
 
 
-def test_flask_purges_act_on_the_current_app(redis_server, redis_client):
-    cache = RedisWSGICache()
+def test_flask_purges_act_on_the_current_app(redis_server, redis_client, closing):
+    cache = closing(RedisWSGICache())
     first = users_app(**flask_config(redis_server, prefix="first"))
     second = users_app(**flask_config(redis_server, prefix="second"))
     cache.init_app(first)
@@ -181,9 +205,9 @@ def test_flask_purges_act_on_the_current_app(redis_server, redis_client):
     assert not stored_keys(redis_client, "second")
 
 
-def test_flask_extension_refuses_to_wrap_an_app_twice(redis_server):
+def test_flask_extension_refuses_to_wrap_an_app_twice(redis_server, closing):
     app = users_app(**flask_config(redis_server))
-    RedisWSGICache(app)
+    closing(RedisWSGICache(app))
 
     with pytest.raises(RuntimeError, match="already"):
         RedisWSGICache(app)
@@ -352,9 +376,10 @@ def paste_ini(tmp_path: Path, redis_server, **extra: str) -> Path:
 
 
 def test_paste_pipeline_is_cached_with_the_settings_of_the_ini(
-    redis_server, redis_client, tmp_path, clock
+    redis_server, redis_client, tmp_path, clock, closing
 ):
-    app = TestApp(loadapp(f"config:{paste_ini(tmp_path, redis_server)}"))
+    pipeline = closing(loadapp(f"config:{paste_ini(tmp_path, redis_server)}"))
+    app = TestApp(pipeline)
     origin = paste_origins[-1]
 
     first = app.get("/page")
@@ -367,6 +392,7 @@ def test_paste_pipeline_is_cached_with_the_settings_of_the_ini(
     assert second.headers["Cache-Status"] == "redis-wsgi-cache; hit; ttl=77"
     assert missing.headers["X-Cache"] == "HIT"  # cacheable_statuses from the .ini
     assert origin.paths == ["/page", "/missing"]
+    assert isinstance(pipeline, CacheMiddleware)
     assert stored_keys(redis_client, "paste-site")
 
 
