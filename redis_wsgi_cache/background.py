@@ -26,25 +26,20 @@ _CLIENT_ONLY = frozenset(
 
 
 def warn_without_threads() -> None:
-    """Under uWSGI without threads, warn that the cache's threads will not run:
-    background refreshes, counter flushes, lock lease renewals and the near
-    cache's subscriber (uWSGI starts no Python thread without
-    ``--enable-threads`` or ``--threads``)."""
+    """Under a uWSGI without Python threads (before 2.0.27, unless started with
+    ``--enable-threads`` or ``--threads``), warn that the cache's threads only
+    run while a request does: background refreshes wait for the next request,
+    counts reach Redis late, and the near cache keeps going offline."""
     try:
         import uwsgi  # type: ignore[import-not-found]
     except ImportError:
         return
-    options = getattr(uwsgi, "opt", {})
-    threads = options.get("threads") or 0
-    try:
-        threads = int(threads.decode() if isinstance(threads, bytes) else threads)
-    except (TypeError, ValueError):
-        threads = 0
-    if not options.get("enable-threads") and threads < 2:
+    if not getattr(uwsgi, "has_threads", 1):
         logger.warning(
-            "uWSGI runs this worker without threads: start it with --enable-threads"
-            " (or --threads N), else the cache's background refreshes, counter"
-            " flushes, lock lease renewals and near cache do not run"
+            "uWSGI runs this worker without Python threads: start it with"
+            " --enable-threads, else the cache's background refreshes wait for the"
+            " next request, counts reach Redis late and the near cache keeps going"
+            " offline"
         )
 
 

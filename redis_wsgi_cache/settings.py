@@ -329,6 +329,18 @@ _BOOLEANS = frozenset({"ignore_request_no_cache", "sort_query", "forward_tag_hea
 FIELDS = tuple(field.name for field in dataclasses.fields(Settings))
 
 
+def validate(name: str, value: t.Any, source: str) -> t.Any:
+    """The value of setting ``name`` given as ``value`` (text, or a value of the
+    setting's own type) by ``source``; :class:`SettingsError` naming the three
+    and what is allowed, for a value that is not. For places that hold settings
+    of their own (a Flask app's config, Django's settings, a Paste .ini)."""
+    if name not in _PARSERS:
+        raise SettingsError(
+            f"{source}: unknown setting {name!r}; known settings are {', '.join(FIELDS)}"
+        )
+    return _validate(name, value, source)
+
+
 def _validate(name: str, value: t.Any, source: str) -> t.Any:
     parser, allowed = _PARSERS[name]
     if name == "rules":

@@ -180,11 +180,11 @@ def test_one_debug_line_a_decision_and_nothing_at_info(cached, redis_client, cap
 
 def test_a_uwsgi_worker_without_threads_is_warned_about(monkeypatch, caplog, redis_server):
     fake = types.ModuleType("uwsgi")
-    fake.opt = {"master": True}  # type: ignore[attr-defined]
+    fake.has_threads = 0  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "uwsgi", fake)
     with caplog.at_level(logging.WARNING, logger="redis_wsgi_cache"):
         CacheMiddleware(Origin(), redis_url=redis_server.url)
-        fake.opt = {"enable-threads": True}  # type: ignore[attr-defined]
+        fake.has_threads = 1  # type: ignore[attr-defined]
         CacheMiddleware(Origin(), redis_url=redis_server.url)
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 1

@@ -17,7 +17,7 @@ from __future__ import annotations
 import typing as t
 from collections.abc import Callable, Mapping
 
-from ..settings import FIELDS, SettingsError, _validate
+from ..settings import FIELDS, SettingsError, validate
 
 
 def settings_from(values: Mapping[str, t.Any], source: Callable[[str], str]) -> dict[str, t.Any]:
@@ -30,5 +30,5 @@ def settings_from(values: Mapping[str, t.Any], source: Callable[[str], str]) -> 
             f"{source(unknown[0])}: unknown setting; known settings are {', '.join(FIELDS)}"
         )
     for name, value in values.items():
-        _validate(name, value, source(name))
+        validate(name, value, source(name))
     return dict(values)
