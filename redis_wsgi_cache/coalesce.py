@@ -172,6 +172,43 @@ class Coalescer:
                 if role in ("failed", "lost"):
                     return Lookup(found.outcome, found.entry, found.base, role)
 
+    def wait_for_fresh(
+        self, base: str, key: str, url: str, headers: Mapping[str, str]
+    ) -> tuple[CachedResponse | None, Lock | None, str]:
+        """For a request that needs a response made after it arrived: wait, at
+        most ``lock_timeout`` seconds, until one of these, and say which:
+
+        - a fetch that started after it arrived stored its response: that
+          entry, and ``collapsed``;
+        - the lock is free: this request took it (the lock, and ``leader``),
+          and fetches for the others;
+        - the key is hit-for-miss (the last response could not be shared, or
+          its fetch failed), Redis failed, or the wait timed out: neither, and
+          the request calls the app on its own.
+
+        A request that arrives while a fetch runs waits for the next one: at
+        most one such fetch per key runs at a time, and each serves all that
+        arrived before it started.
+        """
+        role, arrived, lock = self.store.join(base, 0)
+        self._keep(role, lock)
+        deadline = time.monotonic() + self.settings.lock_timeout
+        delay = FIRST_POLL
+        while role == "follower":
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None, None, "timeout"
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, LONGEST_POLL)
+            role, _, lock = self.store.join(base, arrived)
+            self._keep(role, lock)
+            if role == "ready":
+                found = self.store.lookup(key, url, headers)
+                if found.entry is not None and found.entry.started >= arrived:
+                    return found.entry, None, "collapsed"
+                role = "follower"  # replaced again since: wait on
+        return None, lock, role
+
     # -- the keeper thread -------------------------------------------------------
 
     def close(self) -> None:

@@ -10,7 +10,7 @@ import dataclasses
 import json
 import re
 
-FORMAT_VERSION = b"4"
+FORMAT_VERSION = b"5"
 # RFC 9111 §1.2.2: the largest delta-seconds a cache needs to represent.
 MAX_SECONDS = 2147483648.0
 # A time far beyond any stored response's (the year 5138).
@@ -58,6 +58,8 @@ class CachedResponse:
     tags: tuple[str, ...] = ()
     #: the coding the cache compressed ``body`` with ("": as the app sent it)
     encoding: str = ""
+    #: when the fetch that stored it took its lock (Redis's clock, µs; 0: none)
+    started: int = 0
 
     @property
     def status_code(self) -> int:
@@ -107,6 +109,7 @@ class CachedResponse:
             "fetch": self.fetch,
             "tags": " ".join(self.tags),
             "enc": self.encoding,
+            "started": str(self.started),
         }
 
     @classmethod
@@ -124,7 +127,7 @@ class CachedResponse:
         if len(present) != len(FIELDS):
             raise EntryFormatError("missing fields")
         (_, url, status, headers, body, stored_at, age, fresh, swr, sie, flags, etag,
-         last_modified, vary, fetch, tags, enc) = present  # fmt: skip
+         last_modified, vary, fetch, tags, enc, started) = present  # fmt: skip
         try:
             pairs = servable_headers(json.loads(headers))
             status_line = status.decode("utf-8")
@@ -156,6 +159,7 @@ class CachedResponse:
                 fetch=fetch.decode("ascii"),
                 tags=tuple(tags.decode("utf-8").split()),
                 encoding=_encoding(enc),
+                started=int(started) if started.isdigit() and len(started) < 20 else 0,
             )
         except EntryFormatError:
             raise
@@ -204,4 +208,4 @@ def _seconds(value: bytes, low: float, high: float) -> float:
 
 # The hash fields of an entry, in the order from_values expects them.
 FIELDS = ("v", "url", "status", "headers", "body", "stored_at", "age", "fresh", "swr", "sie",
-          "flags", "etag", "lm", "vary", "fetch", "tags", "enc")  # fmt: skip
+          "flags", "etag", "lm", "vary", "fetch", "tags", "enc", "started")  # fmt: skip

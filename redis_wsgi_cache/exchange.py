@@ -110,6 +110,9 @@ class Exchange:
     recorder: Recorder
     rule: Rule | None = None
     locks: list[Lock] = dataclasses.field(default_factory=list)
+    #: this request's fetch serves others that need a response made after they
+    #: arrived: its start is stamped when the app is called
+    fetches_for_waiters: bool = False
 
     def hold(self, lock: Lock | None) -> Lock | None:
         if lock is not None:
@@ -128,11 +131,13 @@ class Exchange:
         cache_status: str,
         detail: str | None = None,
     ) -> Iterable[bytes]:
-        """Answer from ``entry`` (RFC 9111 §4), with ``Age`` (§5.1)."""
+        """Answer from ``entry`` (RFC 9111 §4), with ``Age`` (§5.1). A hit's
+        Cache-Status names no rule: rules shape what the app's responses do."""
+        text = f"{CACHE_NAME}; {cache_status}"
         extra = [
             ("Age", respond.age(entry.current_age(now))),
             ("X-Cache", x_cache),
-            ("Cache-Status", self.cache_status(cache_status)),
+            ("Cache-Status", text if x_cache == "HIT" else with_rule(text, self.rule)),
         ]
         response = respond.from_entry(entry, self.environ, self.request.range is not None, extra)
         return self.answer(response, x_cache, detail)

@@ -138,6 +138,8 @@ class Fetcher:
                 **{name: environ.pop(name) for name in CONDITIONS if name in environ},
             }
             environ.update(policy.validation_headers(stale))
+        if lock is not None and exchange.fetches_for_waiters:
+            lock.started = self.store.now(lock.key.removesuffix(":lock")) or lock.started
         request_time = time.time()
         capture = Capture()
         try:

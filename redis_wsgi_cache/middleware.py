@@ -28,6 +28,7 @@ if t.TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
     from .metrics import Metrics
+    from .rules import Rule
 
 
 def _ignore_start_response(
@@ -112,12 +113,14 @@ class CacheMiddleware:
             if self.settings.near_cache_size
             else None
         )
-        # The settings each rule makes, worked out once.
+        # The settings each rule makes, worked out once; whether any rule
+        # bypasses (only then does a hit need the rule of its path).
         self._rule_settings = {
-            rule: dataclasses.replace(self.settings, **rule.overrides)
+            id(rule): dataclasses.replace(self.settings, **rule.overrides)
             for rule in self.settings.rules.rules
             if rule.overrides
         }
+        self._rules_bypass = any(rule.bypass for rule in self.settings.rules.rules)
         self.background = BackgroundPool(self.settings.background_workers)
         self.stats = Counters(self.store, self.settings.stats_interval)
         self.recorder = Recorder(self.stats, self.metrics)
@@ -184,10 +187,8 @@ class CacheMiddleware:
             return self.fetcher.pass_unsafe(environ, start_response, self.screen)
         bypass = request.bypass or screening.bypass
         rule = None
-        if self.settings.rules:
-            rule = self.settings.rules.match(
-                environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
-            )
+        if self._rules_bypass:
+            rule = self._rule_of(environ)
             if rule is not None and rule.bypass and bypass is None:
                 bypass = "rule"
         url = self._url(environ) if bypass is None else None
@@ -198,7 +199,7 @@ class CacheMiddleware:
 
         key = primary_key(self.settings.prefix, url)
         headers = LazyHeaders(environ)
-        settings = self._rule_settings.get(rule, self.settings) if rule else self.settings
+        settings = self._rule_settings.get(id(rule), self.settings) if rule else self.settings
         exchange = Exchange(
             environ, start_response, request, url, key, headers, settings, self.recorder, rule
         )
@@ -224,6 +225,11 @@ class CacheMiddleware:
             for lock in exchange.locks:
                 self.locks.release(lock, "error")
             raise
+
+    def _rule_of(self, environ: WSGIEnvironment) -> Rule | None:
+        return self.settings.rules.match(
+            environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+        )
 
     def _url(self, environ: WSGIEnvironment) -> str | None:
         """The request's canonical URL (None without a usable host); the query
@@ -265,6 +271,12 @@ class CacheMiddleware:
             return exchange.serve(entry, now, "STALE", status, "stale-while-revalidate")
         if request.only_if_cached:
             return exchange.answer(respond.gateway_timeout(CACHE_NAME), "MISS", "only-if-cached")
+        if exchange.rule is None and self.settings.rules and not self._rules_bypass:
+            # Going to the app: the rule of the path shapes what it stores (a
+            # hit never needed it, so it is only looked for now).
+            exchange.rule = self._rule_of(exchange.environ)
+            if exchange.rule is not None:
+                exchange.settings = self._rule_settings.get(id(exchange.rule), self.settings)
 
         if entry is None:
             fwd = "uri-miss" if found.outcome == "miss" else found.outcome
@@ -292,6 +304,18 @@ class CacheMiddleware:
                 if lock is not None and waited.entry is not None:
                     entry = waited.entry
                     decision = policy.reuse(entry, request, now)
+        elif request.may_join and found.base:
+            # §5.2.1: a response made after this request arrived is as fresh
+            # as it asks; concurrent such requests share one fetch.
+            joined, lock, role = self.locks.wait_for_fresh(
+                found.base, exchange.key, exchange.url, exchange.headers
+            )
+            exchange.hold(lock)
+            if joined is not None:
+                now = time.time()
+                status = f"fwd={fwd}; ttl={ttl(joined, now)}; detail=collapsed"
+                return exchange.serve(joined, now, "HIT", status, "collapsed")
+            exchange.fetches_for_waiters = lock is not None
         revalidate = (
             entry is not None
             and entry.has_validator

@@ -102,6 +102,18 @@ class RequestPolicy:
         )
 
     @property
+    def may_join(self) -> bool:
+        """Whether this request, whose directives may rule out a stored response
+        (no-cache, max-age, min-fresh), may wait for or fetch on behalf of
+        others like it: a response made after it arrived serves it (RFC 9111
+        §5.2.1: it is as fresh as it asks), if it may be stored for everyone."""
+        return (
+            self.may_store
+            and not self.authorization
+            and (self.no_cache or self.max_age is not None or self.min_fresh is not None)
+        )
+
+    @property
     def may_coalesce(self) -> bool:
         """Whether this request may wait for, or fetch on behalf of, others: only
         requests whose response would be stored for everyone, and which any fresh

@@ -6,7 +6,8 @@ Keys of one URL, all in the slot of the primary key's {hash tag}:
 - ``<primary>``: the entry, or the Vary record (``vr`` = header names,
   ``x:<variant>`` = expiry time of each stored variant)
 - ``<primary>:<variant>``: the entry of one variant
-- ``<base>:lock``: held by the one request that fetches ``<base>``
+- ``<base>:lock``: held by the one request that fetches ``<base>``: its token,
+  ``:``, and when the lock was taken (Redis time, in microseconds)
 - ``<base>:hfm``: "hit-for-miss", the last fetch of ``<base>`` was not storable
 
 where ``<base>`` is the primary key, or the variant key when the URL has a Vary.
@@ -29,8 +30,21 @@ from __future__ import annotations
 
 # Makes the lock key KEYS[1] .. ':lock' takeable: a key of another type or a
 # lock without an expiry (neither is ever one of ours) is deleted, as is a
-# hit-for-miss marker without one.
+# hit-for-miss marker without one. Takes a lock, stamped with the time (which
+# entries stored by its fetch carry, so that a request can tell a response
+# made after it arrived), and says whether a lock is held by a token.
 _CLEAR_GARBAGE = """
+local function stamp()
+  local now = redis.call('TIME')
+  return now[1] .. string.format('%06d', tonumber(now[2]))
+end
+local function take(base, token, lease, now)
+  return redis.call('SET', base .. ':lock', token .. ':' .. now, 'NX', 'PX', lease)
+end
+local function holds(lock, token)
+  local held = redis.call('GET', lock)
+  return held and string.sub(held, 1, #token + 1) == token .. ':'
+end
 local function clear_garbage(base)
   local lock = base .. ':lock'
   local kind = redis.call('TYPE', lock)['ok']
@@ -45,18 +59,19 @@ end
 # lease in ms, ARGV[3]: '1' if what the key holds is unusable anyway. Says
 # whether an entry was stored since the lookup ('stored'), the last fetch was
 # not storable ('hfm'), or whether this request took the lock ('leader') or
-# another holds it ('follower').
+# another holds it ('follower'); and the time now.
 MISS = (
     _CLEAR_GARBAGE
     + """
+local now = stamp()
 if ARGV[3] ~= '1' and redis.call('TYPE', KEYS[1])['ok'] == 'hash'
     and redis.call('HEXISTS', KEYS[1], 'v') == 1 then
-  return 'stored'
+  return {'stored', now}
 end
 clear_garbage(KEYS[1])
-if redis.call('EXISTS', KEYS[1] .. ':hfm') == 1 then return 'hfm' end
-if redis.call('SET', KEYS[1] .. ':lock', ARGV[1], 'NX', 'PX', ARGV[2]) then return 'leader' end
-return 'follower'
+if redis.call('EXISTS', KEYS[1] .. ':hfm') == 1 then return {'hfm', now} end
+if take(KEYS[1], ARGV[1], ARGV[2], now) then return {'leader', now} end
+return {'follower', now}
 """
 )
 
@@ -64,35 +79,71 @@ return 'follower'
 # token, ARGV[2]: the lock's lease in ms, ARGV[3]: the 'fetch' field of the
 # entry the caller looked up. Takes the lock ('leader') only while that entry is
 # still the one stored: one stored since ('changed') makes the fetch pointless.
+# And the time now.
 LOCK = (
     _CLEAR_GARBAGE
     + """
+local now = stamp()
 if redis.call('TYPE', KEYS[1])['ok'] ~= 'hash'
     or redis.call('HGET', KEYS[1], 'fetch') ~= ARGV[3] then
-  return 'changed'
+  return {'changed', now}
 end
 clear_garbage(KEYS[1])
-if redis.call('SET', KEYS[1] .. ':lock', ARGV[1], 'NX', 'PX', ARGV[2]) then return 'leader' end
-return 'follower'
+if take(KEYS[1], ARGV[1], ARGV[2], now) then return {'leader', now} end
+return {'follower', now}
+"""
+)
+
+# KEYS[1]: the base key of a request that needs a response made after it
+# arrived (no-cache, max-age, min-fresh). ARGV[1]: a lock token, ARGV[2]: the
+# lock's lease in ms, ARGV[3]: when the request arrived (0 the first time).
+# Says that the stored entry was fetched after that ('ready'), that the key is
+# hit-for-miss ('hfm'), or takes the lock if it is free ('leader'), else waits
+# ('follower'); with the time now.
+JOIN = (
+    _CLEAR_GARBAGE
+    + """
+local now = stamp()
+local arrived = tonumber(ARGV[3]) or 0
+if arrived > 0 and redis.call('TYPE', KEYS[1])['ok'] == 'hash'
+    and (tonumber(redis.call('HGET', KEYS[1], 'started')) or 0) >= arrived then
+  return {'ready', now}
+end
+clear_garbage(KEYS[1])
+if redis.call('EXISTS', KEYS[1] .. ':hfm') == 1 then return {'hfm', now} end
+if take(KEYS[1], ARGV[1], ARGV[2], now) then return {'leader', now} end
+return {'follower', now}
+"""
+)
+
+# KEYS[1]: a key (for a cluster to run this on its node). The time now.
+NOW = (
+    _CLEAR_GARBAGE
+    + """
+return stamp()
 """
 )
 
 # KEYS[1]: a lock. ARGV[1]: its token, ARGV[2]: the new lease in ms. Extends the
 # lease of a lock still held with that token; 1 if it was.
-RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
+RENEW = (
+    _CLEAR_GARBAGE
+    + """
+if holds(KEYS[1], ARGV[1]) then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
+)
 
 # KEYS[1]: a lock, KEYS[2]: its hit-for-miss marker. ARGV[1]: the token,
 # ARGV[2]: seconds to mark the key hit-for-miss (0: none).
-RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+RELEASE = (
+    _CLEAR_GARBAGE
+    + """
+if holds(KEYS[1], ARGV[1]) then redis.call('DEL', KEYS[1]) end
 if tonumber(ARGV[2]) > 0 then redis.call('SET', KEYS[2], '1', 'EX', ARGV[2]) end
 return 1
 """
+)
 
 # The stored responses under a primary key: the entry, or the variants its Vary
 # record lists.
@@ -242,7 +293,8 @@ return 1
 # returns 0) for a ttl that is not a whole number of seconds from 1 to 2^32, so
 # that no key is ever left without an expiry.
 SAVE = (
-    _DROP
+    _CLEAR_GARBAGE
+    + _DROP
     + _INDEX
     + """
 local ttl = tonumber(ARGV[1])
@@ -258,7 +310,7 @@ if #KEYS > 2 then
   index_urls(KEYS[3], KEYS[4], members, expires, ttl, ARGV[5])
   for i = 5, #KEYS do index_tag(KEYS[i], KEYS[1], expires, ttl, ARGV[5]) end
 end
-if ARGV[7] ~= '' and redis.call('GET', KEYS[2]) == ARGV[7] then redis.call('DEL', KEYS[2]) end
+if ARGV[7] ~= '' and holds(KEYS[2], ARGV[7]) then redis.call('DEL', KEYS[2]) end
 redis.call('PUBLISH', ARGV[6], KEYS[1])
 if names == '' then
   drop(KEYS[1])

@@ -48,11 +48,13 @@ MAX_PENDING_PURGES = 10_000
 @dataclasses.dataclass(eq=False, slots=True)
 class Lock:
     """A lock on the fetch of one key: its key, the token that proves it is
-    ours, when it was taken (``time.monotonic``), and whether it was given up."""
+    ours, when it was taken (``time.monotonic``; and by Redis's clock, in
+    microseconds, ``started``), and whether it was given up."""
 
     key: str
     token: str
     taken: float = dataclasses.field(default_factory=time.monotonic)
+    started: int = 0
     done: bool = False
 
 
@@ -170,6 +172,12 @@ class LazyCluster:
         return getattr(self._cluster(), name)
 
 
+def _stamp(value: t.Any) -> int:
+    """A time the scripts give (microseconds, as digits); 0 for anything else."""
+    text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+    return int(text) if text.isdigit() and len(text) < 20 else 0
+
+
 def _is_per_key(error: redis.ResponseError) -> bool:
     """An error reply about one key's data (another program's key of another
     type), not about Redis: that key is a miss, and Redis is fine."""
@@ -211,6 +219,8 @@ class RedisStore:
         self._save = client.register_script(scripts.SAVE.encode())
         self._purge = client.register_script(scripts.PURGE.encode())
         self._release = client.register_script(scripts.RELEASE.encode())
+        self._join = client.register_script(scripts.JOIN.encode())
+        self._now = client.register_script(scripts.NOW.encode())
         self._vary_names: dict[str, tuple[str, ...]] = {}
         self._decoded: dict[str, tuple[list[bytes | None], CachedResponse]] = {}
         self._closed_at = 0.0
@@ -392,8 +402,28 @@ class RedisStore:
         reply = self._call(command, None, lost=reply_lost)
         if lost:
             return "lost", lock
-        role = reply.decode("ascii", "replace") if isinstance(reply, bytes) else "failed"
+        if not isinstance(reply, list) or len(reply) < 2:
+            return "failed", None
+        role = reply[0].decode("ascii", "replace")
+        lock.started = _stamp(reply[1])
         return role, (lock if role == "leader" else None)
+
+    def join(self, base: str, arrived: int) -> tuple[str, int, Lock | None]:
+        """For a request that arrived at ``arrived`` (Redis's clock, µs; 0 for
+        now) and needs a response made after that: ``ready`` when the entry
+        stored for ``base`` was fetched since; else take the lock if it is free
+        (``leader``, and the lock), or ``follower``, ``hfm``, ``failed`` or
+        ``lost`` as :meth:`lookup` says. With the time now."""
+        lock = Lock(base + ":lock", new_token())
+        args = [lock.token, LOCK_LEASE_MS, arrived]
+        role, taken = self._locking(lambda: self._join(keys=[base], args=args), lock)
+        return role, lock.started, taken
+
+    def now(self, base: str) -> int:
+        """The clock of the Redis holding ``base``, in microseconds (0 if Redis
+        failed): to stamp the start of a fetch that requests waiting for a
+        fresh response may use."""
+        return _stamp(self._call(lambda: self._now(keys=[base]), b"0"))
 
     def _remember(self, key: str, names: tuple[str, ...]) -> None:
         if len(self._vary_names) >= VARY_MEMO_SIZE:
@@ -417,7 +447,11 @@ class RedisStore:
         first, a failure to index them stores nothing."""
         if not 1 <= ttl <= MAX_REDIS_TTL:
             return False
-        entry = dataclasses.replace(entry, fetch=lock.token if lock else new_token())
+        entry = dataclasses.replace(
+            entry,
+            fetch=lock.token if lock else new_token(),
+            started=lock.started if lock else 0,
+        )
         now = time.time()
         members = [index_member(url, key) for url in dict.fromkeys(urls)]
         tags = [tag_index_key(self.settings.prefix, tag) for tag in dict.fromkeys(entry.tags)]

@@ -184,34 +184,6 @@ def test_a_hit_costs_one_redis_command(cached, redis_client, headers):
     assert command_counts(redis_client) == {"hmget": 10}
 
 
-@pytest.mark.parametrize(
-    "request_headers",
-    [
-        pytest.param({"cache_control": "no-cache"}, id="no-cache"),
-        pytest.param({"cache_control": "max-age=0"}, id="max-age-0"),
-        pytest.param({"pragma": "no-cache"}, id="pragma"),
-    ],
-)
-def test_requests_asking_for_the_origin_do_not_queue(redis_server, redis_client, request_headers):
-    """Reloads go to the app at once, even while another request fetches."""
-    middleware = CacheMiddleware(
-        slow_counting_app(redis_server.url, "runs", 0),
-        redis_url=redis_server.url,
-        prefix="t",
-        socket_timeout=GENEROUS_SOCKET_TIMEOUT,
-        lock_timeout=30,
-    )
-    call(middleware, "/page")
-    lock = primary_key("t", "http://localhost/page") + ":lock"
-    redis_client.set(lock, "a fetch in progress", px=60_000)
-    started = time.monotonic()
-    _, headers, body = call(middleware, "/page", **request_headers)
-    # Queueing behind the lock would take lock_timeout.
-    assert time.monotonic() - started < 15
-    assert body == b"run 2"
-    assert "fwd=request" in headers["Cache-Status"]
-
-
 def strict_call(app, path: str = "/") -> None:
     """A request through a server that refuses headers as waitress does
     (hop-by-hop fields, CR or LF in a value): its start_response raises."""
