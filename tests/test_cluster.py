@@ -26,7 +26,7 @@ from redis.crc import key_slot
 from redis.retry import Retry
 from topologies import HOST, READY_SECONDS, Cluster, cluster_ports, cluster_states
 from webtest import TestApp
-from wsgi_apps import call, run_together
+from wsgi_apps import VersionedOrigin, call, run_together
 
 from redis_wsgi_cache import CacheMiddleware
 from redis_wsgi_cache.keys import primary_key
@@ -65,54 +65,6 @@ def wrap(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[Wrap]:
     cluster.delete(f"{prefix}:*")
 
 
-class Origin:
-    """A WSGI app counting its calls: GET answers ``<path> v<version>`` (and
-    the ``Accept-Language`` when ``vary``), POST answers 200, or 201 with
-    ``location`` as its ``Location`` when set."""
-
-    def __init__(self, cache_control: str = "max-age=60", vary: bool = False) -> None:
-        self.cache_control = cache_control
-        self.vary = vary
-        self.version = 1
-        self.calls: list[str] = []
-        self.delay = 0.0
-        self.location = ""
-        self.gate = threading.Event()
-        self.gate.set()
-        self._lock = threading.Lock()
-
-    @property
-    def count(self) -> int:
-        return len(self.calls)
-
-    def __call__(self, environ: dict[str, t.Any], start_response: t.Any) -> list[bytes]:
-        method = environ["REQUEST_METHOD"]
-        path = environ["PATH_INFO"]
-        with self._lock:
-            self.calls.append(f"{method} {path}")
-        self.gate.wait(10)
-        time.sleep(self.delay)
-        if method == "POST":
-            if self.location:
-                start_response(
-                    "201 Created", [("Location", self.location), ("Content-Length", "0")]
-                )
-            else:
-                start_response("200 OK", [("Content-Length", "0")])
-            return []
-        headers = [("Content-Type", "text/plain"), ("Cache-Control", self.cache_control)]
-        body = f"{path} v{self.version}"
-        if self.vary:
-            language = environ.get("HTTP_ACCEPT_LANGUAGE", "")
-            headers.append(("Vary", "Accept-Language"))
-            body += f" {language}"
-            if language == "xx":
-                headers.append(("Set-Cookie", "lang=xx"))
-        data = body.encode()
-        start_response("200 OK", [*headers, ("Content-Length", str(len(data)))])
-        return [data]
-
-
 def key_of(middleware: CacheMiddleware, path: str) -> str:
     return primary_key(middleware.settings.prefix, ORIGIN + path)
 
@@ -137,7 +89,7 @@ def test_the_cluster_has_three_masters_sharing_the_slots(cluster):
 
 
 def test_miss_then_hit_for_urls_on_every_node(cluster, wrap):
-    origin = Origin()
+    origin = VersionedOrigin()
     middleware = wrap(origin)
     app = TestApp(middleware)
     paths = [f"/users/{n}" for n in range(30)]
@@ -170,7 +122,7 @@ def test_miss_then_hit_for_urls_on_every_node(cluster, wrap):
 
 
 def test_head_is_answered_from_the_stored_get(wrap):
-    origin = Origin()
+    origin = VersionedOrigin()
     app = TestApp(wrap(origin))
     app.get("/page")
     head = app.head("/page")
@@ -180,7 +132,7 @@ def test_head_is_answered_from_the_stored_get(wrap):
 
 
 def test_vary_variants_are_stored_and_hit(cluster, wrap):
-    origin = Origin(vary=True)
+    origin = VersionedOrigin(vary=True)
     middleware = wrap(origin)
     app = TestApp(middleware)
     languages = ["en", "fr", "de"]
@@ -199,13 +151,13 @@ def test_vary_variants_are_stored_and_hit(cluster, wrap):
     assert origin.count == len(languages) + 1
 
     # A fresh middleware (another process) finds the variants by the Vary record.
-    other = TestApp(wrap(Origin(vary=True)))
+    other = TestApp(wrap(VersionedOrigin(vary=True)))
     assert other.get("/greeting", headers={"Accept-Language": "fr"}).body == b"/greeting v1 fr"
     assert other.get("/greeting", headers={"Accept-Language": "fr"}).headers["X-Cache"] == "HIT"
 
 
 def test_every_key_of_one_url_lands_in_one_slot(cluster, wrap):
-    origin = Origin(vary=True)
+    origin = VersionedOrigin(vary=True)
     middleware = wrap(origin)
     app = TestApp(middleware)
     for language in ("en", "fr", "de"):
@@ -237,7 +189,7 @@ def test_every_key_of_one_url_lands_in_one_slot(cluster, wrap):
 
 
 def test_post_invalidates_its_url_and_its_location(cluster, wrap):
-    origin = Origin()
+    origin = VersionedOrigin()
     middleware = wrap(origin)
     app = TestApp(middleware)
     app.get("/items")
@@ -267,7 +219,7 @@ def test_post_invalidates_its_url_and_its_location(cluster, wrap):
 
 
 def test_concurrent_misses_run_the_app_once(wrap):
-    origin = Origin()
+    origin = VersionedOrigin()
     origin.delay = 0.2
     middleware = wrap(origin)
 
@@ -281,7 +233,7 @@ def test_concurrent_misses_run_the_app_once(wrap):
 
 
 def test_stale_while_revalidate_refreshes_in_the_background(wrap, clock):
-    origin = Origin("max-age=10, stale-while-revalidate=60")
+    origin = VersionedOrigin("max-age=10, stale-while-revalidate=60")
     app = TestApp(wrap(origin))
     assert app.get("/news").headers["X-Cache"] == "MISS"
     clock.advance(20)
@@ -297,7 +249,7 @@ def test_stale_while_revalidate_refreshes_in_the_background(wrap, clock):
 
 
 def test_purge_forgets_every_variant_of_a_url(cluster, wrap):
-    origin = Origin(vary=True)
+    origin = VersionedOrigin(vary=True)
     middleware = wrap(origin)
     app = TestApp(middleware)
     for language in ("en", "fr", "de"):
@@ -315,7 +267,7 @@ def test_purge_forgets_every_variant_of_a_url(cluster, wrap):
 
 
 def test_near_cache_drops_what_another_process_invalidates(cluster, wrap):
-    origin = Origin()
+    origin = VersionedOrigin()
     first = wrap(origin, near_cache_size=100)
     second = wrap(origin, near_cache_size=100)
     assert first.near is not None and second.near is not None
@@ -376,7 +328,7 @@ def test_a_decoding_cluster_client_is_refused(cluster):
     client = cluster.client(decode_responses=True)
     try:
         with pytest.raises(ValueError, match="decode_responses"):
-            CacheMiddleware(Origin(), client=client)
+            CacheMiddleware(VersionedOrigin(), client=client)
     finally:
         client.close()
 
@@ -437,7 +389,7 @@ def test_a_cluster_that_is_down_opens_the_breaker(
 ):
     server, node = lone_master
     wait_until(lambda: cluster_states([node]) == ["ok"], READY_SECONDS)
-    origin = Origin()
+    origin = VersionedOrigin()
     client = bounded_client(server.port, require_full_coverage=require_full_coverage)
     middleware = CacheMiddleware(
         origin, client=client, prefix=f"down-{error}", breaker_cooldown=0.2
@@ -473,7 +425,7 @@ def test_a_cluster_that_is_down_opens_the_breaker(
 def test_an_unreachable_cluster_is_served_uncached(lone_master):
     server, node = lone_master
     wait_until(lambda: cluster_states([node]) == ["ok"], READY_SECONDS)
-    origin = Origin()
+    origin = VersionedOrigin()
     client = bounded_client(server.port)
     middleware = CacheMiddleware(origin, client=client, prefix="gone", breaker_cooldown=0.05)
     app = TestApp(middleware)
@@ -500,7 +452,7 @@ def test_a_lock_taken_in_a_stall_of_its_node_costs_followers_little(cluster, wra
     """A lock command reaches the node of its key while that node is stopped:
     the request goes on uncached, the node runs the command once resumed, and
     the lock it takes (held by nobody) does not keep other requests waiting."""
-    origin = Origin()
+    origin = VersionedOrigin()
     victim_client = RedisCluster(
         host=HOST,
         port=cluster.ports[0],
@@ -543,7 +495,7 @@ def test_a_lock_taken_in_a_stall_of_its_node_costs_followers_little(cluster, wra
 
 
 def test_tag_prefix_and_soft_purges_reach_every_node(cluster, wrap):
-    origin = Origin("max-age=60, stale-while-revalidate=30")
+    origin = VersionedOrigin("max-age=60, stale-while-revalidate=30")
     middleware = wrap(origin)
     app = TestApp(middleware)
     paths = [f"/shop/{n}" for n in range(12)] + ["/about"]
