@@ -21,6 +21,7 @@ from pathlib import Path
 
 import redis
 from redis.cluster import RedisCluster
+from redis.crc import key_slot
 
 from redis_wsgi_cache.server import RedisServer, RedisServerError, _die_with_parent, free_port
 
@@ -241,14 +242,32 @@ class Cluster:
     def keyslot(self, key: str | bytes) -> int:
         return int(self.nodes[self.live_ports()[0]].execute_command("CLUSTER KEYSLOT", key))
 
+    def slot_ranges(self) -> list[tuple[int, int, int]]:
+        """(first slot, last slot, port of the master serving them), as a live
+        node sees it."""
+        reply = self.nodes[self.live_ports()[0]].execute_command("CLUSTER SLOTS")
+        return _slot_ranges(reply)
+
     def master_of(self, key: str | bytes) -> int:
         """The port of the master serving ``key``'s slot, as a live node sees it."""
-        slot = self.keyslot(key)
-        ranges = self.nodes[self.live_ports()[0]].execute_command("CLUSTER SLOTS")
-        for start, end, master, *_ in _slot_ranges(ranges):
+        slot = key_slot(key.encode() if isinstance(key, str) else key)
+        for start, end, port in self.slot_ranges():
             if start <= slot <= end:
-                return int(master[1])
+                return port
         raise LookupError(f"no master serves slot {slot}")
+
+    def slots_of(self, port: int) -> set[int]:
+        """The slots the master on ``port`` serves."""
+        return {
+            slot
+            for start, end, master in self.slot_ranges()
+            if master == port
+            for slot in range(start, end + 1)
+        }
+
+    def role(self, port: int) -> str:
+        """``master`` or ``slave``, as the node on ``port`` says (or the error)."""
+        return _role(self.nodes[port])
 
     def replicas_of(self, port: int) -> list[int]:
         """The ports of the replicas of the master on ``port``."""
@@ -265,15 +284,14 @@ class Cluster:
         kill(self.servers[port])
 
 
-def _slot_ranges(reply: t.Any) -> list[tuple[int, int, t.Any]]:
-    """CLUSTER SLOTS as (start, end, master, *replicas), whichever way redis-py
-    parsed it (a list of lists, or a dict keyed by the range)."""
+def _slot_ranges(reply: t.Any) -> list[tuple[int, int, int]]:
+    """CLUSTER SLOTS as (start, end, master's port), whichever way redis-py
+    parsed it (a dict keyed by the range, or a list of lists)."""
     if isinstance(reply, dict):
         return [
-            (int(start), int(end), (node["primary"][0], node["primary"][1]))
-            for (start, end), node in reply.items()
+            (int(start), int(end), int(node["primary"][1])) for (start, end), node in reply.items()
         ]
-    return [(int(start), int(end), master) for start, end, master, *_ in reply]
+    return [(int(start), int(end), int(master[1])) for start, end, master, *_ in reply]
 
 
 class SentinelSet:
