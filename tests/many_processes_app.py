@@ -2,7 +2,9 @@
 (``many_processes_app:build()``): a view that counts its runs in Redis and serves
 the version of its path that Redis holds, wrapped by ``CacheMiddleware`` with the
 settings of the environment (``REDIS_WSGI_CACHE_<NAME>``). Every answer, hits
-included, names the worker process that gave it (``X-Worker``).
+included, names the worker process that gave it (``X-Worker``) and the
+generation of its near cache when the request came in (``X-Near-Generation``:
+it moves on with every invalidation the worker has received).
 
 - ``GET /health``: ``no-store``, for the test to know the server is up.
 - ``GET <path>``: ``<path> version <v> run <n>``, fresh for five minutes, after
@@ -55,9 +57,15 @@ def build() -> t.Any:
     cache = CacheMiddleware(view)
     worker = str(os.getpid())
 
+    near = cache.near
+    assert near is not None, "set REDIS_WSGI_CACHE_NEAR_CACHE_SIZE"
+
     def app(environ: dict[str, t.Any], start_response: t.Any) -> Iterable[bytes]:
+        generation = str(near.generation())
+
         def start(status: str, headers: list[tuple[str, str]], exc_info: t.Any = None) -> t.Any:
-            return start_response(status, [*headers, ("X-Worker", worker)], exc_info)
+            extra = [("X-Worker", worker), ("X-Near-Generation", generation)]
+            return start_response(status, [*headers, *extra], exc_info)
 
         body = cache(environ, start)
         hold = float(environ.get("HTTP_X_HOLD") or 0)
