@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 import wsgi_apps
+from topologies import Cluster, SentinelSet
 
 from redis_wsgi_cache import CacheMiddleware
 from redis_wsgi_cache.server import RedisServer, find_redis_server
@@ -53,6 +54,22 @@ def redis_binary() -> str:
 def redis_server() -> Iterator[RedisServer]:
     with RedisServer(binary=redis_binary()) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[Cluster]:
+    """A Redis Cluster of three masters, started once per worker; tests on it
+    keep to a key prefix of their own."""
+    with Cluster(redis_binary(), masters=3) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def redis_sentinels() -> Iterator[SentinelSet]:
+    """A master, one replica and three Sentinels, started once per worker; tests
+    on it keep to a key prefix of their own, and never make it fail over."""
+    with SentinelSet(redis_binary(), replicas=1, sentinels=3, down_after_ms=60_000) as sentinels:
+        yield sentinels
 
 
 @pytest.fixture

