@@ -410,6 +410,9 @@ class Fetcher:
             if public is not None:
                 urls.append(public)
         stored = self.store.save(exchange.key, entry, redis_ttl, variant, lock, urls)
+        if self.near is not None:
+            # The stored version replaces what this process holds at once.
+            self.near.invalidate(exchange.key)
         if stored:
             self.locks.saved(lock)
             self.recorder.event(exchange.environ, "STORED")

@@ -155,6 +155,10 @@ class CacheMiddleware:
         return self._purged(self.cache.purge_all(soft=soft))
 
     def _purged(self, count: int) -> int:
+        # This process's near cache forgets at once, without waiting to hear
+        # the purge back from Redis (other processes hear it in milliseconds).
+        if self.near is not None:
+            self.near.clear()
         self.recorder.event(None, "PURGED", count)
         return count
 

@@ -433,12 +433,24 @@ def load_settings(
     from_file = _read_config_file(path, required, file_source)
 
     values: dict[str, t.Any] = {}
+    sources: dict[str, str] = {}
     for name in FIELDS:
         env_name = ENV_PREFIX + name.upper()
         if name in overrides:
-            values[name] = _validate(name, overrides[name], f"keyword {name}=")
+            sources[name] = f"keyword {name}="
+            values[name] = _validate(name, overrides[name], sources[name])
         elif env_name in environ:
+            sources[name] = env_name
             values[name] = _validate(name, environ[env_name], env_name)
         elif name in from_file:
-            values[name] = _validate(name, from_file[name], f"{path} [{CONFIG_SECTION}]")
-    return Settings(**values)
+            sources[name] = f"{path} [{CONFIG_SECTION}]"
+            values[name] = _validate(name, from_file[name], sources[name])
+    settings = Settings(**values)
+    seeds = settings.redis_url.split(",")
+    if len(seeds) > 1 and not settings.cluster and "+cluster://" not in seeds[0]:
+        raise SettingsError(
+            f"redis_url={settings.redis_url!r} from {sources.get('redis_url', 'the default')}:"
+            " several seeds are for a Redis Cluster: set cluster = true, or use"
+            " redis+cluster://"
+        )
+    return settings

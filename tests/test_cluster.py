@@ -287,11 +287,13 @@ def test_near_cache_drops_what_another_process_invalidates(cluster, wrap):
     near = first.near
 
     def heard(action: Callable[[], t.Any]) -> t.Any:
-        """Run ``action`` and wait until ``first`` has received the
-        invalidation it publishes (saves and purges all publish one)."""
-        before = near.generation()
+        """Run ``action``, then wait until ``first``'s near cache has heard all
+        that was published until then (every store and purge publishes an
+        invalidation): a marker published after it comes back."""
         result = action()
-        wait_until(lambda: near.generation() > before)
+        mark = near.generation()
+        first.store.client.publish(near.channel, "{marker}")
+        wait_until(lambda: near.generation() > mark)
         return result
 
     app.head("/elsewhere")  # starts the subscriber, and stores (publishes) nothing

@@ -19,6 +19,7 @@ import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from wsgi_apps import VersionedOrigin, call
 
 from redis_wsgi_cache import near as near_module
 from redis_wsgi_cache.entry import CachedResponse
@@ -452,3 +453,68 @@ def test_close_stops_the_subscriber(make_near: MakeNear, monkeypatch: pytest.Mon
 def test_bounds_must_be_positive(redis_client: redis.Redis, entries: int, size: int) -> None:
     with pytest.raises(ValueError, match="expected a whole number >= 1"):
         NearCache(redis_client, PREFIX, entries, size)
+
+
+# -- the near cache of the process that purges or stores ------------------------
+
+
+def test_a_purge_drops_the_entry_from_its_own_near_cache_at_once(cached):
+    origin = VersionedOrigin()
+    middleware = cached(origin, prefix="t", near_cache_size=10)
+    near = middleware.near
+    call(middleware, "/warm-up")
+    assert wait_until(lambda: near.online)
+    before = near.generation()
+    call(middleware, "/page")  # stored: its invalidation comes back
+    assert wait_until(lambda: near.generation() > before)
+    assert wait_until(lambda: "detail=near" in call(middleware, "/page")[1]["Cache-Status"])
+
+    # The subscriber acts on the purge's message late, as on a loaded machine.
+    release = threading.Event()
+    handle = near._handle
+
+    def late(message, stop):
+        if message["type"] == "message":
+            release.wait(10)
+        return handle(message, stop)
+
+    near._handle = late
+    origin.version = 2
+    try:
+        assert middleware.purge("http://localhost/page") == 1
+        _, headers, body = call(middleware, "/page")
+    finally:
+        release.set()
+    assert body == b"/page v2", headers["Cache-Status"]
+
+
+def test_a_store_replaces_the_entry_in_its_own_near_cache_at_once(cached):
+    origin = VersionedOrigin()
+    middleware = cached(origin, prefix="t", near_cache_size=10)
+    near = middleware.near
+    call(middleware, "/warm-up")
+    assert wait_until(lambda: near.online)
+    before = near.generation()
+    call(middleware, "/page")
+    assert wait_until(lambda: near.generation() > before)
+    assert wait_until(lambda: "detail=near" in call(middleware, "/page")[1]["Cache-Status"])
+
+    release = threading.Event()
+    handle = near._handle
+
+    def late(message, stop):
+        if message["type"] == "message":
+            release.wait(10)
+        return handle(message, stop)
+
+    near._handle = late
+    origin.version = 2
+    try:
+        # A request that asks for a fresh copy stores v2 in Redis...
+        _, headers, body = call(middleware, "/page", CACHE_CONTROL="no-cache")
+        assert body == b"/page v2" and "stored" in headers["Cache-Status"]
+        # ...and the next one, in the same process, is served v1 from memory.
+        _, headers, body = call(middleware, "/page")
+    finally:
+        release.set()
+    assert body == b"/page v2", headers["Cache-Status"]

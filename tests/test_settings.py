@@ -200,8 +200,13 @@ def test_keyword_values_of_native_types():
     ["redis+cluster://h1:7000,h2:7001", "rediss+cluster://u:p@h1:7000", "redis://a:1,redis://b:2"],
 )
 def test_a_cluster_takes_several_seeds(url):
-    settings = load_settings({"redis_url": url}, environ={})
+    settings = load_settings({"redis_url": url, "cluster": "+cluster" not in url}, environ={})
     assert len(settings.redis_url.split(",")) == len(url.split(","))
+
+
+def test_several_seeds_without_a_cluster_are_an_error():
+    with pytest.raises(SettingsError, match="several seeds are for a Redis Cluster"):
+        load_settings({"redis_url": "redis://a:1,redis://b:2"}, environ={})
 
 
 @pytest.mark.parametrize(

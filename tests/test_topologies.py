@@ -252,11 +252,13 @@ def test_near_caches_drop_what_another_process_stores_or_purges(wrap):
     app, other = TestApp(first), TestApp(second)
 
     def heard(action: Callable[[], t.Any]) -> t.Any:
-        """Run ``action`` and wait until ``first``'s near cache has received the
-        invalidation it publishes (every store and purge publishes one)."""
-        before = near.generation()
+        """Run ``action``, then wait until ``first``'s near cache has heard all
+        that was published until then (every store and purge publishes an
+        invalidation): a marker published after it comes back."""
         result = action()
-        wait_until(lambda: near.generation() > before)
+        mark = near.generation()
+        first.store.client.publish(near.channel, "{marker}")
+        wait_until(lambda: near.generation() > mark)
         return result
 
     app.head("/elsewhere")  # starts the subscriber, and stores nothing
