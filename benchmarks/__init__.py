@@ -3,7 +3,10 @@
     python -m benchmarks            # everything, two to three minutes
     python -m benchmarks --quick    # fewer rounds, shorter loads: half a minute
     python -m benchmarks --only inprocess --only stampede
-    python -m benchmarks.soak       # a minute of mixed load under Redis faults
+    python -m benchmarks.soak          # a minute of mixed load under Redis faults
+    python -m benchmarks.purge         # purges of 10,000 and 100,000; hits with rules
+    python -m benchmarks.compression   # memory and hits with compressed bodies
+    python -m benchmarks.reload_flood  # no-cache reloads against a slow database
 
 Every measure runs against one private redis-server started for the run. The
 contenders serve the same ``/users/1`` JSON: a raw redis-py ``GET`` (the floor),
