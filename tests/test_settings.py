@@ -234,3 +234,43 @@ def test_a_cluster_made_from_settings_does_not_connect_until_used():
     client = make_client(load_settings({"redis_url": "redis+cluster://127.0.0.1:1"}, environ={}))
     with pytest.raises(Exception, match="cannot be connected"):
         client.ping()
+
+
+def test_tls_settings_reach_the_client(tmp_path):
+    """rediss:// with the TLS options: the connections the client makes carry
+    them (a Sentinel's and a cluster's too)."""
+    from redis_wsgi_cache.store import make_client
+
+    ca = tmp_path / "ca.pem"
+    ca.write_text("")
+    settings = load_settings(
+        {
+            "redis_url": "rediss://user:secret@cache.example:6380/2",
+            "tls_ca_file": str(ca),
+            "tls_cert_file": "/etc/ssl/client.pem",
+            "tls_key_file": "/etc/ssl/client.key",
+            "tls_verify": "optional",
+        },
+        environ={},
+    )
+    kwargs = make_client(settings).connection_pool.connection_kwargs
+    assert kwargs["ssl_ca_certs"] == str(ca)
+    assert kwargs["ssl_certfile"] == "/etc/ssl/client.pem"
+    assert kwargs["ssl_keyfile"] == "/etc/ssl/client.key"
+    assert kwargs["ssl_cert_reqs"] == "optional"
+    assert (kwargs["username"], kwargs["password"], kwargs["db"]) == ("user", "secret", 2)
+    assert kwargs["socket_timeout"] == settings.socket_timeout
+
+    sentinel = make_client(
+        load_settings(
+            {
+                "redis_url": "rediss://:secret@master/3",
+                "sentinels": "s1:26379",
+                "tls_verify": "none",
+            },
+            environ={},
+        )
+    )
+    kwargs = sentinel.connection_pool.connection_kwargs
+    assert kwargs["ssl_cert_reqs"] == "none"
+    assert (kwargs["password"], kwargs["db"]) == ("secret", 3)
