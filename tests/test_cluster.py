@@ -26,7 +26,7 @@ from redis.crc import key_slot
 from redis.retry import Retry
 from topologies import HOST, READY_SECONDS, Cluster, cluster_ports, cluster_states
 from webtest import TestApp
-from wsgi_apps import VersionedOrigin, call, run_together
+from wsgi_apps import Listener, VersionedOrigin, call, run_together
 
 from redis_wsgi_cache import CacheMiddleware
 from redis_wsgi_cache.keys import primary_key
@@ -286,34 +286,10 @@ def test_near_cache_drops_what_another_process_invalidates(cluster, wrap):
     app, other = TestApp(first), TestApp(second)
     near = first.near
 
-    received: list[bytes] = []
-    handle = near._handle
-
-    def recording(message: dict[str, t.Any], stop: t.Any) -> bool:
-        done = handle(message, stop)
-        if message["type"] == "message":
-            received.append(message["data"])
-        return done
-
-    near._handle = recording  # type: ignore[method-assign]
+    listener = Listener(first)
 
     def heard(action: Callable[[], t.Any]) -> t.Any:
-        """Run ``action``, then wait until ``first``'s near cache has heard all
-        that was published until then (every store and purge publishes an
-        invalidation): a marker published after it, from the node of the URL's
-        key as the invalidations are (a cluster keeps the order of what one
-        node publishes, not across nodes), has come back."""
-        result = action()
-        marker = f"{{marker {len(received)}}}"
-        first.store.client.eval(
-            "return redis.call('PUBLISH', ARGV[1], ARGV[2])",
-            1,
-            key_of(first, path),
-            near.channel,
-            marker,
-        )
-        wait_until(lambda: marker.encode() in received)
-        return result
+        return listener.heard(action, key_of(first, path))
 
     app.head("/elsewhere")  # starts the subscriber, and stores (publishes) nothing
     wait_until(lambda: near.online)

@@ -4,6 +4,7 @@ outages. Every test runs against a real redis-server."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import typing as t
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -458,63 +460,52 @@ def test_bounds_must_be_positive(redis_client: redis.Redis, entries: int, size: 
 # -- the near cache of the process that purges or stores ------------------------
 
 
-def test_a_purge_drops_the_entry_from_its_own_near_cache_at_once(cached):
+def held_near(cached: t.Any) -> tuple[VersionedOrigin, t.Any]:
+    """A middleware whose near cache holds ``/page`` (version 1)."""
     origin = VersionedOrigin()
     middleware = cached(origin, prefix="t", near_cache_size=10)
-    near = middleware.near
     call(middleware, "/warm-up")
-    assert wait_until(lambda: near.online)
-    before = near.generation()
-    call(middleware, "/page")  # stored: its invalidation comes back
-    assert wait_until(lambda: near.generation() > before)
+    assert wait_until(lambda: middleware.near.online)
+    call(middleware, "/page")
     assert wait_until(lambda: "detail=near" in call(middleware, "/page")[1]["Cache-Status"])
+    return origin, middleware
 
-    # The subscriber acts on the purge's message late, as on a loaded machine.
+
+@contextlib.contextmanager
+def deaf(near: NearCache) -> Iterator[None]:
+    """The near cache's subscriber acts on messages late, as on a loaded
+    machine: only once the block is over."""
     release = threading.Event()
     handle = near._handle
 
-    def late(message, stop):
+    def late(message: dict[str, t.Any], stop: threading.Event) -> bool:
         if message["type"] == "message":
             release.wait(10)
         return handle(message, stop)
 
-    near._handle = late
-    origin.version = 2
+    near._handle = late  # type: ignore[method-assign]
     try:
-        assert middleware.purge("http://localhost/page") == 1
-        _, headers, body = call(middleware, "/page")
+        yield
     finally:
         release.set()
+
+
+def test_a_purge_drops_the_entry_from_its_own_near_cache_at_once(cached):
+    origin, middleware = held_near(cached)
+    origin.version = 2
+    with deaf(middleware.near):
+        assert middleware.purge("http://localhost/page") == 1
+        _, headers, body = call(middleware, "/page")
     assert body == b"/page v2", headers["Cache-Status"]
 
 
 def test_a_store_replaces_the_entry_in_its_own_near_cache_at_once(cached):
-    origin = VersionedOrigin()
-    middleware = cached(origin, prefix="t", near_cache_size=10)
-    near = middleware.near
-    call(middleware, "/warm-up")
-    assert wait_until(lambda: near.online)
-    before = near.generation()
-    call(middleware, "/page")
-    assert wait_until(lambda: near.generation() > before)
-    assert wait_until(lambda: "detail=near" in call(middleware, "/page")[1]["Cache-Status"])
-
-    release = threading.Event()
-    handle = near._handle
-
-    def late(message, stop):
-        if message["type"] == "message":
-            release.wait(10)
-        return handle(message, stop)
-
-    near._handle = late
+    origin, middleware = held_near(cached)
     origin.version = 2
-    try:
-        # A request that asks for a fresh copy stores v2 in Redis...
+    with deaf(middleware.near):
+        # A request that asks for a fresh copy stores v2 in Redis; the next
+        # one, in the same process, must not be served v1 from memory.
         _, headers, body = call(middleware, "/page", CACHE_CONTROL="no-cache")
         assert body == b"/page v2" and "stored" in headers["Cache-Status"]
-        # ...and the next one, in the same process, is served v1 from memory.
         _, headers, body = call(middleware, "/page")
-    finally:
-        release.set()
     assert body == b"/page v2", headers["Cache-Status"]

@@ -220,3 +220,39 @@ def run_together(count: int, target: t.Callable[[], t.Any]) -> list[t.Any]:
 def slow_counting_app_for_serve() -> t.Any:
     """A cacheable plain WSGI app, for ``redis-wsgi-cache serve`` to import."""
     return Origin(headers=[("Cache-Control", "max-age=60")])
+
+
+class Listener:
+    """Knows when a near cache has heard all that was published until now (every
+    store and purge publishes an invalidation)."""
+
+    def __init__(self, middleware: CacheMiddleware) -> None:
+        near = middleware.near
+        assert near is not None
+        self.near = near
+        self.client = middleware.store.client
+        self.received: list[bytes] = []
+        handle = near._handle
+
+        def recording(message: dict[str, t.Any], stop: t.Any) -> bool:
+            done = handle(message, stop)
+            if message["type"] == "message":
+                self.received.append(message["data"])
+            return done
+
+        near._handle = recording  # type: ignore[method-assign]
+
+    def heard(self, action: t.Callable[[], t.Any], key: str) -> t.Any:
+        """Run ``action``, then wait until a marker published after it, from the
+        node of ``key`` as the invalidations of ``key`` are (a cluster keeps the
+        order of what one node publishes, not across nodes), has come back."""
+        result = action()
+        marker = f"{{marker {len(self.received)}}}"
+        self.client.eval(
+            "return redis.call('PUBLISH', ARGV[1], ARGV[2])", 1, key, self.near.channel, marker
+        )
+        deadline = time.monotonic() + 10
+        while marker.encode() not in self.received:
+            assert time.monotonic() < deadline, "the near cache heard nothing"
+            time.sleep(0.005)
+        return result
