@@ -158,7 +158,7 @@ class Purges:
             "redis_wsgi_cache.cli",
             "--redis-url",
             self.redis_url,
-            "--prefix",
+            "--key-prefix",
             PREFIX,
             "purge",
             f"http://{HOST}:{self.port}{path}",
@@ -167,7 +167,7 @@ class Purges:
             command,
             env=self.env,
             cwd=ROOT,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
         )
         self.running.append((process, time.time()))
@@ -178,8 +178,12 @@ class Purges:
             code = process.wait(60) if wait else process.poll()
             if code is None:
                 still.append((process, started))
-            else:
-                self.done.append((started, code))
+                continue
+            assert process.stdout is not None
+            said = process.stdout.read()
+            process.stdout.close()
+            # Exit 1 with "purged 0 responses": nothing was stored to purge.
+            self.done.append((started, 0 if code == 1 and said.startswith(b"purged 0") else code))
         self.running = still
 
 
