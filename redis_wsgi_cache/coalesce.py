@@ -140,7 +140,6 @@ class Coalescer:
         url: str,
         headers: Mapping[str, str],
         request: policy.RequestPolicy,
-        clock: t.Any = time,
     ) -> Lookup:
         """Wait, at most ``lock_timeout`` seconds, until one of these, and say which:
 
@@ -152,25 +151,19 @@ class Coalescer:
         - the lock is free again with nothing usable stored (the leader died or
           gave up): this request took the lock, role ``leader`` (and ``lock``).
         """
-        deadline = time.monotonic() + self.settings.lock_timeout
-        delay = FIRST_POLL
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return Lookup("miss", None, "", "timeout")
-            time.sleep(min(delay, remaining))
-            delay = min(delay * 2, LONGEST_POLL)
+        for _ in self._polls():
             found = self.lookup(key, url, headers, coalesce=True)
             if found.outcome == "unavailable" or found.role not in ("", "follower"):
                 return found
             if found.entry is not None:
-                if policy.reuse(found.entry, request, clock.time()) in USABLE:
+                if policy.reuse(found.entry, request, time.time()) in USABLE:
                     return found
                 role, lock = self.try_lock(found.base, found.entry)
                 if role == "leader":
                     return Lookup(found.outcome, found.entry, found.base, "leader", lock)
                 if role in ("failed", "lost"):
                     return Lookup(found.outcome, found.entry, found.base, role)
+        return Lookup("miss", None, "", "timeout")
 
     def wait_for_fresh(
         self, base: str, key: str, url: str, headers: Mapping[str, str]
@@ -192,22 +185,29 @@ class Coalescer:
         """
         role, arrived, lock = self.store.join(base, 0)
         self._keep(role, lock)
-        deadline = time.monotonic() + self.settings.lock_timeout
-        delay = FIRST_POLL
-        while role == "follower":
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None, None, "timeout"
-            time.sleep(min(delay, remaining))
-            delay = min(delay * 2, LONGEST_POLL)
+        if role != "follower":
+            return None, lock, role
+        for _ in self._polls():
             role, _, lock = self.store.join(base, arrived)
             self._keep(role, lock)
             if role == "ready":
                 found = self.store.lookup(key, url, headers)
                 if found.entry is not None and found.entry.started >= arrived:
                     return found.entry, None, "collapsed"
-                role = "follower"  # replaced again since: wait on
-        return None, lock, role
+            elif role != "follower":
+                return None, lock, role
+            # A follower, or replaced again since: wait on.
+        return None, None, "timeout"
+
+    def _polls(self) -> t.Iterator[None]:
+        """Pause before each poll of a wait, longer each time (from
+        ``FIRST_POLL`` to ``LONGEST_POLL``), until ``lock_timeout`` is over."""
+        deadline = time.monotonic() + self.settings.lock_timeout
+        delay = FIRST_POLL
+        while (remaining := deadline - time.monotonic()) > 0:
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, LONGEST_POLL)
+            yield
 
     # -- the keeper thread -------------------------------------------------------
 

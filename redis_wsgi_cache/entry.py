@@ -159,7 +159,7 @@ class CachedResponse:
                 fetch=fetch.decode("ascii"),
                 tags=tuple(tags.decode("utf-8").split()),
                 encoding=_encoding(enc),
-                started=int(started) if started.isdigit() and len(started) < 20 else 0,
+                started=microseconds(started),
             )
         except EntryFormatError:
             raise
@@ -190,6 +190,13 @@ def servable_headers(headers: object) -> list[tuple[str, str]]:
 def servable_status(status: object) -> bool:
     """Whether a WSGI server would send ``status`` as a status line."""
     return type(status) is str and _STATUS.fullmatch(status) is not None
+
+
+def microseconds(value: object) -> int:
+    """A time by Redis's clock in microseconds, as the scripts give it (digits);
+    0 for anything else."""
+    text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+    return int(text) if text.isdigit() and text.isascii() and len(text) < 20 else 0
 
 
 def _encoding(value: bytes) -> str:

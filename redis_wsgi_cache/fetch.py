@@ -36,6 +36,11 @@ CONDITIONS = ("HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE")
 UNSHAREABLE = frozenset({"no-store", "private", "set-cookie", "vary-star", "status"})
 
 
+def _x_cache(fwd: str) -> str:
+    """The X-Cache of a response the app made."""
+    return "BYPASS" if fwd == "bypass" else "MISS"
+
+
 class Fetcher:
     """Calls the app on the cache's behalf; every lock it is given, it releases."""
 
@@ -70,7 +75,7 @@ class Fetcher:
         """Forward a request the cache may neither answer nor store."""
         capture = Capture()
         capture.run(self.app, environ)
-        x_cache = "BYPASS" if fwd == "bypass" else "MISS"
+        x_cache = _x_cache(fwd)
         status = f"{CACHE_NAME}; fwd={fwd}; fwd-status={capture.status_code}; detail={detail}"
         headers = [
             *capture.headers,
@@ -139,7 +144,7 @@ class Fetcher:
             }
             environ.update(policy.validation_headers(stale))
         if lock is not None and exchange.fetches_for_waiters:
-            lock.started = self.store.now(lock.key.removesuffix(":lock")) or lock.started
+            lock.started = self.store.now(lock.base) or lock.started
         request_time = time.time()
         capture = Capture()
         try:
@@ -211,7 +216,7 @@ class Fetcher:
     ) -> Iterable[bytes]:
         """Send the app's response on as it streams, with what the cache says of
         it (``detail`` None: it will be stored once complete)."""
-        x_cache = "BYPASS" if fwd == "bypass" else "MISS"
+        x_cache = _x_cache(fwd)
         headers = self._headers(exchange, capture, fwd, x_cache, detail=detail)
         self.recorder.response(exchange.environ, x_cache, headers, detail, capture.app_seconds)
         return capture.commit(exchange.start_response, headers)
@@ -225,21 +230,25 @@ class Fetcher:
         detail: str | None = None,
         stored: bool = False,
     ) -> list[tuple[str, str]]:
-        """The app's headers as the client gets them (tag headers kept for the
-        cache), and what the cache says of the response."""
+        """The app's headers as the client gets them, and what the cache says
+        of the response."""
         cache_status = f"fwd={fwd}; fwd-status={capture.status_code}"
         if stored:
             cache_status += "; stored"
         if detail is not None:
             cache_status += f"; detail={detail}"
-        headers = capture.headers
-        if not self.settings.forward_tag_headers:
-            headers = without_tag_headers(headers, self.settings.tag_headers)
         return [
-            *headers,
+            *self._forwarded_headers(capture),
             ("X-Cache", x_cache),
             ("Cache-Status", exchange.cache_status(cache_status)),
         ]
+
+    def _forwarded_headers(self, capture: Capture) -> list[tuple[str, str]]:
+        """The app's headers as clients get them: tag headers are for the cache
+        (or a CDN in front of it), unless ``forward_tag_headers``."""
+        if self.settings.forward_tag_headers:
+            return capture.headers
+        return without_tag_headers(capture.headers, self.settings.tag_headers)
 
     def _entry(
         self, exchange: Exchange, capture: Capture, body: bytes, request_time: float
@@ -248,9 +257,7 @@ class Fetcher:
         of no use), with its tags: the tag headers', the rule's and those the
         app gave with ``add_tags``."""
         assert capture.status is not None
-        headers = capture.headers
-        if not self.settings.forward_tag_headers:
-            headers = without_tag_headers(headers, self.settings.tag_headers)
+        headers = self._forwarded_headers(capture)
         entry = policy.build_entry(
             exchange.url,
             exchange.request,
@@ -307,7 +314,7 @@ class Fetcher:
             stored = self.save(exchange, entry, lock, entry.stored_at)
             if not stored:
                 detail = "redis-unavailable"
-        x_cache = "BYPASS" if fwd == "bypass" else "MISS"
+        x_cache = _x_cache(fwd)
         headers = self._headers(exchange, capture, fwd, x_cache, detail=detail, stored=stored)
         age = entry.current_age(time.time()) if stored and entry is not None else 0
         if age >= 1 and not any(name.lower() == "age" for name, _ in headers):
@@ -338,7 +345,7 @@ class Fetcher:
             else:
                 self.save(exchange, entry, lock, entry.stored_at)
 
-        x_cache = "BYPASS" if fwd == "bypass" else "MISS"
+        x_cache = _x_cache(fwd)
         headers = self._headers(exchange, capture, fwd, x_cache)
         self.recorder.response(exchange.environ, x_cache, headers, None, capture.app_seconds)
         return capture.commit(exchange.start_response, headers, self.settings.max_body_bytes, store)

@@ -29,6 +29,7 @@ if t.TYPE_CHECKING:
 
     from .metrics import Metrics
     from .rules import Rule
+    from .settings import Settings
 
 
 def _ignore_start_response(
@@ -203,7 +204,7 @@ class CacheMiddleware:
 
         key = primary_key(self.settings.prefix, url)
         headers = LazyHeaders(environ)
-        settings = self._rule_settings.get(id(rule), self.settings) if rule else self.settings
+        settings = self._settings_for(rule)
         exchange = Exchange(
             environ, start_response, request, url, key, headers, settings, self.recorder, rule
         )
@@ -234,6 +235,10 @@ class CacheMiddleware:
         return self.settings.rules.match(
             environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
         )
+
+    def _settings_for(self, rule: Rule | None) -> Settings:
+        """The settings that apply under ``rule`` (the cache's, without one)."""
+        return self._rule_settings.get(id(rule), self.settings)
 
     def _url(self, environ: WSGIEnvironment) -> str | None:
         """The request's canonical URL (None without a usable host); the query
@@ -279,17 +284,9 @@ class CacheMiddleware:
             # Going to the app: the rule of the path shapes what it stores (a
             # hit never needed it, so it is only looked for now).
             exchange.rule = self._rule_of(exchange.environ)
-            if exchange.rule is not None:
-                exchange.settings = self._rule_settings.get(id(exchange.rule), self.settings)
+            exchange.settings = self._settings_for(exchange.rule)
 
-        if entry is None:
-            fwd = "uri-miss" if found.outcome == "miss" else found.outcome
-        else:
-            # RFC 9211 §2.2: "request" when a fresh entry was there but the
-            # request's directives did not allow its use.
-            fwd = "request" if entry.ttl(now) > 0 and not entry.no_cache else "stale"
-        if request.authorization and (entry is None or not entry.shared_auth):
-            fwd = "bypass"
+        fwd = policy.forwarded_because(entry, found.outcome, request, now)
 
         lock, role = found.lock, found.role
         if request.may_coalesce:
@@ -298,7 +295,7 @@ class CacheMiddleware:
                 exchange.hold(lock)
             if lock is None and role in ("follower", "changed"):
                 waited = self.locks.wait_for_leader(
-                    exchange.key, exchange.url, exchange.headers, request, time
+                    exchange.key, exchange.url, exchange.headers, request
                 )
                 lock = exchange.hold(waited.lock)
                 now = time.time()

@@ -438,6 +438,21 @@ def reuse(entry: CachedResponse, request: RequestPolicy, now: float) -> str:
     return Reuse.REVALIDATE if entry.has_validator else Reuse.MISS
 
 
+def forwarded_because(
+    entry: CachedResponse | None, outcome: str, request: RequestPolicy, now: float
+) -> str:
+    """RFC 9211 §2.2 ``fwd``: why a request the cache did not answer goes to the
+    app. With nothing stored, the lookup's ``outcome`` (``uri-miss``,
+    ``vary-miss``…); ``request`` when a fresh entry was there but the request's
+    directives did not allow its use; else ``stale``. ``bypass`` for an
+    Authorization the stored response may not answer (§3.5)."""
+    if request.authorization and (entry is None or not entry.shared_auth):
+        return "bypass"
+    if entry is None:
+        return "uri-miss" if outcome == "miss" else outcome
+    return "request" if entry.ttl(now) > 0 and not entry.no_cache else "stale"
+
+
 def stale_if_error(
     entry: CachedResponse, request: RequestPolicy, now: float, grace: float = 0.0
 ) -> bool:

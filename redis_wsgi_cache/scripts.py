@@ -28,12 +28,15 @@ an expiry or a field that is not a number is treated as garbage, and replaced.
 
 from __future__ import annotations
 
-# Makes the lock key KEYS[1] .. ':lock' takeable: a key of another type or a
-# lock without an expiry (neither is ever one of ours) is deleted, as is a
-# hit-for-miss marker without one. Takes a lock, stamped with the time (which
-# entries stored by its fetch carry, so that a request can tell a response
-# made after it arrived), and says whether a lock is held by a token.
-_CLEAR_GARBAGE = """
+# The locks' functions. stamp: the time now (microseconds). take: take a lock,
+# stamped with the time (which entries stored by its fetch carry, so that a
+# request can tell a response made after it arrived). holds: whether a lock is
+# held by a token. clear_garbage: make the lock of a base key takeable (a key
+# of another type or a lock without an expiry, neither ever one of ours, is
+# deleted, as is a hit-for-miss marker without one). contend: for a fetch of a
+# base key, say 'hfm' if the key is hit-for-miss (when asked), take the lock
+# ('leader') or say another holds it ('follower'); with the time now.
+_LOCKS = """
 local function stamp()
   local now = redis.call('TIME')
   return now[1] .. string.format('%06d', tonumber(now[2]))
@@ -53,6 +56,12 @@ local function clear_garbage(base)
   end
   if redis.call('TTL', base .. ':hfm') == -1 then redis.call('DEL', base .. ':hfm') end
 end
+local function contend(base, token, lease, now, hit_for_miss)
+  clear_garbage(base)
+  if hit_for_miss and redis.call('EXISTS', base .. ':hfm') == 1 then return {'hfm', now} end
+  if take(base, token, lease, now) then return {'leader', now} end
+  return {'follower', now}
+end
 """
 
 # KEYS[1]: the base key of a miss. ARGV[1]: a lock token, ARGV[2]: the lock's
@@ -61,17 +70,14 @@ end
 # not storable ('hfm'), or whether this request took the lock ('leader') or
 # another holds it ('follower'); and the time now.
 MISS = (
-    _CLEAR_GARBAGE
+    _LOCKS
     + """
 local now = stamp()
 if ARGV[3] ~= '1' and redis.call('TYPE', KEYS[1])['ok'] == 'hash'
     and redis.call('HEXISTS', KEYS[1], 'v') == 1 then
   return {'stored', now}
 end
-clear_garbage(KEYS[1])
-if redis.call('EXISTS', KEYS[1] .. ':hfm') == 1 then return {'hfm', now} end
-if take(KEYS[1], ARGV[1], ARGV[2], now) then return {'leader', now} end
-return {'follower', now}
+return contend(KEYS[1], ARGV[1], ARGV[2], now, true)
 """
 )
 
@@ -81,16 +87,14 @@ return {'follower', now}
 # still the one stored: one stored since ('changed') makes the fetch pointless.
 # And the time now.
 LOCK = (
-    _CLEAR_GARBAGE
+    _LOCKS
     + """
 local now = stamp()
 if redis.call('TYPE', KEYS[1])['ok'] ~= 'hash'
     or redis.call('HGET', KEYS[1], 'fetch') ~= ARGV[3] then
   return {'changed', now}
 end
-clear_garbage(KEYS[1])
-if take(KEYS[1], ARGV[1], ARGV[2], now) then return {'leader', now} end
-return {'follower', now}
+return contend(KEYS[1], ARGV[1], ARGV[2], now, false)
 """
 )
 
@@ -101,7 +105,7 @@ return {'follower', now}
 # hit-for-miss ('hfm'), or takes the lock if it is free ('leader'), else waits
 # ('follower'); with the time now.
 JOIN = (
-    _CLEAR_GARBAGE
+    _LOCKS
     + """
 local now = stamp()
 local arrived = tonumber(ARGV[3]) or 0
@@ -109,16 +113,13 @@ if arrived > 0 and redis.call('TYPE', KEYS[1])['ok'] == 'hash'
     and (tonumber(redis.call('HGET', KEYS[1], 'started')) or 0) >= arrived then
   return {'ready', now}
 end
-clear_garbage(KEYS[1])
-if redis.call('EXISTS', KEYS[1] .. ':hfm') == 1 then return {'hfm', now} end
-if take(KEYS[1], ARGV[1], ARGV[2], now) then return {'leader', now} end
-return {'follower', now}
+return contend(KEYS[1], ARGV[1], ARGV[2], now, true)
 """
 )
 
 # KEYS[1]: a key (for a cluster to run this on its node). The time now.
 NOW = (
-    _CLEAR_GARBAGE
+    _LOCKS
     + """
 return stamp()
 """
@@ -127,7 +128,7 @@ return stamp()
 # KEYS[1]: a lock. ARGV[1]: its token, ARGV[2]: the new lease in ms. Extends the
 # lease of a lock still held with that token; 1 if it was.
 RENEW = (
-    _CLEAR_GARBAGE
+    _LOCKS
     + """
 if holds(KEYS[1], ARGV[1]) then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
@@ -137,7 +138,7 @@ return 0
 # KEYS[1]: a lock, KEYS[2]: its hit-for-miss marker. ARGV[1]: the token,
 # ARGV[2]: seconds to mark the key hit-for-miss (0: none).
 RELEASE = (
-    _CLEAR_GARBAGE
+    _LOCKS
     + """
 if holds(KEYS[1], ARGV[1]) then redis.call('DEL', KEYS[1]) end
 if tonumber(ARGV[2]) > 0 then redis.call('SET', KEYS[2], '1', 'EX', ARGV[2]) end
@@ -293,7 +294,7 @@ return 1
 # returns 0) for a ttl that is not a whole number of seconds from 1 to 2^32, so
 # that no key is ever left without an expiry.
 SAVE = (
-    _CLEAR_GARBAGE
+    _LOCKS
     + _DROP
     + _INDEX
     + """

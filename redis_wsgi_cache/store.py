@@ -21,7 +21,7 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from . import scripts
-from .entry import FIELDS, CachedResponse
+from .entry import FIELDS, CachedResponse, microseconds
 from .keys import index_member, tag_index_key, url_index_keys, variant_id
 
 if t.TYPE_CHECKING:
@@ -45,17 +45,32 @@ WARN_EVERY = 60.0
 MAX_PENDING_PURGES = 10_000
 
 
+def new_token() -> str:
+    """A lock token no other request, process or host will have."""
+    return os.urandom(12).hex()
+
+
 @dataclasses.dataclass(eq=False, slots=True)
 class Lock:
-    """A lock on the fetch of one key: its key, the token that proves it is
-    ours, when it was taken (``time.monotonic``; and by Redis's clock, in
-    microseconds, ``started``), and whether it was given up."""
+    """A lock on the fetch of the key ``base``: a token no one else has, to
+    prove it is ours, when it was taken (``time.monotonic``; and by Redis's
+    clock, in microseconds, ``started``), and whether it was given up."""
 
-    key: str
-    token: str
+    base: str
+    token: str = dataclasses.field(default_factory=new_token)
     taken: float = dataclasses.field(default_factory=time.monotonic)
     started: int = 0
     done: bool = False
+
+    @property
+    def key(self) -> str:
+        """The lock's own key."""
+        return self.base + ":lock"
+
+    @property
+    def hit_for_miss_key(self) -> str:
+        """The key marking ``base`` not worth waiting for."""
+        return self.base + ":hfm"
 
 
 @dataclasses.dataclass(slots=True)
@@ -88,11 +103,6 @@ VARY_MEMO_SIZE = 10_000
 # that a hit on unchanged bytes skips parsing them again (forgotten all at once).
 DECODED_MEMO_SIZE = 1_000
 DECODED_MEMO_BODY = 16 * 1024
-
-
-def new_token() -> str:
-    """A lock token no other request, process or host will have."""
-    return os.urandom(12).hex()
 
 
 def make_client(settings: Settings) -> redis.Redis | RedisCluster:
@@ -170,12 +180,6 @@ class LazyCluster:
 
     def __getattr__(self, name: str) -> t.Any:
         return getattr(self._cluster(), name)
-
-
-def _stamp(value: t.Any) -> int:
-    """A time the scripts give (microseconds, as digits); 0 for anything else."""
-    text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
-    return int(text) if text.isdigit() and len(text) < 20 else 0
 
 
 def _is_per_key(error: redis.ResponseError) -> bool:
@@ -385,7 +389,7 @@ class RedisStore:
     def _miss(self, outcome: str, base: str, coalesce: bool, unusable: bool = False) -> Lookup:
         if not coalesce:
             return Lookup(outcome, None, base)
-        lock = Lock(base + ":lock", new_token())
+        lock = Lock(base)
         args = [lock.token, LOCK_LEASE_MS, "1" if unusable else ""]
         role, lock = self._locking(lambda: self._try_miss(keys=[base], args=args), lock)
         return Lookup(outcome, None, base, role, lock)
@@ -405,7 +409,7 @@ class RedisStore:
         if not isinstance(reply, list) or len(reply) < 2:
             return "failed", None
         role = reply[0].decode("ascii", "replace")
-        lock.started = _stamp(reply[1])
+        lock.started = microseconds(reply[1])
         return role, (lock if role == "leader" else None)
 
     def join(self, base: str, arrived: int) -> tuple[str, int, Lock | None]:
@@ -414,7 +418,7 @@ class RedisStore:
         stored for ``base`` was fetched since; else take the lock if it is free
         (``leader``, and the lock), or ``follower``, ``hfm``, ``failed`` or
         ``lost`` as :meth:`lookup` says. With the time now."""
-        lock = Lock(base + ":lock", new_token())
+        lock = Lock(base)
         args = [lock.token, LOCK_LEASE_MS, arrived]
         role, taken = self._locking(lambda: self._join(keys=[base], args=args), lock)
         return role, lock.started, taken
@@ -423,7 +427,7 @@ class RedisStore:
         """The clock of the Redis holding ``base``, in microseconds (0 if Redis
         failed): to stamp the start of a fetch that requests waiting for a
         fresh response may use."""
-        return _stamp(self._call(lambda: self._now(keys=[base]), b"0"))
+        return microseconds(self._call(lambda: self._now(keys=[base]), b"0"))
 
     def _remember(self, key: str, names: tuple[str, ...]) -> None:
         if len(self._vary_names) >= VARY_MEMO_SIZE:
@@ -500,14 +504,14 @@ class RedisStore:
         request may have replaced it since the lookup, and released its lock).
         The role (``leader``, ``follower``, ``changed``, ``failed`` or ``lost``)
         and the lock, as :meth:`lookup` gives them."""
-        lock = Lock(base + ":lock", new_token())
+        lock = Lock(base)
         args = [lock.token, LOCK_LEASE_MS, seen.fetch]
         return self._locking(lambda: self._lock(keys=[base], args=args), lock)
 
     def release(self, lock: Lock, hit_for_miss: int = 0) -> None:
         """Give up ``lock``; with ``hit_for_miss``, mark its key as not worth
         waiting for during that many seconds."""
-        keys = [lock.key, lock.key.removesuffix(":lock") + ":hfm"]
+        keys = [lock.key, lock.hit_for_miss_key]
         self._call(lambda: self._release(keys=keys, args=[lock.token, hit_for_miss]), None)
 
     def renew(self, locks: list[Lock]) -> list[bool] | None:
@@ -522,8 +526,7 @@ class RedisStore:
         """Release ``locks``, in one pipelined round trip, off the request path;
         False if Redis failed."""
         commands = [
-            (scripts.RELEASE, lock.key, lock.key.removesuffix(":lock") + ":hfm", lock.token, 0)
-            for lock in locks
+            (scripts.RELEASE, lock.key, lock.hit_for_miss_key, lock.token, 0) for lock in locks
         ]
         return self._pipelined(commands) is not None
 
