@@ -5,7 +5,6 @@ middleware. ``CacheMiddleware`` has one too, as ``middleware.cache``."""
 from __future__ import annotations
 
 import os
-import time
 import typing as t
 
 import redis
@@ -64,7 +63,7 @@ class Cache:
         self.settings = settings
         self.client = client
         self.normalize = QueryNormalizer(settings.ignored_query_params, settings.sort_query)
-        self.index = Index(client, settings, settings.grace)
+        self.index = Index(client, settings)
 
     def canonical_url(self, url: str) -> str:
         """``url`` as the cache keys it; :class:`ValueError` if it is not an
@@ -94,12 +93,8 @@ class Cache:
         breaker (``breaker``: ``open`` while a process leaves Redis alone),
         ``entries`` (URLs stored) and ``memory_bytes`` (what Redis uses).
         Never raises: a failing Redis is ``ok: False`` with the error."""
-        started = time.perf_counter()
         try:
-            self.client.ping()
-            latency = time.perf_counter() - started
-            entries = int(self.client.zcard(self.index.urls))
-            memory = _used_memory(self.client.info("memory"))
+            latency, entries, memory = self.index.usage()
         except (redis.RedisError, RedisClusterException, OSError) as error:
             return {
                 "ok": False,
@@ -114,10 +109,3 @@ class Cache:
             "entries": entries,
             "memory_bytes": memory,
         }
-
-
-def _used_memory(info: dict[str, t.Any]) -> int:
-    """``used_memory`` of INFO memory; summed over the nodes of a cluster."""
-    if "used_memory" in info:
-        return int(info["used_memory"])
-    return sum(int(node.get("used_memory", 0)) for node in info.values() if isinstance(node, dict))

@@ -41,6 +41,11 @@ def _settings(args: argparse.Namespace) -> Settings:
         raise SettingsError(str(error)) from None
 
 
+def _cache(args: argparse.Namespace) -> Cache:
+    settings = _settings(args)
+    return Cache._of(settings, make_client(settings))
+
+
 def _config(args: argparse.Namespace) -> int:
     settings = _settings(args)
     for field in dataclasses.fields(settings):
@@ -56,10 +61,8 @@ def _config(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    client = make_client(settings)
-    store = RedisStore(client, settings)
-    cache = Cache._of(settings, client)
+    cache = _cache(args)
+    store = RedisStore(cache.client, cache.settings)
     now = time.time()
     found: list[dict[str, t.Any]] = []
     for url in args.url:
@@ -118,8 +121,7 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _health(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    health = Cache._of(settings, make_client(settings)).health()
+    health = _cache(args).health()
     if not health["ok"]:
         print(f"unhealthy: Redis {health['redis']}")
         return 1
@@ -142,8 +144,7 @@ def _purge(args: argparse.Namespace) -> int:
     chosen = [bool(args.url), bool(args.tag), args.url_prefix is not None, args.all]
     if sum(chosen) != 1:
         raise _UsageError("purge: give URLs, or --tag, --prefix or --all (one of them)")
-    settings = _settings(args)
-    cache = Cache._of(settings, make_client(settings))
+    cache = _cache(args)
     verb = "marked stale" if args.soft else "purged"
     total = 0
     targets: list[tuple[str, t.Callable[[], int]]]
@@ -176,31 +177,16 @@ class _UsageError(Exception):
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     options = common.add_argument_group("settings (before or after the command)")
-    options.add_argument(
-        "--config",
-        default=argparse.SUPPRESS,
-        metavar="FILE",
-        help="the setup.cfg-style file whose [redis_wsgi_cache] section to read",
-    )
-    options.add_argument(
-        "--redis-url",
-        default=argparse.SUPPRESS,
-        metavar="URL",
-        help="the Redis to use (instead of the redis_url setting)",
-    )
-    options.add_argument(
-        "--key-prefix",
-        default=argparse.SUPPRESS,
-        metavar="PREFIX",
-        help="the cache's key prefix (instead of the prefix setting)",
-    )
-    options.add_argument(
-        "--set",
-        action="append",
-        default=argparse.SUPPRESS,
-        metavar="NAME=VALUE",
-        help="any other setting, as in setup.cfg (repeatable)",
-    )
+    for flag, metavar, meaning in (
+        ("--config", "FILE", "the setup.cfg-style file whose [redis_wsgi_cache] section to read"),
+        ("--redis-url", "URL", "the Redis to use (instead of the redis_url setting)"),
+        ("--key-prefix", "PREFIX", "the cache's key prefix (instead of the prefix setting)"),
+        ("--set", "NAME=VALUE", "any other setting, as in setup.cfg (repeatable)"),
+    ):
+        action = "append" if flag == "--set" else "store"
+        options.add_argument(
+            flag, action=action, default=argparse.SUPPRESS, metavar=metavar, help=meaning
+        )
     parser = argparse.ArgumentParser(
         prog=PROG,
         description=__doc__,

@@ -27,17 +27,19 @@ class Index:
     """The purge verbs over one cache's indexes: each returns how many stored
     responses it affected, every Vary variant counted."""
 
-    def __init__(self, client: t.Any, settings: Settings, grace: float = 0.0) -> None:
+    def __init__(self, client: t.Any, settings: Settings) -> None:
         self.client = client
         self.settings = settings
         self.channel = f"{settings.prefix}:invalidate"
         self.urls, self.expiry = url_index_keys(settings.prefix)
-        self.grace = grace
 
     def keys_of(self, url: str) -> list[str]:
         """The primary keys of the entries stored for the canonical ``url``,
         whatever other key material (forwarding headers) they hold."""
-        return list(dict.fromkeys([primary_key(self.settings.prefix, url), *_keys(self._of(url))]))
+        return self._keys_of(url, self._of(url))
+
+    def _keys_of(self, url: str, members: list[bytes]) -> list[str]:
+        return list(dict.fromkeys([primary_key(self.settings.prefix, url), *_keys(members)]))
 
     def _of(self, url: str) -> list[bytes]:
         low = index_member(url, "").encode("utf-8", "surrogateescape")
@@ -47,8 +49,7 @@ class Index:
         """Every entry stored for the canonical ``url``, whatever other key
         material (forwarding headers) it was stored with."""
         members = self._of(url)
-        keys = dict.fromkeys([primary_key(self.settings.prefix, url), *_keys(members)])
-        count = self._purge(list(keys), soft)
+        count = self._purge(self._keys_of(url, members), soft)
         if not soft:
             self._forget(members)
         return count
@@ -67,13 +68,8 @@ class Index:
         """Every entry stored with ``tag``."""
         index = tag_index_key(self.settings.prefix, tag)
         count = 0
-        start = 0
-        while True:
-            keys = [key.decode() for key in self.client.zrange(index, start, start + BATCH - 1)]
-            if not keys:
-                break
-            count += self._purge(keys, soft)
-            start += BATCH
+        for keys in self._pages(index):
+            count += self._purge([key.decode() for key in keys], soft)
         if not soft:
             self.client.delete(index)
         return count
@@ -82,17 +78,33 @@ class Index:
         """Every entry the index knows of: all this cache stored (under this
         prefix only)."""
         count = 0
-        start = 0
-        while True:
-            members = self.client.zrange(self.urls, start, start + BATCH - 1)
-            if not members:
-                break
+        for members in self._pages(self.urls):
             count += self._purge(list(dict.fromkeys(_keys(members))), soft)
-            start += BATCH
         if not soft:
             self.client.delete(self.urls, self.expiry)
             self.client.publish(self.channel, CLEAR_ALL)
         return count
+
+    def usage(self) -> tuple[float, int, int]:
+        """Seconds a PING took, how many URLs are stored, and the memory Redis
+        uses (summed over the nodes of a cluster)."""
+        started = time.perf_counter()
+        self.client.ping()
+        latency = time.perf_counter() - started
+        info = self.client.info("memory")
+        if "used_memory" in info:
+            memory = int(info["used_memory"])
+        else:
+            nodes = [node for node in info.values() if isinstance(node, dict)]
+            memory = sum(int(node.get("used_memory", 0)) for node in nodes)
+        return latency, int(self.client.zcard(self.urls)), memory
+
+    def _pages(self, index: str) -> Iterator[list[bytes]]:
+        """The members of the sorted set ``index``, in batches."""
+        start = 0
+        while batch := self.client.zrange(index, start, start + BATCH - 1):
+            yield batch
+            start += BATCH
 
     def _range(self, low: bytes, high: bytes, paged: bool = True) -> Iterator[list[bytes]]:
         """The URL index members from ``low`` to ``high``, in batches. Without
@@ -125,7 +137,7 @@ class Index:
                         self.channel,
                         repr(time.time()),
                         self.settings.keep,
-                        self.grace,
+                        self.settings.grace,
                     )
                 else:
                     pipeline.execute_command("EVAL", scripts.PURGE, 1, key, self.channel)
