@@ -31,10 +31,13 @@ import shlex
 import typing as t
 from collections.abc import Iterable, Mapping
 
-# Rule options that take a number of seconds, and the largest allowed (a year).
+from .tags import is_tag, split_tags
+
+# Rule options that take a number of seconds.
 _SECONDS = ("ttl", "stale_while_revalidate", "stale_if_error")
+# The longest any duration (a setting's or a rule's) may be: a year. Longer is a
+# typo, and would make Redis refuse the expiry (or keep a key for good).
 MAX_SECONDS = 365 * 24 * 3600
-_TAG = re.compile(r"[\x21-\x7e]+")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,11 +167,13 @@ def _seconds(argument: t.Any, where: str) -> int:
 
 def _tags(argument: t.Any, where: str) -> tuple[str, ...]:
     if isinstance(argument, str):
-        tags = tuple(tag for tag in re.split(r"[\s,]+", argument) if tag)
+        tags = tuple(split_tags(argument))
     elif isinstance(argument, (list, tuple)):
         tags = tuple(str(tag) for tag in argument)
     else:
         tags = ()
-    if not tags or not all(_TAG.fullmatch(tag) for tag in tags):
-        raise ValueError(f"{where}: expected tags (printable, no spaces), separated by commas")
+    if not tags or not all(is_tag(tag) for tag in tags):
+        raise ValueError(
+            f"{where}: expected tags (printable, no spaces or commas), separated by commas"
+        )
     return tags

@@ -16,7 +16,7 @@ import typing as t
 from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
 
-from .rules import Rules, parse_rules
+from .rules import MAX_SECONDS, Rules, parse_rules
 
 ENV_PREFIX = "REDIS_WSGI_CACHE_"
 CONFIG_ENV = "REDIS_WSGI_CACHE_CONFIG"
@@ -25,9 +25,6 @@ CONFIG_ENV = "REDIS_WSGI_CACHE_CONFIG"
 RESERVED_ENV = frozenset({CONFIG_ENV, "REDIS_WSGI_CACHE_TEST_SERVER"})
 CONFIG_SECTION = "redis_wsgi_cache"
 DEFAULT_CONFIG_FILE = "setup.cfg"
-# The longest any duration setting may be: a year. Longer is a typo, and would
-# make Redis refuse the expiry (or keep a key for good).
-MAX_DURATION = 365 * 24 * 3600
 # RFC 9110 §5.6.2.
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
@@ -113,7 +110,7 @@ def _non_negative_int(value: str) -> int:
 
 def _duration(value: str) -> int:
     number = int(value)
-    if not 0 <= number <= MAX_DURATION:
+    if not 0 <= number <= MAX_SECONDS:
         raise ValueError
     return number
 
@@ -229,13 +226,6 @@ def _path(value: str) -> str:
     return value
 
 
-def _cookie_requests(value: str) -> str:
-    lowered = value.lower()
-    if lowered not in ("pass", "cache"):
-        raise ValueError
-    return lowered
-
-
 def _statuses(value: str) -> frozenset[int]:
     statuses = frozenset(int(part) for part in value.replace(",", " ").split())
     if not statuses or any(not 200 <= s <= 599 or s in (206, 304) for s in statuses):
@@ -252,6 +242,11 @@ def _boolean(value: str) -> bool:
     raise ValueError
 
 
+# Parsers shared by several settings, with what they allow, in words.
+_DURATION = (_duration, f"a whole number of seconds from 0 to {MAX_SECONDS}")
+_BOOLEAN = (_boolean, "true or false")
+_HEADER_NAMES = (_header_names, "header names, separated by commas")
+
 # For each setting: the parser of its text form and what is allowed, in words.
 _PARSERS: dict[str, tuple[Callable[[str], t.Any], str]] = {
     "redis_url": (
@@ -263,43 +258,40 @@ _PARSERS: dict[str, tuple[Callable[[str], t.Any], str]] = {
         _prefix,
         "a non-empty string without braces, glob characters (*?[]\\) or whitespace",
     ),
-    "default_ttl": (_duration, f"a whole number of seconds from 0 to {MAX_DURATION}"),
+    "default_ttl": _DURATION,
     "max_body_bytes": (_positive_int, "a whole number of bytes >= 1"),
     "socket_timeout": (_positive_seconds, "a number of seconds > 0 and < 3600"),
     "cacheable_statuses": (
         _statuses,
         "status codes from 200 to 599 (not 206 or 304), separated by commas",
     ),
-    "keep": (_duration, f"a whole number of seconds from 0 to {MAX_DURATION}"),
+    "keep": _DURATION,
     "max_variants": (_positive_int, "a whole number >= 1"),
-    "ignore_request_no_cache": (_boolean, "true or false"),
+    "ignore_request_no_cache": _BOOLEAN,
     "breaker_cooldown": (_non_negative_seconds, "a number of seconds >= 0 and < 86400"),
     "lock_timeout": (_positive_seconds, "a number of seconds > 0 and < 3600"),
-    "hit_for_miss": (_duration, f"a whole number of seconds from 0 to {MAX_DURATION}"),
-    "stale_while_revalidate": (
-        _duration,
-        f"a whole number of seconds from 0 to {MAX_DURATION}",
-    ),
-    "stale_if_error": (_duration, f"a whole number of seconds from 0 to {MAX_DURATION}"),
-    "grace": (_duration, f"a whole number of seconds from 0 to {MAX_DURATION}"),
+    "hit_for_miss": _DURATION,
+    "stale_while_revalidate": _DURATION,
+    "stale_if_error": _DURATION,
+    "grace": _DURATION,
     "background_workers": (_positive_int, "a whole number >= 1"),
     "near_cache_size": (_non_negative_int, "a whole number of entries >= 0 (0 turns it off)"),
     "near_cache_bytes": (_positive_int, "a whole number of bytes >= 1"),
     "stats_interval": (_non_negative_seconds, "a number of seconds >= 0 and < 86400"),
-    "cookie_requests": (_cookie_requests, "pass or cache"),
+    "cookie_requests": (_choice("pass", "cache"), "pass or cache"),
     "ignored_cookies": (_cookie_globs, "cookie names or globs, separated by commas"),
-    "key_headers": (_header_names, "header names, separated by commas"),
-    "bypass_headers": (_header_names, "header names, separated by commas"),
+    "key_headers": _HEADER_NAMES,
+    "bypass_headers": _HEADER_NAMES,
     "ignored_query_params": (
         _query_globs,
         "query parameter names or globs, separated by commas",
     ),
-    "sort_query": (_boolean, "true or false"),
-    "tag_headers": (_header_names, "header names, separated by commas"),
-    "forward_tag_headers": (_boolean, "true or false"),
+    "sort_query": _BOOLEAN,
+    "tag_headers": _HEADER_NAMES,
+    "forward_tag_headers": _BOOLEAN,
     "rules": (parse_rules, "rules as the README's Per-path rules describe them"),
     "metrics_path": (_path, "a path starting with / (empty: no metrics endpoint)"),
-    "cluster": (_boolean, "true or false"),
+    "cluster": _BOOLEAN,
     "sentinels": (_host_ports, "host:port of each sentinel, separated by commas"),
     "sentinel_service": (_text, "the name the sentinels know the master by"),
     "sentinel_username": (_text, "a user name, or nothing"),
@@ -324,9 +316,10 @@ _LISTS = frozenset(
     }
 )
 # Settings that take true or false.
-_BOOLEANS = frozenset({"ignore_request_no_cache", "sort_query", "forward_tag_headers", "cluster"})
+_BOOLEANS = frozenset(name for name, parsing in _PARSERS.items() if parsing is _BOOLEAN)
 
 FIELDS = tuple(field.name for field in dataclasses.fields(Settings))
+_KNOWN = f"known settings are {', '.join(FIELDS)}"
 
 
 def validate(name: str, value: t.Any, source: str) -> t.Any:
@@ -335,9 +328,7 @@ def validate(name: str, value: t.Any, source: str) -> t.Any:
     and what is allowed, for a value that is not. For places that hold settings
     of their own (a Flask app's config, Django's settings, a Paste .ini)."""
     if name not in _PARSERS:
-        raise SettingsError(
-            f"{source}: unknown setting {name!r}; known settings are {', '.join(FIELDS)}"
-        )
+        raise SettingsError(f"{source}: unknown setting; {_KNOWN}")
     return _validate(name, value, source)
 
 
@@ -386,10 +377,7 @@ def _read_config_file(path: str, required: bool, source: str) -> Mapping[str, st
     section = dict(parser.items(CONFIG_SECTION))
     unknown = sorted(set(section) - set(FIELDS))
     if unknown:
-        raise SettingsError(
-            f"{path} [{CONFIG_SECTION}] {unknown[0]}: unknown setting;"
-            f" known settings are {', '.join(FIELDS)}"
-        )
+        raise SettingsError(f"{path} [{CONFIG_SECTION}] {unknown[0]}: unknown setting; {_KNOWN}")
     return section
 
 
@@ -410,7 +398,7 @@ def load_settings(
     environ = os.environ if environ is None else environ
     unknown = sorted(set(overrides) - set(FIELDS))
     if unknown:
-        raise TypeError(f"unknown setting {unknown[0]!r}; known settings are {', '.join(FIELDS)}")
+        raise TypeError(f"unknown setting {unknown[0]!r}; {_KNOWN}")
     unknown = sorted(
         name
         for name in environ
@@ -420,8 +408,7 @@ def load_settings(
     )
     if unknown:
         raise SettingsError(
-            f"{unknown[0]}: unknown setting in the environment; known settings are"
-            f" {', '.join(FIELDS)} (as {ENV_PREFIX}<NAME>)"
+            f"{unknown[0]}: unknown setting in the environment; {_KNOWN} (as {ENV_PREFIX}<NAME>)"
         )
 
     if config_file is not None:

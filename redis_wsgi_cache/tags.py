@@ -20,12 +20,22 @@ _SEPARATORS = re.compile(r"[\s,]+")
 _TAG = re.compile(r"[\x21-\x2b\x2d-\x7e]+")
 
 
+def is_tag(text: str) -> bool:
+    """Whether ``text`` is a tag: printable ASCII without spaces or commas."""
+    return _TAG.fullmatch(text) is not None
+
+
+def split_tags(value: str) -> list[str]:
+    """The words of a space- or comma-separated list of tags."""
+    return [word for word in _SEPARATORS.split(value) if word]
+
+
 def add_tags(environ: WSGIEnvironment, *tags: str) -> None:
     """Tag the response the app is making for this request, from code (with no
     header): ``add_tags(request.environ, "user-7", "users")``. Purge them with
     ``purge_tag``. Tags are printable ASCII without spaces or commas."""
     for tag in tags:
-        if not isinstance(tag, str) or not _TAG.fullmatch(tag):
+        if not isinstance(tag, str) or not is_tag(tag):
             raise ValueError(f"not a tag: {tag!r} (printable ASCII, no spaces or commas)")
     environ.setdefault(ENVIRON_TAGS, []).extend(tags)
 
@@ -36,7 +46,7 @@ def response_tags(headers: Headers, names: t.Collection[str]) -> list[str]:
     tags: list[str] = []
     for name, value in headers:
         if name.lower() in names:
-            tags.extend(tag for tag in _SEPARATORS.split(value) if _TAG.fullmatch(tag))
+            tags.extend(tag for tag in split_tags(value) if is_tag(tag))
     return tags
 
 

@@ -17,18 +17,13 @@ from __future__ import annotations
 import typing as t
 from collections.abc import Callable, Mapping
 
-from ..settings import FIELDS, SettingsError, validate
+from ..settings import validate
 
 
 def settings_from(values: Mapping[str, t.Any], source: Callable[[str], str]) -> dict[str, t.Any]:
     """``values`` (setting name to value) checked now, so that a bad value or an
     unknown name fails at start-up with an error naming where it was written:
     ``source(name)``, such as ``app.config['REDIS_WSGI_CACHE_DEFAULT_TTL']``."""
-    unknown = sorted(set(values) - set(FIELDS))
-    if unknown:
-        raise SettingsError(
-            f"{source(unknown[0])}: unknown setting; known settings are {', '.join(FIELDS)}"
-        )
     for name, value in values.items():
         validate(name, value, source(name))
     return dict(values)
