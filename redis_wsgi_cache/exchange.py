@@ -88,8 +88,7 @@ class Recorder:
         background refresh stored), ``INVALIDATED``, ``PURGED``."""
         if name == "STORED" and environ is not None and environ.get(ENVIRON_BACKGROUND):
             name = "REFRESHED"
-        for _ in range(amount):
-            self.stats.count(name)
+        self.stats.count(name, amount=amount)
         if self.metrics is not None:
             self.metrics.event(name.lower(), amount)
 

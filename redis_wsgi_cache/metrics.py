@@ -37,41 +37,37 @@ class _Collectors:
 
     def __init__(self, registry: t.Any) -> None:
         labels = ["cache"]
+        common = {"namespace": NAMESPACE, "registry": registry}
         self.requests = prometheus_client.Counter(
             "requests",
             "Requests by what the cache did (X-Cache) and why (Cache-Status detail)",
             [*labels, "outcome", "reason"],
-            namespace=NAMESPACE,
-            registry=registry,
+            **common,
         )
         self.added = prometheus_client.Histogram(
             "added_seconds",
             "Time the cache added to a request (the app's own time left out)",
             [*labels, "outcome"],
-            namespace=NAMESPACE,
             buckets=BUCKETS,
-            registry=registry,
+            **common,
         )
         self.events = prometheus_client.Counter(
             "events",
             "Stores, background refreshes, invalidations and purged responses",
             [*labels, "event"],
-            namespace=NAMESPACE,
-            registry=registry,
+            **common,
         )
         self.redis_errors = prometheus_client.Counter(
             "redis_errors",
             "Redis calls that failed (timeouts, refused connections, error replies)",
             [*labels, "error"],
-            namespace=NAMESPACE,
-            registry=registry,
+            **common,
         )
         self.redis_usable = prometheus_client.Gauge(
             "redis_usable",
             "1 while Redis is used, 0 while the circuit breaker leaves it alone",
             labels,
-            namespace=NAMESPACE,
-            registry=registry,
+            **common,
             multiprocess_mode="livemin",
         )
 

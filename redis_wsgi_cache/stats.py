@@ -34,15 +34,15 @@ class Counters:
         self._pid = 0
         _INSTANCES.add(self)
 
-    def count(self, outcome: str, reason: str | None = None) -> None:
-        """Count one ``outcome`` (``HIT``, ``BYPASS``, ``STORED``…), and with a
-        ``reason``, ``<outcome>:<reason>`` too."""
-        if not self.interval:
+    def count(self, outcome: str, reason: str | None = None, amount: int = 1) -> None:
+        """Count ``amount`` of ``outcome`` (``HIT``, ``BYPASS``, ``STORED``…), and
+        with a ``reason``, of ``<outcome>:<reason>`` too."""
+        if not self.interval or not amount:
             return
         with self._lock:
-            self._counts[outcome] += 1
+            self._counts[outcome] += amount
             if reason is not None:
-                self._counts[f"{outcome}:{reason}"] += 1
+                self._counts[f"{outcome}:{reason}"] += amount
         if self._pid != os.getpid():
             self._start()
 
