@@ -26,13 +26,10 @@ from redis.crc import key_slot
 from redis.retry import Retry
 from topologies import HOST, READY_SECONDS, Cluster, cluster_ports, cluster_states
 from webtest import TestApp
-from wsgi_apps import Listener, VersionedOrigin, call, run_together
+from wsgi_apps import ORIGIN, Listener, VersionedOrigin, call, key_of, run_together, wait_until
 
 from redis_wsgi_cache import CacheMiddleware
-from redis_wsgi_cache.keys import primary_key
 from redis_wsgi_cache.server import RedisServer
-
-ORIGIN = "http://localhost"
 
 Wrap = Callable[..., CacheMiddleware]
 
@@ -63,17 +60,6 @@ def wrap(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[Wrap]:
         middleware.close()
         client.close()
     cluster.delete(f"{prefix}:*")
-
-
-def key_of(middleware: CacheMiddleware, path: str) -> str:
-    return primary_key(middleware.settings.prefix, ORIGIN + path)
-
-
-def wait_until(predicate: Callable[[], bool], seconds: float = 5.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 def test_the_cluster_has_three_masters_sharing_the_slots(cluster):

@@ -1,5 +1,6 @@
-"""Small plain WSGI apps for the tests: each answers what it was told to and
-counts its calls."""
+"""Small plain WSGI apps for the tests, each answering what it was told to and
+counting its calls; and the helpers the tests share to drive a middleware (one
+in-process request, concurrent ones, keys, waits)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ from collections.abc import Iterable, Iterator
 import redis
 
 from redis_wsgi_cache import CacheMiddleware
+from redis_wsgi_cache.keys import primary_key
 
 # As conftest.GENEROUS_SOCKET_TIMEOUT, for the processes tests start.
 GENEROUS_SOCKET_TIMEOUT = 10.0
+# Where :func:`call` and WebTest's requests go: the origin of every URL they cache.
+ORIGIN = "http://localhost"
 
 
 class Origin:
@@ -183,6 +187,19 @@ def call(app: t.Any, path: str = "/", **headers: str) -> tuple[str, dict[str, st
         if close is not None:
             close()
     return started[0][0], started[0][1], data
+
+
+def key_of(middleware: CacheMiddleware, path: str) -> str:
+    """The key ``middleware`` stores the response for ``path`` under."""
+    return primary_key(middleware.settings.prefix, ORIGIN + path)
+
+
+def wait_until(predicate: t.Callable[[], bool], seconds: float = 10.0) -> None:
+    """Poll ``predicate`` until it holds; fails the test after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
 
 
 def concurrent_requests(redis_url: str, counter: str, seconds: float, count: int) -> list[str]:
