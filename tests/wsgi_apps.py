@@ -137,15 +137,17 @@ def stored_entries(client: t.Any) -> list[bytes]:
     )
 
 
-def slow_counting_app(redis_url: str, counter: str, seconds: float) -> t.Any:
+def slow_counting_app(redis_url: str, counter: str, seconds: float, stamped: bool = False) -> t.Any:
     """A WSGI app that takes ``seconds`` and counts its runs in Redis, so runs
-    in several processes add up."""
+    in several processes add up: it answers ``run <n>``, followed, when
+    ``stamped``, by the ``time.time()`` the run started at."""
     client = redis.Redis.from_url(redis_url)
 
     def app(environ: dict[str, t.Any], start_response: t.Any) -> Iterable[bytes]:
+        started = time.time()
         runs = client.incr(counter)
         time.sleep(seconds)
-        body = f"run {runs}".encode()
+        body = (f"run {runs} {started!r}" if stamped else f"run {runs}").encode()
         start_response(
             "200 OK",
             [
