@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from wsgi_apps import GENEROUS_SOCKET_TIMEOUT, call, run_together, slow_counting_app
+from wsgi_apps import GENEROUS_SOCKET_TIMEOUT, PersonalOrigin, call, run_together, slow_counting_app
 
 from redis_wsgi_cache import CacheMiddleware
 
@@ -120,29 +120,11 @@ def test_reloads_across_two_processes_share_the_fetch(cached, redis_server, redi
 def test_unshareable_responses_never_reach_other_reloads(
     cached, redis_server, redis_client, header
 ):
-    runs = []
-    lock = threading.Lock()
-
-    def personal(environ, start_response):
-        with lock:
-            runs.append(1)
-            mine = str(len(runs))
-        time.sleep(0.05)
-        body = f"for caller {mine}".encode()
-        start_response(
-            "200 OK",
-            [
-                ("Content-Type", "text/plain"),
-                ("Content-Length", str(len(body))),
-                (header[0], header[1].replace("@", mine)),
-            ],
-        )
-        return [body]
-
-    middleware = cached(personal, prefix="f", lock_timeout=30)
+    origin = PersonalOrigin([header], content_length=True)
+    middleware = cached(origin, prefix="f", lock_timeout=30)
     results = run_together(10, lambda: call(middleware, "/personal", cache_control="no-cache"))
     assert len({body for _, _, body in results}) == 10
-    assert len(runs) == 10
+    assert origin.count == 10
 
 
 def test_ignore_request_no_cache_serves_reloads_from_the_cache(cached, redis_server, redis_client):

@@ -125,6 +125,34 @@ class VersionedOrigin:
         return [data]
 
 
+class PersonalOrigin:
+    """A WSGI app whose every answer is made for its caller: call ``n`` answers
+    ``for caller <n>`` after 0.05 s, with ``headers`` in whose values ``@``
+    stands for ``n``, and with a ``Content-Length`` when ``content_length``.
+    ``count`` counts the calls."""
+
+    def __init__(self, headers: list[tuple[str, str]], content_length: bool = False) -> None:
+        self.headers = headers
+        self.content_length = content_length
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, t.Any], start_response: t.Any) -> list[bytes]:
+        with self._lock:
+            self.count += 1
+            mine = str(self.count)
+        time.sleep(0.05)
+        body = f"for caller {mine}".encode()
+        headers = [
+            ("Content-Type", "text/plain"),
+            *((name, value.replace("@", mine)) for name, value in self.headers),
+        ]
+        if self.content_length:
+            headers.append(("Content-Length", str(len(body))))
+        start_response("200 OK", headers)
+        return [body]
+
+
 def stored_entries(client: t.Any) -> list[bytes]:
     """The keys holding responses or Vary records: not locks, hit-for-miss marks
     or the indexes purges use."""
