@@ -5,6 +5,8 @@ in-process request, concurrent ones, keys, waits)."""
 from __future__ import annotations
 
 import io
+import os
+import signal
 import threading
 import time
 import typing as t
@@ -14,6 +16,7 @@ import redis
 
 from redis_wsgi_cache import CacheMiddleware
 from redis_wsgi_cache.keys import primary_key
+from redis_wsgi_cache.server import RedisServer
 
 # As conftest.GENEROUS_SOCKET_TIMEOUT, for the processes tests start.
 GENEROUS_SOCKET_TIMEOUT = 10.0
@@ -267,6 +270,21 @@ def run_together(count: int, target: t.Callable[[], t.Any]) -> list[t.Any]:
 def slow_counting_app_for_serve() -> t.Any:
     """A cacheable plain WSGI app, for ``redis-wsgi-cache serve`` to import."""
     return Origin(headers=[("Cache-Control", "max-age=60")])
+
+
+def stall_during_the_lock_command(middleware: CacheMiddleware, server: RedisServer) -> None:
+    """Make ``middleware``'s next lock command reach a stopped Redis: it times
+    out (``socket_timeout``), the request goes on uncached, and Redis runs the
+    command when it is resumed, taking a lock nobody holds."""
+    take = middleware.store._try_miss
+
+    def stopped_then_take(*args: t.Any, **kwargs: t.Any) -> t.Any:
+        middleware.store._try_miss = take  # type: ignore[method-assign]
+        assert server.process is not None
+        os.kill(server.process.pid, signal.SIGSTOP)
+        return take(*args, **kwargs)
+
+    middleware.store._try_miss = stopped_then_take  # type: ignore[method-assign]
 
 
 class Listener:
