@@ -1,17 +1,23 @@
-"""What every benchmark shares: the views' payloads, run counters, and direct
-WSGI calls with a prebuilt environ."""
+"""What every benchmark shares: the views' payloads, run counters, direct WSGI
+calls with a prebuilt environ, and gunicorn serving an app on a loopback port."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import signal
+import subprocess
 import sys
 import threading
 import time
 import typing as t
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import redis
+
+from redis_wsgi_cache.server import free_port
 
 if t.TYPE_CHECKING:
     from wsgiref.types import WSGIApplication, WSGIEnvironment
@@ -32,6 +38,7 @@ RAW_KEY = "bench:raw"
 RAW_VALUE = json.dumps(USER).encode().ljust(50)
 
 HOST = "127.0.0.1"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class BenchmarkError(RuntimeError):
@@ -195,3 +202,61 @@ def check_user(label: str, response: Response) -> None:
         payload = None
     if payload != USER:
         raise BenchmarkError(f"{label}: GET {USER_PATH} answered {response.body[:200]!r}")
+
+
+@contextlib.contextmanager
+def gunicorn(
+    app: str,
+    env: dict[str, str],
+    workers: int,
+    log: t.IO[bytes],
+    answers: Callable[[int], bool],
+    timeout: float,
+) -> Iterator[int]:
+    """Serve ``app`` (gunicorn's ``module:variable``) with ``workers`` sync
+    workers on a free loopback port, its output to ``log``; yields the port once
+    ``answers(port)``, and stops gunicorn after."""
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--workers",
+        str(workers),
+        "--worker-class",
+        "sync",
+        "--bind",
+        f"{HOST}:{port}",
+        "--chdir",
+        str(ROOT),
+        "--log-level",
+        "warning",
+        app,
+    ]
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=log, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + timeout
+        while not answers(port):
+            if process.poll() is not None:
+                raise BenchmarkError(f"gunicorn for {app} exited at start:\n{tail(log)}")
+            if time.monotonic() > deadline:
+                raise BenchmarkError(
+                    f"gunicorn for {app} did not answer on port {port}:\n{tail(log)}"
+                )
+            time.sleep(0.05)
+        yield port
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def tail(log: t.IO[bytes], size: int = 3000) -> str:
+    """The last ``size`` characters written to ``log``."""
+    log.flush()
+    log.seek(0)
+    return log.read().decode(errors="replace")[-size:]

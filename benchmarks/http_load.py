@@ -11,24 +11,18 @@ import http.client
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import redis
 
-from redis_wsgi_cache.server import free_port
-
 from . import contenders, report
-from .common import HOST, USER_PATH, BenchmarkError, Response, check_user
+from .common import HOST, ROOT, USER_PATH, BenchmarkError, Response, check_user, gunicorn
 
-ROOT = Path(__file__).resolve().parent.parent
 WORKERS = 2
 CONNECTIONS = 16
 START_TIMEOUT = 20.0
@@ -77,60 +71,29 @@ def _get(port: int, path: str = USER_PATH, timeout: float = 5.0) -> Response:
         connection.close()
 
 
+def _answers(port: int) -> bool:
+    try:
+        _get(port, timeout=1.0)
+    except OSError:
+        return False
+    return True
+
+
 @contextlib.contextmanager
-def gunicorn(key: str, redis_url: str) -> Iterator[int]:
+def serve(key: str, redis_url: str) -> Iterator[int]:
     """Serve contender ``key`` with gunicorn on a free loopback port; yields
     the port once the app answers."""
-    port = free_port()
     env = dict(os.environ)
     env.update(
         BENCH_CONTENDER=key,
         BENCH_REDIS_URL=redis_url,
         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
     )
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--workers",
-        str(WORKERS),
-        "--worker-class",
-        "sync",
-        "--bind",
-        f"{HOST}:{port}",
-        "--chdir",
-        str(ROOT),
-        "--log-level",
-        "warning",
-        "benchmarks.wsgi:application",
-    ]
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=log, cwd=ROOT)
-        try:
-            deadline = time.monotonic() + START_TIMEOUT
-            while True:
-                if process.poll() is not None:
-                    log.seek(0)
-                    tail = log.read().decode(errors="replace")[-2000:]
-                    raise BenchmarkError(f"gunicorn for {key} exited at start:\n{tail}")
-                try:
-                    _get(port, timeout=1.0)
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise BenchmarkError(
-                            f"gunicorn for {key} did not answer on port {port}"
-                        ) from None
-                    time.sleep(0.05)
-            yield port
-        finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+    with (
+        tempfile.TemporaryFile() as log,
+        gunicorn("benchmarks.wsgi:application", env, WORKERS, log, _answers, START_TIMEOUT) as port,
+    ):
+        yield port
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
@@ -270,7 +233,7 @@ def run(redis_url: str, rounds: int, seconds: float) -> tuple[list[Served], str]
         shift = number % len(served)
         for item in served[shift:] + served[:shift]:
             client.flushdb()  # nothing stored by an earlier measure, or run counts
-            with gunicorn(item.key, redis_url) as port:
+            with serve(item.key, redis_url) as port:
                 for _ in range(20):  # fill the cache, reach both workers
                     check_user(item.label, _get(port))
                 time.sleep(0.2)

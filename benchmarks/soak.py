@@ -18,7 +18,6 @@ adds < 2 x socket_timeout), not enforced: it depends on the machine.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import http.client
 import json
@@ -26,21 +25,19 @@ import multiprocessing
 import os
 import queue
 import random
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import typing as t
-from collections.abc import Iterator
 from pathlib import Path
 
 import redis
 
-from redis_wsgi_cache.server import RedisServer, find_redis_server, free_port
+from redis_wsgi_cache.server import RedisServer, find_redis_server
 
-from .common import HOST, BenchmarkError
+from .common import HOST, ROOT, BenchmarkError, gunicorn, tail
 from .soak_app import TIMINGS_ENV
 from .soak_faults import NORMAL, Faults, schedule
 from .soak_load import (
@@ -54,7 +51,6 @@ from .soak_load import (
 )
 from .soak_report import render, summarize
 
-ROOT = Path(__file__).resolve().parent.parent
 PREFIX = "soak"
 
 
@@ -87,53 +83,6 @@ def _health(port: int) -> bool:
         return False
     finally:
         connection.close()
-
-
-@contextlib.contextmanager
-def gunicorn(env: dict[str, str], workers: int, log: t.IO[bytes]) -> Iterator[int]:
-    """Serve ``benchmarks.soak_app`` on a free loopback port; yields the port
-    once it answers."""
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--workers",
-        str(workers),
-        "--worker-class",
-        "sync",
-        "--bind",
-        f"{HOST}:{port}",
-        "--chdir",
-        str(ROOT),
-        "--log-level",
-        "warning",
-        "benchmarks.soak_app:build()",
-    ]
-    process = subprocess.Popen(command, env=env, stdout=log, stderr=log, cwd=ROOT)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while not _health(port):
-            if process.poll() is not None:
-                raise BenchmarkError(f"gunicorn exited at start:\n{_tail(log)}")
-            if time.monotonic() > deadline:
-                raise BenchmarkError(f"gunicorn did not answer on port {port}:\n{_tail(log)}")
-            time.sleep(0.05)
-        yield port
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def _tail(log: t.IO[bytes], size: int = 3000) -> str:
-    log.flush()
-    log.seek(0)
-    return log.read().decode(errors="replace")[-size:]
 
 
 @dataclasses.dataclass
@@ -218,7 +167,9 @@ def run(args: argparse.Namespace) -> Soak:
         env[TIMINGS_ENV] = timings_dir
         faults = Faults(server)
         try:
-            with gunicorn(env, args.workers, log) as port:
+            with gunicorn(
+                "benchmarks.soak_app:build()", env, args.workers, log, _health, START_TIMEOUT
+            ) as port:
                 started, samples, problems, purges = _load(args, env, server, faults, port)
         finally:
             faults.thaw()
@@ -232,7 +183,7 @@ def run(args: argparse.Namespace) -> Soak:
             faults,
             purges,
             redis_version,
-            _tail(log, 1_000_000),
+            tail(log, 1_000_000),
         )
 
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 import typing as t
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -22,6 +24,7 @@ from topologies import Cluster, SentinelSet
 from redis_wsgi_cache import CacheMiddleware
 from redis_wsgi_cache.server import RedisServer, find_redis_server
 
+ROOT = Path(__file__).resolve().parent.parent
 TEST_SERVER_ENV = "REDIS_WSGI_CACHE_TEST_SERVER"
 # Tests that count app calls must not depend on every Redis call finishing
 # within the production default of 0.25 s: on a loaded machine one may not, and
@@ -48,6 +51,22 @@ def pytest_report_header() -> str:
 def redis_binary() -> str:
     """The redis-server binary every test uses, clusters included."""
     return TEST_SERVER or find_redis_server()
+
+
+def cli(*args: str, redis_url: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``redis-wsgi-cache <args>`` in a process of its own, on ``redis_url`` if
+    given; its exit code and output."""
+    env = {**os.environ, "REDIS_WSGI_CACHE_CONFIG": os.devnull}
+    if redis_url:
+        env["REDIS_WSGI_CACHE_REDIS_URL"] = redis_url
+    return subprocess.run(
+        [sys.executable, "-m", "redis_wsgi_cache.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -26,13 +26,19 @@ from redis.crc import key_slot
 from redis.retry import Retry
 from topologies import HOST, READY_SECONDS, Cluster, cluster_ports, cluster_states
 from webtest import TestApp
-from wsgi_apps import Listener, VersionedOrigin, call, run_together
+from wsgi_apps import (
+    ORIGIN,
+    Listener,
+    VersionedOrigin,
+    call,
+    key_of,
+    run_together,
+    stall_during_the_lock_command,
+    wait_until,
+)
 
 from redis_wsgi_cache import CacheMiddleware
-from redis_wsgi_cache.keys import primary_key
 from redis_wsgi_cache.server import RedisServer
-
-ORIGIN = "http://localhost"
 
 Wrap = Callable[..., CacheMiddleware]
 
@@ -63,17 +69,6 @@ def wrap(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[Wrap]:
         middleware.close()
         client.close()
     cluster.delete(f"{prefix}:*")
-
-
-def key_of(middleware: CacheMiddleware, path: str) -> str:
-    return primary_key(middleware.settings.prefix, ORIGIN + path)
-
-
-def wait_until(predicate: Callable[[], bool], seconds: float = 5.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 def test_the_cluster_has_three_masters_sharing_the_slots(cluster):
@@ -463,16 +458,10 @@ def test_a_lock_taken_in_a_stall_of_its_node_costs_followers_little(cluster, wra
     try:
         call(victim, "/warm-up")  # the node has the lock script loaded
         node = victim_client.get_node_from_key(key_of(victim, "/page"))
-        process = cluster.servers[node.port].process
+        server = cluster.servers[node.port]
+        process = server.process
         assert process is not None
-        take = victim.store._try_miss
-
-        def stopped_then_take(*args, **kwargs):
-            victim.store._try_miss = take
-            os.kill(process.pid, signal.SIGSTOP)
-            return take(*args, **kwargs)
-
-        victim.store._try_miss = stopped_then_take
+        stall_during_the_lock_command(victim, server)
         try:
             status, _, _ = call(victim, "/page")
         finally:

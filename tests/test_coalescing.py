@@ -18,6 +18,7 @@ import redis
 from wsgi_apps import (
     GENEROUS_SOCKET_TIMEOUT,
     Origin,
+    PersonalOrigin,
     call,
     concurrent_requests,
     run_together,
@@ -65,24 +66,13 @@ def test_coalescing_across_two_processes(redis_server, redis_client):
     ],
 )
 def test_followers_never_receive_an_unstorable_response(cached, redis_client, headers):
-    runs = []
-    lock = threading.Lock()
-
-    def personal(environ, start_response):
-        with lock:
-            runs.append(1)
-            mine = str(len(runs))
-        time.sleep(0.05)
-        response_headers = [(name, value.replace("@", mine)) for name, value in headers]
-        start_response("200 OK", [*response_headers, ("Content-Type", "text/plain")])
-        return [f"for caller {mine}".encode()]
-
-    middleware = cached(personal, prefix="t", lock_timeout=30)
+    origin = PersonalOrigin(headers)
+    middleware = cached(origin, prefix="t", lock_timeout=30)
     results = run_together(10, lambda: call(middleware, "/personal"))
     bodies = sorted(body for _, _, body in results)
     # Every caller got a response made for it: none was handed the leader's.
     assert len(set(bodies)) == 10
-    assert len(runs) == 10
+    assert origin.count == 10
     # The key is now hit-for-miss: later requests go straight to the app, even
     # while another request holds its lock (waiting would take lock_timeout).
     base = primary_key("t", "http://localhost/personal")
@@ -90,7 +80,7 @@ def test_followers_never_receive_an_unstorable_response(cached, redis_client, he
     redis_client.set(base + ":lock", "someone else", px=60_000)
     started = time.monotonic()
     run_together(5, lambda: call(middleware, "/personal"))
-    assert len(runs) == 15
+    assert origin.count == 15
     assert time.monotonic() - started < 15
 
 
@@ -187,29 +177,17 @@ def test_a_hit_costs_one_redis_command(cached, redis_client, headers):
 def strict_call(app, path: str = "/") -> None:
     """A request through a server that refuses headers as waitress does
     (hop-by-hop fields, CR or LF in a value): its start_response raises."""
-    environ = {
-        "REQUEST_METHOD": "GET",
-        "PATH_INFO": path,
-        "QUERY_STRING": "",
-        "SERVER_NAME": "localhost",
-        "SERVER_PORT": "80",
-        "HTTP_HOST": "localhost",
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        "wsgi.url_scheme": "http",
-        "wsgi.input": __import__("io").BytesIO(b""),
-    }
 
-    def start_response(status, headers, exc_info=None):
-        for name, value in headers:
-            if name.lower() == "connection" or "\n" in str(value) or "\r" in str(value):
-                raise AssertionError(f"{name} header refused")
-        return lambda data: None
+    def strict(environ, start_response):
+        def refusing(status, headers, exc_info=None):
+            for name, value in headers:
+                if name.lower() == "connection" or "\n" in str(value) or "\r" in str(value):
+                    raise AssertionError(f"{name} header refused")
+            return start_response(status, headers, exc_info)
 
-    body = app(environ, start_response)
-    try:
-        b"".join(body)
-    finally:
-        getattr(body, "close", lambda: None)()
+        return app(environ, refusing)
+
+    call(strict, path)
 
 
 @pytest.mark.parametrize(

@@ -29,12 +29,11 @@ import redis
 from conftest import redis_binary
 from redis.crc import key_slot
 from topologies import HOST, READY_SECONDS, Cluster, SentinelSet, kill, wait_for
-from wsgi_apps import VersionedOrigin, call
+from wsgi_apps import ORIGIN, VersionedOrigin, call
 
 from redis_wsgi_cache import Cache, CacheMiddleware
 from redis_wsgi_cache.keys import primary_key
 
-ORIGIN = "http://localhost"
 PREFIX = "failover"
 FIGURES_ENV = "FAILOVER_FIGURES"
 # The settings production would use for a quick failover: a Redis call may
@@ -251,6 +250,30 @@ def near_hears_a_purge(
     assert not old, old[:5]
 
 
+def fail_over(traffic: Traffic, kill_master: Callable[[], None]) -> tuple[float, float, Record]:
+    """Once the traffic has been served from the near cache and stored a fresh
+    URL, ``kill_master``, which returns once a replica is promoted; then wait
+    until caching has resumed: a hit from Redis after a request served uncached,
+    and a fresh URL stored after it. When the master was killed, when the
+    replica was promoted, and that stored request."""
+    traffic.wait_for("served from the near cache", lambda r: r.near)
+    traffic.wait_for("stored", lambda r: r.stored and r.path != traffic.hot)
+    killed = time.monotonic()
+    kill_master()
+    promoted = time.monotonic()
+    resumed = traffic.wait_for(
+        "hit from Redis after the outage",
+        lambda r: r.from_redis,
+        after=traffic.wait_for("uncached", lambda r: r.uncached, after=killed).started,
+    )
+    stored = traffic.wait_for(
+        "stored after the outage",
+        lambda r: r.stored and r.path != traffic.hot,
+        after=resumed.started,
+    )
+    return killed, promoted, stored
+
+
 def test_sentinel_failover_under_traffic():
     origin = VersionedOrigin()
     with SentinelSet(
@@ -269,30 +292,21 @@ def test_sentinel_failover_under_traffic():
         middleware = CacheMiddleware(origin, **settings)
         purger = Cache(**settings)
         fresh = (f"/fresh/{n}" for n in range(1_000_000))
-        assert sentinels.master is not None
+        master = sentinels.master
+        assert master is not None
         replica = sentinels.replicas[0].port
+
+        def kill_master() -> None:
+            kill(master)
+            wait_for(
+                lambda: sentinels.master_port() == replica,
+                EXPECT_SECONDS,
+                "the sentinels promote the replica",
+            )
+
         try:
             with Traffic(middleware, "/hot", fresh) as traffic:
-                traffic.wait_for("served from the near cache", lambda r: r.near)
-                traffic.wait_for("stored", lambda r: r.stored and r.path != "/hot")
-                killed = time.monotonic()
-                kill(sentinels.master)
-                wait_for(
-                    lambda: sentinels.master_port() == replica,
-                    EXPECT_SECONDS,
-                    "the sentinels promote the replica",
-                )
-                promoted = time.monotonic()
-                resumed = traffic.wait_for(
-                    "hit from Redis after the outage",
-                    lambda r: r.from_redis,
-                    after=traffic.wait_for("uncached", lambda r: r.uncached, after=killed).started,
-                )
-                stored = traffic.wait_for(
-                    "stored after the outage",
-                    lambda r: r.stored and r.path != "/hot",
-                    after=resumed.started,
-                )
+                killed, promoted, stored = fail_over(traffic, kill_master)
                 with redis.Redis(host=HOST, port=replica) as promoted_replica:
                     assert promoted_replica.info("replication")["role"] == "master"
                     assert promoted_replica.exists(key_of(stored.path))
@@ -321,29 +335,19 @@ def test_cluster_failover_under_traffic():
         hot = next(on_victim)
         middleware = CacheMiddleware(origin, **settings)
         purger = Cache(**settings)
+
+        def kill_master() -> None:
+            cluster.kill(victim)
+            wait_for(
+                lambda: cluster.role(replica) == "master",
+                EXPECT_SECONDS,
+                "the replica promoted",
+            )
+            cluster.wait_ok([cluster.nodes[port] for port in cluster.live_ports()])
+
         try:
             with Traffic(middleware, hot, on_victim) as traffic:
-                traffic.wait_for("served from the near cache", lambda r: r.near)
-                traffic.wait_for("stored", lambda r: r.stored and r.path != hot)
-                killed = time.monotonic()
-                cluster.kill(victim)
-                wait_for(
-                    lambda: cluster.role(replica) == "master",
-                    EXPECT_SECONDS,
-                    "the replica promoted",
-                )
-                cluster.wait_ok([cluster.nodes[port] for port in cluster.live_ports()])
-                promoted = time.monotonic()
-                resumed = traffic.wait_for(
-                    "hit from Redis after the outage",
-                    lambda r: r.from_redis,
-                    after=traffic.wait_for("uncached", lambda r: r.uncached, after=killed).started,
-                )
-                stored = traffic.wait_for(
-                    "stored after the outage",
-                    lambda r: r.stored and r.path != hot,
-                    after=resumed.started,
-                )
+                killed, promoted, stored = fail_over(traffic, kill_master)
                 assert cluster.master_of(key_of(stored.path)) == replica
                 assert cluster.nodes[replica].exists(key_of(stored.path))
                 near_hears_a_purge(middleware, origin, traffic, purger)

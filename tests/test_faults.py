@@ -14,7 +14,7 @@ import pytest
 import redis
 from conftest import redis_binary
 from webtest import TestApp
-from wsgi_apps import Origin, call
+from wsgi_apps import Origin, call, stall_during_the_lock_command
 
 from redis_wsgi_cache import CacheMiddleware
 from redis_wsgi_cache.keys import primary_key
@@ -274,20 +274,6 @@ def test_breaker_warnings_are_rate_limited(caplog):
 
 
 # -- a lock command caught in a Redis stall -------------------------------------
-
-
-def stall_during_the_lock_command(middleware: CacheMiddleware, server: RedisServer) -> None:
-    """Make ``middleware``'s next lock command reach a stopped Redis: it times
-    out (``socket_timeout``), the request goes on uncached, and Redis runs the
-    command when it is resumed, taking a lock nobody holds."""
-    take = middleware.store._try_miss
-
-    def stopped_then_take(*args, **kwargs):
-        middleware.store._try_miss = take
-        os.kill(server.process.pid, signal.SIGSTOP)
-        return take(*args, **kwargs)
-
-    middleware.store._try_miss = stopped_then_take
 
 
 @pytest.mark.parametrize("near_cache_size", [0, 100], ids=["plain", "near-cache"])

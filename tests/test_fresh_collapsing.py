@@ -11,8 +11,7 @@ import threading
 import time
 
 import pytest
-import redis
-from wsgi_apps import GENEROUS_SOCKET_TIMEOUT, call, run_together
+from wsgi_apps import GENEROUS_SOCKET_TIMEOUT, PersonalOrigin, call, run_together, slow_counting_app
 
 from redis_wsgi_cache import CacheMiddleware
 
@@ -24,35 +23,11 @@ RELOADS = [
 ]
 
 
-def stamped_app(redis_url: str, counter: str, seconds: float, *headers: tuple[str, str]):
-    """A slow view whose body says when it started (time.time()) and which run
-    it is (counted in Redis, so that processes add up)."""
-    client = redis.Redis.from_url(redis_url)
-
-    def app(environ, start_response):
-        started = time.time()
-        run = client.incr(counter)
-        time.sleep(seconds)
-        body = f"{run} {started!r}".encode()
-        start_response(
-            "200 OK",
-            [
-                ("Content-Type", "text/plain"),
-                ("Content-Length", str(len(body))),
-                ("Cache-Control", "max-age=60"),
-                *headers,
-            ],
-        )
-        return [body]
-
-    return app
-
-
 def reload_burst(redis_url: str, counter: str, count: int, headers: dict[str, str]) -> list:
     """``count`` simultaneous reloads of a cached URL, in this process: for
     each, when it was sent and what it got."""
     middleware = CacheMiddleware(
-        stamped_app(redis_url, counter, 0.3),
+        slow_counting_app(redis_url, counter, 0.3, stamped=True),
         redis_url=redis_url,
         prefix="f",
         socket_timeout=GENEROUS_SOCKET_TIMEOUT,
@@ -73,23 +48,15 @@ def made_after(results: list) -> None:
     """Each reload got a response the app started making after it was sent."""
     for sent, status, _, body in results:
         assert status == "200 OK"
-        started = float(body.split()[1])
+        started = float(body.split()[2])
         assert started >= sent - 0.001, (sent, started)
 
 
 @pytest.mark.parametrize("headers", RELOADS)
 def test_fifty_reloads_of_a_cached_url_run_the_app_at_most_twice(
-    redis_server, redis_client, headers
+    cached, redis_server, redis_client, headers
 ):
-    call(
-        CacheMiddleware(
-            stamped_app(redis_server.url, "runs", 0),
-            redis_url=redis_server.url,
-            prefix="f",
-            socket_timeout=GENEROUS_SOCKET_TIMEOUT,
-        ),
-        "/page",
-    )
+    call(cached(slow_counting_app(redis_server.url, "runs", 0, stamped=True), prefix="f"), "/page")
     assert int(redis_client.get("runs")) == 1  # cached
     results = reload_burst(redis_server.url, "runs", 50, headers)
     assert int(redis_client.get("runs")) - 1 <= 2
@@ -101,7 +68,9 @@ def test_fifty_reloads_of_a_cached_url_run_the_app_at_most_twice(
 def test_reloads_that_all_arrive_before_the_fetch_starts_run_the_app_once(
     cached, redis_server, redis_client
 ):
-    middleware = cached(stamped_app(redis_server.url, "runs", 0), prefix="f", lock_timeout=30)
+    middleware = cached(
+        slow_counting_app(redis_server.url, "runs", 0, stamped=True), prefix="f", lock_timeout=30
+    )
     call(middleware, "/page")
     arrived = threading.Semaphore(0)
     join, now = middleware.store.join, middleware.store.now
@@ -125,16 +94,8 @@ def test_reloads_that_all_arrive_before_the_fetch_starts_run_the_app_once(
     made_after(results)
 
 
-def test_reloads_across_two_processes_share_the_fetch(redis_server, redis_client):
-    call(
-        CacheMiddleware(
-            stamped_app(redis_server.url, "runs", 0),
-            redis_url=redis_server.url,
-            prefix="f",
-            socket_timeout=GENEROUS_SOCKET_TIMEOUT,
-        ),
-        "/page",
-    )
+def test_reloads_across_two_processes_share_the_fetch(cached, redis_server, redis_client):
+    call(cached(slow_counting_app(redis_server.url, "runs", 0, stamped=True), prefix="f"), "/page")
     context = multiprocessing.get_context("spawn")
     with context.Pool(2) as pool:
         jobs = [
@@ -159,33 +120,17 @@ def test_reloads_across_two_processes_share_the_fetch(redis_server, redis_client
 def test_unshareable_responses_never_reach_other_reloads(
     cached, redis_server, redis_client, header
 ):
-    runs = []
-    lock = threading.Lock()
-
-    def personal(environ, start_response):
-        with lock:
-            runs.append(1)
-            mine = str(len(runs))
-        time.sleep(0.05)
-        body = f"for caller {mine}".encode()
-        start_response(
-            "200 OK",
-            [
-                ("Content-Type", "text/plain"),
-                ("Content-Length", str(len(body))),
-                (header[0], header[1].replace("@", mine)),
-            ],
-        )
-        return [body]
-
-    middleware = cached(personal, prefix="f", lock_timeout=30)
+    origin = PersonalOrigin([header], content_length=True)
+    middleware = cached(origin, prefix="f", lock_timeout=30)
     results = run_together(10, lambda: call(middleware, "/personal", cache_control="no-cache"))
     assert len({body for _, _, body in results}) == 10
-    assert len(runs) == 10
+    assert origin.count == 10
 
 
 def test_ignore_request_no_cache_serves_reloads_from_the_cache(cached, redis_server, redis_client):
-    middleware = cached(stamped_app(redis_server.url, "runs", 0), ignore_request_no_cache=True)
+    middleware = cached(
+        slow_counting_app(redis_server.url, "runs", 0, stamped=True), ignore_request_no_cache=True
+    )
     call(middleware, "/page")
     for headers in ({"cache_control": "no-cache"}, {"cache_control": "min-fresh=999999"}):
         assert call(middleware, "/page", **headers)[1]["X-Cache"] == "HIT"

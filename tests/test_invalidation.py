@@ -4,19 +4,14 @@ query normalisation; per-path rules. Against the suite's Redis."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+from conftest import cli
 from webtest import TestApp
 from wsgi_apps import Origin, call, stored_entries
 
 from redis_wsgi_cache import Cache, CacheMiddleware, SettingsError, add_tags, load_settings
 from redis_wsgi_cache.keys import tag_index_key, url_index_keys
 
-ROOT = Path(__file__).resolve().parent.parent
 TEXT = [("Content-Type", "text/plain")]
 
 
@@ -323,22 +318,6 @@ def test_a_malformed_rule_is_an_error_naming_it(rules, message):
 # -- the command line, as a subprocess --------------------------------------------------------
 
 
-def cli(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "REDIS_WSGI_CACHE_REDIS_URL": redis_url,
-        "REDIS_WSGI_CACHE_CONFIG": os.devnull,
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "redis_wsgi_cache.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=60,
-    )
-
-
 @pytest.fixture
 def filled(cached, redis_server, redis_client):
     origin = Origin(headers=[("Cache-Control", "max-age=600"), ("Surrogate-Key", "team")])
@@ -350,7 +329,7 @@ def filled(cached, redis_server, redis_client):
 
 def test_cli_purges_a_url_in_any_spelling(filled):
     url, middleware = filled
-    done = cli(url, "purge", "http://LOCALHOST:80/users/%31", "--key-prefix", "t")
+    done = cli("purge", "http://LOCALHOST:80/users/%31", "--key-prefix", "t", redis_url=url)
     assert (done.returncode, done.stdout) == (
         0,
         "purged 1 response for http://LOCALHOST:80/users/%31\n",
@@ -360,32 +339,34 @@ def test_cli_purges_a_url_in_any_spelling(filled):
 
 def test_cli_purges_a_tag_a_prefix_and_all(filled):
     url, _middleware = filled
-    done = cli(url, "--key-prefix", "t", "purge", "--prefix", "http://localhost/users/", "--soft")
+    done = cli(
+        "--key-prefix", "t", "purge", "--prefix", "http://localhost/users/", "--soft", redis_url=url
+    )
     assert done.stdout == "marked stale 2 responses for URLs under http://localhost/users/\n"
     # Marked stale, those two are kept for the grace time: a hard purge finds them.
-    done = cli(url, "--key-prefix=t", "purge", "--tag", "team", "--tag", "nobody")
+    done = cli("--key-prefix=t", "purge", "--tag", "team", "--tag", "nobody", redis_url=url)
     assert done.stdout.splitlines() == [
         "purged 3 responses for tag team",
         "purged 0 responses for tag nobody",
     ]
     assert done.returncode == 0
     call(filled[1], "/teams/1")
-    done = cli(url, "purge", "--all", "--key-prefix", "t")
+    done = cli("purge", "--all", "--key-prefix", "t", redis_url=url)
     assert (done.returncode, done.stdout) == (0, "purged 1 response for everything under t:\n")
 
 
 def test_cli_exits_1_when_nothing_matched_and_2_on_usage_errors(filled):
     url, _ = filled
-    nothing = cli(url, "--key-prefix", "t", "purge", "http://localhost/never")
+    nothing = cli("--key-prefix", "t", "purge", "http://localhost/never", redis_url=url)
     assert (nothing.returncode, nothing.stdout) == (
         1,
         "purged 0 responses for http://localhost/never\n",
     )
     for args in (["purge"], ["purge", "--all", "--tag", "x"], ["purge", "/relative"]):
-        usage = cli(url, "--key-prefix", "t", *args)
+        usage = cli("--key-prefix", "t", *args, redis_url=url)
         assert usage.returncode == 2, args
         assert usage.stderr.startswith("redis-wsgi-cache: "), usage.stderr
         assert "Traceback" not in usage.stderr
-    bad = cli(url, "purge", "--all", "--set", "default_ttl=soon")
+    bad = cli("purge", "--all", "--set", "default_ttl=soon", redis_url=url)
     assert bad.returncode == 2
     assert "default_ttl='soon'" in bad.stderr

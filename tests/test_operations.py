@@ -14,8 +14,8 @@ import sys
 import time
 import types
 import urllib.request
-from pathlib import Path
 
+from conftest import ROOT, cli
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from webtest import TestApp
@@ -23,8 +23,6 @@ from wsgi_apps import Origin, call
 
 from redis_wsgi_cache import CacheMiddleware, __version__
 from redis_wsgi_cache.server import free_port
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -192,20 +190,6 @@ def test_a_uwsgi_worker_without_threads_is_warned_about(monkeypatch, caplog, red
 
 
 # -- the command line, as a subprocess ----------------------------------------------------------
-
-
-def cli(*args: str, redis_url: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "REDIS_WSGI_CACHE_CONFIG": os.devnull}
-    if redis_url:
-        env["REDIS_WSGI_CACHE_REDIS_URL"] = redis_url
-    return subprocess.run(
-        [sys.executable, "-m", "redis_wsgi_cache.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=60,
-    )
 
 
 def test_version_and_plain_text_help():

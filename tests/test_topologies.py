@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import time
 import typing as t
 from collections.abc import Callable, Iterator
 
@@ -19,13 +18,10 @@ import redis
 from conftest import GENEROUS_SOCKET_TIMEOUT
 from topologies import HOST, Cluster, SentinelSet
 from webtest import TestApp
-from wsgi_apps import Listener, VersionedOrigin, call, run_together
+from wsgi_apps import ORIGIN, Listener, VersionedOrigin, call, key_of, run_together, wait_until
 
 from redis_wsgi_cache import CacheMiddleware
-from redis_wsgi_cache.keys import primary_key
 from redis_wsgi_cache.server import RedisServer
-
-ORIGIN = "http://localhost"
 
 Wrap = Callable[..., CacheMiddleware]
 
@@ -112,17 +108,6 @@ def wrap(topology: Topology, request: pytest.FixtureRequest) -> Iterator[Wrap]:
     for middleware in made:
         middleware.close()
     topology.delete(f"{prefix}:*")
-
-
-def key_of(middleware: CacheMiddleware, path: str) -> str:
-    return primary_key(middleware.settings.prefix, ORIGIN + path)
-
-
-def wait_until(predicate: Callable[[], bool], seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 def test_a_response_is_stored_then_served(topology, wrap):

@@ -409,12 +409,6 @@ class SentinelSet:
         best = max(set(ports), key=ports.count, default=None)
         return best if best is not None and ports.count(best) * 2 > len(self.sentinels) else None
 
-    def server_on(self, port: int) -> RedisServer:
-        for server in [self.master, *self.replicas]:
-            if server is not None and server.port == port:
-                return server
-        raise LookupError(port)
-
     def stop(self) -> None:
         for sentinel in self.sentinels:
             sentinel.stop()

@@ -1,9 +1,12 @@
-"""Small plain WSGI apps for the tests: each answers what it was told to and
-counts its calls."""
+"""Small plain WSGI apps for the tests, each answering what it was told to and
+counting its calls; and the helpers the tests share to drive a middleware (one
+in-process request, concurrent ones, keys, waits)."""
 
 from __future__ import annotations
 
 import io
+import os
+import signal
 import threading
 import time
 import typing as t
@@ -12,9 +15,13 @@ from collections.abc import Iterable, Iterator
 import redis
 
 from redis_wsgi_cache import CacheMiddleware
+from redis_wsgi_cache.keys import primary_key
+from redis_wsgi_cache.server import RedisServer
 
 # As conftest.GENEROUS_SOCKET_TIMEOUT, for the processes tests start.
 GENEROUS_SOCKET_TIMEOUT = 10.0
+# Where :func:`call` and WebTest's requests go: the origin of every URL they cache.
+ORIGIN = "http://localhost"
 
 
 class Origin:
@@ -121,6 +128,34 @@ class VersionedOrigin:
         return [data]
 
 
+class PersonalOrigin:
+    """A WSGI app whose every answer is made for its caller: call ``n`` answers
+    ``for caller <n>`` after 0.05 s, with ``headers`` in whose values ``@``
+    stands for ``n``, and with a ``Content-Length`` when ``content_length``.
+    ``count`` counts the calls."""
+
+    def __init__(self, headers: list[tuple[str, str]], content_length: bool = False) -> None:
+        self.headers = headers
+        self.content_length = content_length
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, t.Any], start_response: t.Any) -> list[bytes]:
+        with self._lock:
+            self.count += 1
+            mine = str(self.count)
+        time.sleep(0.05)
+        body = f"for caller {mine}".encode()
+        headers = [
+            ("Content-Type", "text/plain"),
+            *((name, value.replace("@", mine)) for name, value in self.headers),
+        ]
+        if self.content_length:
+            headers.append(("Content-Length", str(len(body))))
+        start_response("200 OK", headers)
+        return [body]
+
+
 def stored_entries(client: t.Any) -> list[bytes]:
     """The keys holding responses or Vary records: not locks, hit-for-miss marks
     or the indexes purges use."""
@@ -133,15 +168,17 @@ def stored_entries(client: t.Any) -> list[bytes]:
     )
 
 
-def slow_counting_app(redis_url: str, counter: str, seconds: float) -> t.Any:
+def slow_counting_app(redis_url: str, counter: str, seconds: float, stamped: bool = False) -> t.Any:
     """A WSGI app that takes ``seconds`` and counts its runs in Redis, so runs
-    in several processes add up."""
+    in several processes add up: it answers ``run <n>``, followed, when
+    ``stamped``, by the ``time.time()`` the run started at."""
     client = redis.Redis.from_url(redis_url)
 
     def app(environ: dict[str, t.Any], start_response: t.Any) -> Iterable[bytes]:
+        started = time.time()
         runs = client.incr(counter)
         time.sleep(seconds)
-        body = f"run {runs}".encode()
+        body = (f"run {runs} {started!r}" if stamped else f"run {runs}").encode()
         start_response(
             "200 OK",
             [
@@ -185,6 +222,19 @@ def call(app: t.Any, path: str = "/", **headers: str) -> tuple[str, dict[str, st
     return started[0][0], started[0][1], data
 
 
+def key_of(middleware: CacheMiddleware, path: str) -> str:
+    """The key ``middleware`` stores the response for ``path`` under."""
+    return primary_key(middleware.settings.prefix, ORIGIN + path)
+
+
+def wait_until(predicate: t.Callable[[], bool], seconds: float = 10.0) -> None:
+    """Poll ``predicate`` until it holds; fails the test after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
 def concurrent_requests(redis_url: str, counter: str, seconds: float, count: int) -> list[str]:
     """Run in another process: ``count`` simultaneous requests for one cold URL
     through a middleware of this process's own; their Cache-Status values."""
@@ -220,6 +270,21 @@ def run_together(count: int, target: t.Callable[[], t.Any]) -> list[t.Any]:
 def slow_counting_app_for_serve() -> t.Any:
     """A cacheable plain WSGI app, for ``redis-wsgi-cache serve`` to import."""
     return Origin(headers=[("Cache-Control", "max-age=60")])
+
+
+def stall_during_the_lock_command(middleware: CacheMiddleware, server: RedisServer) -> None:
+    """Make ``middleware``'s next lock command reach a stopped Redis: it times
+    out (``socket_timeout``), the request goes on uncached, and Redis runs the
+    command when it is resumed, taking a lock nobody holds."""
+    take = middleware.store._try_miss
+
+    def stopped_then_take(*args: t.Any, **kwargs: t.Any) -> t.Any:
+        middleware.store._try_miss = take  # type: ignore[method-assign]
+        assert server.process is not None
+        os.kill(server.process.pid, signal.SIGSTOP)
+        return take(*args, **kwargs)
+
+    middleware.store._try_miss = stopped_then_take  # type: ignore[method-assign]
 
 
 class Listener:
