@@ -25,7 +25,7 @@ from collections.abc import Mapping
 
 from . import policy
 from .policy import Reuse
-from .store import LOCK_LEASE, Lock, Lookup, RedisStore
+from .store import LOCK_LEASE, Lock, Lookup, RedisStore, Slot
 
 if t.TYPE_CHECKING:
     from .entry import CachedResponse
@@ -92,9 +92,9 @@ class Coalescer:
         self._keep(found.role, found.lock)
         return found
 
-    def try_lock(self, base: str, seen: CachedResponse) -> tuple[str, Lock | None]:
+    def try_lock(self, slot: Slot, seen: CachedResponse) -> tuple[str, Lock | None]:
         """:meth:`RedisStore.try_lock`, keeping the lock if it was taken."""
-        role, lock = self.store.try_lock(base, seen)
+        role, lock = self.store.try_lock(slot, seen)
         self._keep(role, lock)
         return role, (lock if role == "leader" else None)
 
@@ -158,15 +158,16 @@ class Coalescer:
             if found.entry is not None:
                 if policy.reuse(found.entry, request, time.time()) in USABLE:
                     return found
-                role, lock = self.try_lock(found.base, found.entry)
+                assert found.slot is not None
+                role, lock = self.try_lock(found.slot, found.entry)
                 if role == "leader":
-                    return Lookup(found.outcome, found.entry, found.base, "leader", lock)
+                    return Lookup(found.outcome, found.entry, found.slot, "leader", lock)
                 if role in ("failed", "lost"):
-                    return Lookup(found.outcome, found.entry, found.base, role)
+                    return Lookup(found.outcome, found.entry, found.slot, role)
         return Lookup("miss", None, "", "timeout")
 
     def wait_for_fresh(
-        self, base: str, key: str, url: str, headers: Mapping[str, str]
+        self, slot: Slot, url: str, headers: Mapping[str, str]
     ) -> tuple[CachedResponse | None, Lock | None, str]:
         """For a request that needs a response made after it arrived: wait, at
         most ``lock_timeout`` seconds, until one of these, and say which:
@@ -183,15 +184,15 @@ class Coalescer:
         most one such fetch per key runs at a time, and each serves all that
         arrived before it started.
         """
-        role, arrived, lock = self.store.join(base, 0)
+        role, arrived, lock = self.store.join(slot, 0)
         self._keep(role, lock)
         if role != "follower":
             return None, lock, role
         for _ in self._polls():
-            role, _, lock = self.store.join(base, arrived)
+            role, _, lock = self.store.join(slot, arrived)
             self._keep(role, lock)
             if role == "ready":
-                found = self.store.lookup(key, url, headers)
+                found = self.store.lookup(slot.key, url, headers)
                 if found.entry is not None and found.entry.started >= arrived:
                     return found.entry, None, "collapsed"
             elif role != "follower":

@@ -112,6 +112,15 @@ class Exchange:
     #: this request's fetch serves others that need a response made after they
     #: arrived: its start is stamped when the app is called
     fetches_for_waiters: bool = False
+    #: the URL the response is stored and purged under: the request's, or behind
+    #: a reverse proxy (key material), the public one its forwarding headers make
+    public_url: str = ""
+    #: Redis held something under the key when it was looked up (a save of the
+    #: app's response replaces it, and tells every process's near cache)
+    occupied: bool = True
+
+    def __post_init__(self) -> None:
+        self.public_url = self.public_url or self.url
 
     def hold(self, lock: Lock | None) -> Lock | None:
         if lock is not None:

@@ -14,7 +14,7 @@ from . import compression, policy, respond
 from .capture import Capture
 from .entry import EntryFormatError, servable_headers, servable_status
 from .exchange import CACHE_NAME, Exchange, Recorder, ttl, with_rule
-from .keys import forwarded_url, primary_key, request_url, variant_id
+from .keys import primary_key, request_url, variant_id
 from .screening import ENVIRON_ORIGINAL
 from .tags import ENVIRON_TAGS, response_tags, without_tag_headers
 
@@ -144,7 +144,7 @@ class Fetcher:
             }
             environ.update(policy.validation_headers(stale))
         if lock is not None and exchange.fetches_for_waiters:
-            lock.started = self.store.now(lock.base) or lock.started
+            lock.started = self.store.now(lock.slot) or lock.started
         request_time = time.time()
         capture = Capture()
         try:
@@ -259,7 +259,7 @@ class Fetcher:
         assert capture.status is not None
         headers = self._forwarded_headers(capture)
         entry = policy.build_entry(
-            exchange.url,
+            exchange.public_url,
             exchange.request,
             capture.status,
             headers,
@@ -408,20 +408,13 @@ class Fetcher:
             self.locks.release(lock)
             return False
         variant = variant_id(entry.vary, exchange.headers) if entry.vary else ""
-        # Purges by URL find the entry by its URL (without key material), and
-        # by the URL a client behind a reverse proxy asked for.
-        plain = exchange.url.split("\n", 1)[0]
-        urls = [plain]
-        if exchange.url != plain:
-            public = forwarded_url(exchange.environ, plain, self.cache.normalize)
-            if public is not None:
-                urls.append(public)
-        stored = self.store.save(exchange.key, entry, redis_ttl, variant, lock, urls)
+        stored = self.store.save(exchange.key, entry, redis_ttl, variant, lock, exchange.occupied)
         if self.near is not None:
             # The stored version replaces what this process holds at once.
             self.near.invalidate(exchange.key)
         if stored:
             self.locks.saved(lock)
+            self.cache.index.sweep_soon()
             self.recorder.event(exchange.environ, "STORED")
         else:
             self.locks.release(lock)

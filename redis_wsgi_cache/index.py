@@ -1,26 +1,54 @@
-"""Purges that cost what they purge: walking the URL and tag indexes the save
-script keeps (see :mod:`redis_wsgi_cache.scripts`), in batches, and purging (or
-marking stale) the keys they name. Never a SCAN of the keyspace. Works on a
-standalone Redis and on Redis Cluster alike: each purge is routed to the node of
-its key. Operators' verbs: Redis errors are raised, not swallowed."""
+"""Purges that cost what they purge: walking the URL buckets and tag indexes the
+save script keeps (see :mod:`redis_wsgi_cache.scripts`), in batches, and purging
+(or marking stale) the keys they name; and the sweep that drops those indexes
+once every entry they list has expired. Works on a standalone Redis and on Redis
+Cluster alike: each purge is routed to the node of its key. Operators' verbs:
+Redis errors are raised, not swallowed.
+
+The indexes have no expiry, so that a Redis that evicts only keys with one
+(``maxmemory-policy volatile-*``, or ``noeviction``) never evicts them. A Redis
+that may evict any key (``allkeys-*``) may evict an index before the entries it
+lists; there, purges by tag, prefix and of everything find what they purge by
+scanning this prefix's keys instead, so that no purged response stays
+servable."""
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
 import time
 import typing as t
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from . import scripts
-from .keys import index_member, primary_key, tag_index_key, url_index_keys
+from .keys import (
+    bucket_key,
+    index_registries,
+    key_of,
+    primary_key,
+    tag_index_key,
+    tag_key_of,
+)
 from .near import CLEAR_ALL
 
 if t.TYPE_CHECKING:
     from .settings import Settings
 
+logger = logging.getLogger("redis_wsgi_cache")
+
 # Index members read, and purges sent, per round trip.
 BATCH = 1000
 # The end of every index member that begins with a given URL or prefix.
 _HIGHEST = b"\xff"
+# Seconds between two sweeps (by any process: the first to claim the period
+# sweeps), and the most index keys one sweep drops of each kind.
+SWEEP_EVERY = 10.0
+SWEEP_BATCH = 500
+# The digest of a key, in its braces: what a scan of this prefix's keys matches.
+_DIGEST_PATTERN = "?" * 32
+
+Match = Callable[[str, list[str]], bool]
 
 
 class Index:
@@ -30,102 +58,216 @@ class Index:
     def __init__(self, client: t.Any, settings: Settings) -> None:
         self.client = client
         self.settings = settings
+        self.prefix = settings.prefix
         self.channel = f"{settings.prefix}:invalidate"
-        self.urls, self.expiry = url_index_keys(settings.prefix)
+        self.url_registry, self.tag_registry = index_registries(settings.prefix)
+        self._warned = False
+        self._sweeper_pid = 0
+        self._stop = threading.Event()
+        self._guard = threading.Lock()
+
+    # -- purges ---------------------------------------------------------------
 
     def keys_of(self, url: str) -> list[str]:
-        """The primary keys of the entries stored for the canonical ``url``,
-        whatever other key material (forwarding headers) they hold."""
-        return self._keys_of(url, self._of(url))
+        """The keys of the entries stored for the canonical ``url``: its own,
+        and those that hold key material too (forwarding headers)."""
+        return self._keys_of(url, self._keyed(url))
 
-    def _keys_of(self, url: str, members: list[bytes]) -> list[str]:
-        return list(dict.fromkeys([primary_key(self.settings.prefix, url), *_keys(members)]))
+    def _keys_of(self, url: str, keyed: list[tuple[str, bytes]]) -> list[str]:
+        return list(dict.fromkeys([primary_key(self.prefix, url), *self._keys(keyed)]))
 
-    def _of(self, url: str) -> list[bytes]:
-        low = index_member(url, "").encode("utf-8", "surrogateescape")
-        return [member for batch in self._range(low, low + _HIGHEST) for member in batch]
+    def _keyed(self, url: str) -> list[tuple[str, bytes]]:
+        low = f"{url}\n".encode("utf-8", "surrogateescape")
+        buckets = self._live_buckets().values()
+        return [member for bucket in buckets for member in self._all(bucket, low)]
 
     def purge_url(self, url: str, *, soft: bool = False) -> int:
-        """Every entry stored for the canonical ``url``, whatever other key
-        material (forwarding headers) it was stored with."""
-        members = self._of(url)
-        count = self._purge(self._keys_of(url, members), soft)
+        """Every entry stored for the canonical ``url``: under its own key, and
+        under keys that hold key material too (forwarding headers)."""
+        keyed = self._keyed(url)
+        count = self._purge(self._keys_of(url, keyed), soft)
         if not soft:
-            self._forget(members)
+            self._forget(keyed)
         return count
 
     def purge_prefix(self, prefix: str, *, soft: bool = False) -> int:
         """Every entry whose canonical URL starts with ``prefix``."""
+        if self._may_evict_indexes():
+            return self._scan(lambda url, _: url.startswith(prefix), soft)
         low = prefix.encode("utf-8", "surrogateescape")
         count = 0
-        for members in self._range(low, low + _HIGHEST, paged=soft):
-            count += self._purge(list(dict.fromkeys(_keys(members))), soft)
-            if not soft:
-                self._forget(members)
+        for bucket in self._live_buckets().values():
+            for members in self._range(bucket, low, paged=soft):
+                count += self._purge(list(dict.fromkeys(self._keys(members))), soft)
+                if not soft:
+                    self._forget([(bucket, member) for member in members])
         return count
 
     def purge_tag(self, tag: str, *, soft: bool = False) -> int:
         """Every entry stored with ``tag``."""
-        index = tag_index_key(self.settings.prefix, tag)
+        if self._may_evict_indexes():
+            return self._scan(lambda _, tags: tag in tags, soft)
+        index = tag_index_key(self.prefix, tag)
         count = 0
-        for keys in self._pages(index):
-            count += self._purge([key.decode() for key in keys], soft)
-        if not soft:
-            self.client.delete(index)
+        for digests in self._pages(index, paged=soft):
+            count += self._purge([key_of(digest.decode(), self.prefix) for digest in digests], soft)
+            if not soft:
+                self.client.zrem(index, *digests)
         return count
 
     def purge_all(self, *, soft: bool = False) -> int:
-        """Every entry the index knows of: all this cache stored (under this
-        prefix only)."""
-        count = 0
-        for members in self._pages(self.urls):
-            count += self._purge(list(dict.fromkeys(_keys(members))), soft)
+        """Every entry this cache stored (under this prefix only)."""
+        if self._may_evict_indexes():
+            count = self._scan(lambda _, __: True, soft)
+        else:
+            count = 0
+            buckets = self._live_buckets()
+            for bucket in buckets.values():
+                for members in self._pages(bucket, paged=soft):
+                    count += self._purge(list(dict.fromkeys(self._keys(members))), soft)
+                    if not soft:
+                        self.client.zrem(bucket, *members)
+            if buckets and not soft:
+                self.client.eval(
+                    scripts.UNREGISTER_EMPTY,
+                    1 + len(buckets),
+                    self.url_registry,
+                    *buckets.values(),
+                    *buckets,
+                )
         if not soft:
-            self.client.delete(self.urls, self.expiry)
             self.client.publish(self.channel, CLEAR_ALL)
         return count
 
+    # -- health ---------------------------------------------------------------
+
     def usage(self) -> tuple[float, int, int]:
-        """Seconds a PING took, how many URLs are stored, and the memory Redis
-        uses (summed over the nodes of a cluster)."""
+        """Seconds a PING took, how many URLs the index lists (an entry stored
+        again within a bucket's span counts twice), and the memory Redis uses
+        (summed over the nodes of a cluster)."""
         started = time.perf_counter()
         self.client.ping()
         latency = time.perf_counter() - started
-        info = self.client.info("memory")
-        if "used_memory" in info:
-            memory = int(info["used_memory"])
-        else:
-            nodes = [node for node in info.values() if isinstance(node, dict)]
-            memory = sum(int(node.get("used_memory", 0)) for node in nodes)
-        return latency, int(self.client.zcard(self.urls)), memory
+        memory = sum(int(node.get("used_memory", 0)) for node in self._nodes_info())
+        pipeline = self.client.pipeline(transaction=False)
+        for bucket in self._live_buckets().values():
+            pipeline.zcard(bucket)
+        return latency, sum(pipeline.execute()), memory
 
-    def _pages(self, index: str) -> Iterator[list[bytes]]:
-        """The members of the sorted set ``index``, in batches."""
+    # -- the sweep --------------------------------------------------------------
+
+    def sweep_soon(self) -> None:
+        """Make sure this process sweeps the indexes every ``SWEEP_EVERY``
+        seconds (a daemon thread, started on first use and again in a forked
+        child)."""
+        if self._sweeper_pid == os.getpid() or self._stop.is_set():
+            return
+        with self._guard:
+            if self._sweeper_pid == os.getpid():
+                return
+            self._sweeper_pid = os.getpid()
+        threading.Thread(
+            target=self._sweep_forever, name="redis-wsgi-cache sweep", daemon=True
+        ).start()
+
+    def close(self) -> None:
+        """Stop the sweeping thread."""
+        self._stop.set()
+
+    def sweep(self, now: float | None = None) -> int:
+        """Drop the URL buckets whose entries have all expired, and clear the
+        tag indexes whose last entry has expired (a sorted set left empty goes
+        with its last member); how many indexes were dropped or cleared."""
+        now = time.time() if now is None else now
+        buckets = self.client.zrangebyscore(self.url_registry, "-inf", now, 0, SWEEP_BATCH)
+        if buckets:
+            # No save adds to a bucket whose span is over: dropping it is safe.
+            pipeline = self.client.pipeline(transaction=False)
+            for member in buckets:
+                pipeline.delete(bucket_key(self.prefix, member.decode()))
+            pipeline.execute()
+            self.client.zrem(self.url_registry, *buckets)
+        digests = self.client.zrangebyscore(self.tag_registry, "-inf", now, 0, SWEEP_BATCH)
+        if digests:
+            pipeline = self.client.pipeline(transaction=False)
+            for digest in digests:
+                pipeline.zremrangebyscore(tag_key_of(self.prefix, digest.decode()), "-inf", now)
+            pipeline.execute()
+            # A tag stored again meanwhile has a later expiry: it stays listed.
+            self.client.eval(scripts.UNREGISTER, 1, self.tag_registry, repr(now), *digests)
+        return len(buckets) + len(digests)
+
+    def _sweep_forever(self) -> None:
+        pid = os.getpid()
+        claim = f"{self.url_registry}:sweep"
+        while self._sweeper_pid == pid and not self._stop.wait(SWEEP_EVERY):
+            try:
+                if self.client.set(claim, pid, nx=True, ex=max(1, int(SWEEP_EVERY))):
+                    self.sweep()
+            except Exception as error:
+                # Off the request path: a Redis away now is swept next time.
+                logger.debug("the index sweep failed: %s", error)
+
+    # -- reading the indexes ----------------------------------------------------
+
+    def _live_buckets(self) -> dict[str, str]:
+        """The URL buckets that may list an entry still stored, by their member
+        in the registry."""
+        members = self.client.zrangebyscore(self.url_registry, f"({time.time()}", "+inf")
+        return {member.decode(): bucket_key(self.prefix, member.decode()) for member in members}
+
+    def _pages(self, index: str, paged: bool = True) -> Iterator[list[bytes]]:
+        """The members of the sorted set ``index``, in batches. Without
+        ``paged``, each batch is read from the start again: the caller removes
+        what it got."""
         start = 0
         while batch := self.client.zrange(index, start, start + BATCH - 1):
             yield batch
-            start += BATCH
+            if paged:
+                start += BATCH
 
-    def _range(self, low: bytes, high: bytes, paged: bool = True) -> Iterator[list[bytes]]:
-        """The URL index members from ``low`` to ``high``, in batches. Without
-        ``paged``, each batch is read from the start again: the caller removes
-        what it got."""
+    def _range(self, bucket: str, low: bytes, paged: bool = True) -> Iterator[list[bytes]]:
+        """A bucket's members from ``low`` to every one that begins with it, in
+        batches (``paged`` as for :meth:`_pages`)."""
         offset = 0
-        while True:
-            batch = self.client.zrangebylex(
-                self.urls, b"[" + low, b"[" + high, start=offset, num=BATCH
-            )
-            if not batch:
-                return
+        while batch := self.client.zrangebylex(
+            bucket, b"[" + low, b"[" + low + _HIGHEST, start=offset, num=BATCH
+        ):
             yield batch
             if paged:
                 offset += len(batch)
+
+    def _all(self, bucket: str, low: bytes) -> list[tuple[str, bytes]]:
+        return [(bucket, member) for batch in self._range(bucket, low) for member in batch]
+
+    def _keys(self, members: Iterable[bytes | tuple[str, bytes]]) -> list[str]:
+        """The keys URL bucket members name: the URL's own, or the digest after
+        the newline."""
+        keys = []
+        for member in members:
+            text = (member[1] if isinstance(member, tuple) else member).decode(
+                "utf-8", "surrogateescape"
+            )
+            url, newline, digest = text.partition("\n")
+            keys.append(key_of(digest, self.prefix) if newline else primary_key(self.prefix, url))
+        return keys
+
+    def _forget(self, members: list[tuple[str, bytes]]) -> None:
+        """Drop purged entries' members from their buckets."""
+        if members:
+            pipeline = self.client.pipeline(transaction=False)
+            for bucket, member in members:
+                pipeline.zrem(bucket, member)
+            pipeline.execute()
+
+    # -- purging ------------------------------------------------------------------
 
     def _purge(self, keys: list[str], soft: bool) -> int:
         """Purge (or mark stale) ``keys`` in pipelined batches; the count of
         responses affected."""
         count = 0
         for start in range(0, len(keys), BATCH):
+            now = repr(time.time())
             pipeline = self.client.pipeline(transaction=False)
             for key in keys[start : start + BATCH]:
                 if soft:
@@ -135,25 +277,69 @@ class Index:
                         1,
                         key,
                         self.channel,
-                        repr(time.time()),
+                        now,
                         self.settings.keep,
                         self.settings.grace,
                     )
                 else:
-                    pipeline.execute_command("EVAL", scripts.PURGE, 1, key, self.channel)
+                    pipeline.execute_command("EVAL", scripts.PURGE, 1, key, self.channel, now)
             count += sum(int(reply) for reply in pipeline.execute())
         return count
 
-    def _forget(self, members: list[bytes]) -> None:
-        """Drop purged entries' members from the URL index."""
-        for start in range(0, len(members), BATCH):
-            batch = members[start : start + BATCH]
-            pipeline = self.client.pipeline(transaction=False)
-            pipeline.zrem(self.urls, *batch)
-            pipeline.zrem(self.expiry, *batch)
-            pipeline.execute()
+    # -- when Redis may evict the indexes -------------------------------------------
 
+    def _nodes_info(self) -> list[dict[str, t.Any]]:
+        """``INFO memory`` of Redis, or of each node of a cluster."""
+        info = self.client.info("memory")
+        if "used_memory" in info:
+            return [info]
+        return [node for node in info.values() if isinstance(node, dict)]
 
-def _keys(members: Iterable[bytes]) -> list[str]:
-    """The primary keys URL index members name."""
-    return [member.rsplit(b"\n", 1)[-1].decode() for member in members]
+    def _may_evict_indexes(self) -> bool:
+        """Whether Redis may evict keys without an expiry (the indexes) when
+        full: ``maxmemory`` set, with an ``allkeys-*`` policy (or one a node
+        does not say)."""
+        risky = [
+            str(node.get("maxmemory_policy", "unknown"))
+            for node in self._nodes_info()
+            if int(node.get("maxmemory", 1) or 0) > 0
+            and not str(node.get("maxmemory_policy", "")).startswith(("volatile-", "noeviction"))
+        ]
+        if risky and not self._warned:
+            self._warned = True
+            logger.warning(
+                "Redis may evict the purge indexes when full (maxmemory-policy %s): purges by"
+                " tag, prefix and all scan this prefix's keys to stay exact; a"
+                " volatile-* policy (volatile-lru) keeps them and their cost in proportion"
+                " to what they purge",
+                risky[0],
+            )
+        return bool(risky)
+
+    def _scan(self, matches: Match, soft: bool) -> int:
+        """Purge every key of this prefix whose URL and tags ``matches``
+        accepts, found by scanning the keyspace (``SCAN``, every node of a
+        cluster)."""
+        pattern = key_of(_DIGEST_PATTERN, self.prefix)
+        count = 0
+        batch: list[bytes] = []
+        for key in self.client.scan_iter(match=pattern, count=BATCH):
+            batch.append(key)
+            if len(batch) >= BATCH:
+                count += self._purge_matching(batch, matches, soft)
+                batch = []
+        return count + self._purge_matching(batch, matches, soft)
+
+    def _purge_matching(self, keys: list[bytes], matches: Match, soft: bool) -> int:
+        pipeline = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipeline.hmget(key, "u", "t")
+        chosen = []
+        for key, fields in zip(keys, pipeline.execute(raise_on_error=False), strict=True):
+            if not isinstance(fields, list) or fields[0] is None:
+                continue  # another program's key, or gone
+            url = fields[0].decode("utf-8", "surrogateescape")
+            tags = fields[1].decode("utf-8", "surrogateescape").split() if fields[1] else []
+            if matches(url, tags):
+                chosen.append(key.decode())
+        return self._purge(chosen, soft)

@@ -170,28 +170,74 @@ def _without_default_port(scheme: str, host: str) -> str:
     return host[: -len(default)] if default and host.endswith(default) else host
 
 
-def url_index_keys(prefix: str) -> tuple[str, str]:
-    """The two sorted sets of the URL index (see :mod:`redis_wsgi_cache.scripts`),
-    in one Redis Cluster slot."""
-    return f"{prefix}:{{{prefix}:index}}:urls", f"{prefix}:{{{prefix}:index}}:expiry"
+# The narrowest span of expiry times one URL index bucket covers (seconds).
+BUCKET_SPAN = 64
 
 
-def index_member(url: str, key: str) -> str:
-    """A URL index member: the URL, then the primary key of an entry for it."""
-    return f"{url}\n{key}"
+def index_registries(prefix: str) -> tuple[str, str]:
+    """The two sorted sets that list the indexes purges walk, in one Redis
+    Cluster slot: the URL buckets (members ``<span>:<number>``, scored by when
+    every entry they list has expired) and the tag indexes (members the tags'
+    digests, scored by when their last entry expires)."""
+    return f"{prefix}:{{{prefix}:index}}:ru", f"{prefix}:{{{prefix}:index}}:rt"
+
+
+def url_bucket(prefix: str, expires: float, ttl: float) -> tuple[str, str, int]:
+    """The URL index bucket of an entry Redis keeps until ``expires`` (for
+    ``ttl`` seconds): its key, its member in the registry, and when every entry
+    it can list has expired. Buckets cover spans of expiry times, wider for
+    longer-lived entries (an eighth of the ttl, in powers of two), so that a
+    handful are live at a time and each is dropped whole once its span is over."""
+    span = BUCKET_SPAN
+    while span * 8 < ttl:
+        span *= 2
+    number = int(expires // span)
+    member = f"{span}:{number}"
+    return bucket_key(prefix, member), member, (number + 1) * span
+
+
+def bucket_key(prefix: str, member: str) -> str:
+    """The URL index bucket a registry member names: the canonical URLs of the
+    entries it lists, in lexical order (all scored 0)."""
+    return f"{prefix}:{{{prefix}:index}}:u:{member}"
+
+
+def index_member(url: str, key: str, prefix: str) -> str:
+    """What a URL index bucket holds for an entry: its URL, followed by the
+    digest of its key when that is not the URL's own (key material)."""
+    return url if key == primary_key(prefix, url) else f"{url}\n{digest_of(key, prefix)}"
+
+
+def digest_of(key: str, prefix: str) -> str:
+    """The digest inside a primary key (between the braces)."""
+    return key[len(prefix) + 2 : -1]
+
+
+def key_of(digest: str, prefix: str) -> str:
+    """The primary key of a digest."""
+    return f"{prefix}:{{{digest}}}"
 
 
 def tag_index_key(prefix: str, tag: str) -> str:
-    """The sorted set of the primary keys of the entries tagged ``tag``."""
-    digest = hashlib.sha256(tag.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    """The sorted set of the digests of the entries tagged ``tag``, scored by
+    when they expire."""
+    return tag_key_of(prefix, tag_digest(tag))
+
+
+def tag_key_of(prefix: str, digest: str) -> str:
+    """The tag index of a tag's digest."""
     return f"{prefix}:tag:{{{digest}}}"
+
+
+def tag_digest(tag: str) -> str:
+    return hashlib.sha256(tag.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
 def primary_key(prefix: str, url: str) -> str:
     """The Redis key of a URL. The digest in braces is a Redis Cluster hash tag,
     so a URL's variants, lock and markers all live in one slot."""
     digest = hashlib.sha256(url.encode("utf-8", "surrogateescape")).hexdigest()[:32]
-    return f"{prefix}:{{{digest}}}"
+    return key_of(digest, prefix)
 
 
 def vary_names(vary: str | None) -> tuple[str, ...] | None:
@@ -261,7 +307,7 @@ def variant_id(names: t.Iterable[str], headers: t.Mapping[str, str]) -> str:
         else f"{name}={NORMALIZERS[name](headers[name]) if name in NORMALIZERS else headers[name]}"
         for name in names
     ]
-    return hashlib.sha1("\n".join(parts).encode("latin-1", "replace")).hexdigest()
+    return hashlib.sha256("\n".join(parts).encode("latin-1", "replace")).hexdigest()[:16]
 
 
 def preferred_encoding(value: str) -> str:

@@ -16,7 +16,7 @@ from .cache import Cache
 from .coalesce import USABLE, Coalescer
 from .exchange import CACHE_NAME, ENVIRON_STARTED, Exchange, Recorder, ttl
 from .fetch import Fetcher
-from .keys import LazyHeaders, primary_key, request_url
+from .keys import LazyHeaders, forwarded_url, primary_key, request_url
 from .near import NearCache
 from .policy import Reuse
 from .screening import ENVIRON_ORIGINAL, SAFE_METHODS, Screen
@@ -170,10 +170,11 @@ class CacheMiddleware:
 
     def close(self) -> None:
         """Add the last counts to Redis, finish background refreshes, and stop
-        the lock keeper and the near cache's subscriber."""
+        the lock keeper, the index sweep and the near cache's subscriber."""
         self.stats.close()
         self.background.shutdown()
         self.locks.close()
+        self.cache.index.close()
         if self.near is not None:
             self.near.close()
 
@@ -199,7 +200,12 @@ class CacheMiddleware:
         url = self._url(environ) if bypass is None else None
         if url is None or bypass is not None:
             return self.fetcher.pass_on(environ, start_response, "bypass", bypass or "host", rule)
+        public_url = url
         if screening.key_extra:
+            # The key holds the forwarding headers as they came; the entry is
+            # stored (and purged) under the URL they make.
+            forwarded = self.screen.key_environ(environ)
+            public_url = forwarded_url(forwarded, url, self.cache.normalize) or url
             url = f"{url}\n{screening.key_extra}"
 
         key = primary_key(self.settings.prefix, url)
@@ -208,6 +214,7 @@ class CacheMiddleware:
         exchange = Exchange(
             environ, start_response, request, url, key, headers, settings, self.recorder, rule
         )
+        exchange.public_url = public_url
         generation = 0
         if self.near is not None:
             entry = self.near.get(key, headers)
@@ -217,8 +224,9 @@ class CacheMiddleware:
                 return exchange.serve(entry, now, "HIT", status, "near")
             generation = self.near.generation()
 
-        found = self.locks.lookup(key, url, headers, request.may_coalesce)
+        found = self.locks.lookup(key, public_url, headers, request.may_coalesce)
         exchange.hold(found.lock)
+        exchange.occupied = found.occupied
         if found.outcome == "unavailable":
             return self.fetcher.pass_on(environ, start_response, "miss", "redis-unavailable", rule)
         if found.entry is not None and self.near is not None:
@@ -290,13 +298,14 @@ class CacheMiddleware:
 
         lock, role = found.lock, found.role
         if request.may_coalesce:
-            if lock is None and entry is not None:
-                role, lock = self.locks.try_lock(found.base, entry)
+            if lock is None and entry is not None and found.slot is not None:
+                role, lock = self.locks.try_lock(found.slot, entry)
                 exchange.hold(lock)
             if lock is None and role in ("follower", "changed"):
                 waited = self.locks.wait_for_leader(
-                    exchange.key, exchange.url, exchange.headers, request
+                    exchange.key, exchange.public_url, exchange.headers, request
                 )
+                exchange.occupied = True
                 lock = exchange.hold(waited.lock)
                 now = time.time()
                 if waited.entry is not None and policy.reuse(waited.entry, request, now) in USABLE:
@@ -305,11 +314,11 @@ class CacheMiddleware:
                 if lock is not None and waited.entry is not None:
                     entry = waited.entry
                     decision = policy.reuse(entry, request, now)
-        elif request.may_join and found.base:
+        elif request.may_join and found.slot is not None:
             # §5.2.1: a response made after this request arrived is as fresh
             # as it asks; concurrent such requests share one fetch.
             joined, lock, role = self.locks.wait_for_fresh(
-                found.base, exchange.key, exchange.url, exchange.headers
+                found.slot, exchange.public_url, exchange.headers
             )
             exchange.hold(lock)
             if joined is not None:
@@ -328,9 +337,9 @@ class CacheMiddleware:
     def _refresh_behind(self, exchange: Exchange, found: Lookup) -> None:
         """RFC 5861 §3: refresh a stale entry in the background, once for all
         processes (whoever takes the key's lock does it)."""
-        if not exchange.request.may_coalesce or found.entry is None:
+        if not exchange.request.may_coalesce or found.entry is None or found.slot is None:
             return
-        _, lock = self.locks.try_lock(found.base, found.entry)
+        _, lock = self.locks.try_lock(found.slot, found.entry)
         if lock is None:
             return
         environ = background_environ(exchange.environ)

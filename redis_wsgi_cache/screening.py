@@ -86,6 +86,14 @@ class Screen:
             if environ_name in environ
         )
 
+    def key_environ(self, environ: WSGIEnvironment) -> dict[str, str]:
+        """The request's ``key_headers``, as environ entries."""
+        return {
+            environ_name: environ[environ_name]
+            for _, environ_name in self.key_headers
+            if environ_name in environ
+        }
+
     def _cookies(self, environ: WSGIEnvironment) -> bool:
         """Remove the ignored cookies; True if the request must bypass for the
         others."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import threading
 import time
 import typing as t
@@ -21,8 +22,16 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from . import scripts
-from .entry import FIELDS, CachedResponse, microseconds
-from .keys import index_member, tag_index_key, url_index_keys, variant_id
+from .entry import FIELDS, RESPONSE_FIELDS, CachedResponse, microseconds
+from .keys import (
+    digest_of,
+    index_member,
+    index_registries,
+    tag_digest,
+    tag_index_key,
+    url_bucket,
+    variant_id,
+)
 
 if t.TYPE_CHECKING:
     from .metrics import Metrics
@@ -50,13 +59,41 @@ def new_token() -> str:
     return os.urandom(12).hex()
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Slot:
+    """Where one stored response lives: the primary key, and the variant of a
+    response with Vary names ("" for one without)."""
+
+    key: str
+    variant: str = ""
+
+    @property
+    def base(self) -> str:
+        """The key a lock hangs off: the key, or ``<key>:<variant>``."""
+        return f"{self.key}:{self.variant}" if self.variant else self.key
+
+    @property
+    def suffix(self) -> str:
+        """What the names of the response's fields end with."""
+        return f":{self.variant}" if self.variant else ""
+
+    @property
+    def field(self) -> str:
+        """The response's ``v`` field (its meta)."""
+        return "v" + self.suffix
+
+    @property
+    def lock_key(self) -> str:
+        return self.base + ":lock"
+
+
 @dataclasses.dataclass(eq=False, slots=True)
 class Lock:
-    """A lock on the fetch of the key ``base``: a token no one else has, to
-    prove it is ours, when it was taken (``time.monotonic``; and by Redis's
-    clock, in microseconds, ``started``), and whether it was given up."""
+    """A lock on the fetch of the response of ``slot``: a token no one else
+    has, to prove it is ours, when it was taken (``time.monotonic``; and by
+    Redis's clock, in microseconds, ``started``), and whether it was given up."""
 
-    base: str
+    slot: Slot
     token: str = dataclasses.field(default_factory=new_token)
     taken: float = dataclasses.field(default_factory=time.monotonic)
     started: int = 0
@@ -64,13 +101,9 @@ class Lock:
 
     @property
     def key(self) -> str:
-        """The lock's own key."""
-        return self.base + ":lock"
-
-    @property
-    def hit_for_miss_key(self) -> str:
-        """The key marking ``base`` not worth waiting for."""
-        return self.base + ":hfm"
+        """The lock's own key (which holds ``hfm`` when the base is marked
+        hit-for-miss)."""
+        return self.slot.lock_key
 
 
 @dataclasses.dataclass(slots=True)
@@ -78,31 +111,48 @@ class Lookup:
     """The outcome of a lookup.
 
     ``outcome`` is ``hit`` (with ``entry``), ``miss``, ``vary-miss`` (the URL is
-    stored, not this variant) or ``unavailable`` (Redis failed). ``base`` is the
-    key the entry lives under and its lock and marker hang off. ``role`` says,
+    stored, not this variant) or ``unavailable`` (Redis failed). ``slot`` is
+    where the response lives, and its lock and marker hang off. ``role`` says,
     on a miss, whether this request took the lock (``leader``, with ``lock``),
     another request holds it (``follower``), the last fetch was not storable
     (``hfm``), the lock command failed (``failed``), or got no reply, so that
     it may have taken the lock after all (``lost``, with ``lock``). Only a
-    follower should wait.
+    follower should wait. ``occupied``: the key held something when looked up
+    (a response, or data this cache cannot read), which a save replaces.
     """
 
     outcome: str
     entry: CachedResponse | None = None
-    base: str = ""
+    slot: Slot | None = None
     role: str = ""
     lock: Lock | None = None
+    occupied: bool = True
+
+
+class _Foreign(list[bytes | None]):
+    """What a lookup reads from a key holding another type than a hash."""
 
 
 UNAVAILABLE = Lookup("unavailable")
-# What a lookup asks for: an entry's fields, and the Vary record's names.
-LOOKUP_FIELDS = (*FIELDS, "vr")
+# The variants a Vary record lists, and when each expires.
+_VARIANTS = re.compile(rb"([0-9a-f]+):([0-9]+)")
+# What a lookup asks for: a response's fields, its key's, and the Vary names.
+LOOKUP_FIELDS = (*FIELDS, "y")
 # Primary keys whose Vary names a process remembers (forgotten all at once).
 VARY_MEMO_SIZE = 10_000
 # Entries whose decoding a process remembers, with the bytes they came from, so
 # that a hit on unchanged bytes skips parsing them again (forgotten all at once).
 DECODED_MEMO_SIZE = 1_000
 DECODED_MEMO_BODY = 16 * 1024
+
+
+def _fields_of(slot: Slot) -> tuple[str, ...]:
+    """What a lookup of ``slot`` asks for: its response's fields, its key's, and
+    the Vary names."""
+    return (
+        *(name + slot.suffix for name in RESPONSE_FIELDS),
+        *LOOKUP_FIELDS[len(RESPONSE_FIELDS) :],
+    )
 
 
 def make_client(settings: Settings) -> redis.Redis | RedisCluster:
@@ -215,7 +265,7 @@ class RedisStore:
         # A cluster runs a script on the keys of one slot only: the indexes,
         # in slots of their own, are kept by a round trip before the save.
         self.cluster = isinstance(client, RedisCluster | LazyCluster)
-        self.url_index = url_index_keys(settings.prefix)
+        self.registries = index_registries(settings.prefix)
         # Scripts as bytes: their digests are worked out here, without a client
         # that would connect to find its encoding.
         self._try_miss = client.register_script(scripts.MISS.encode())
@@ -307,7 +357,7 @@ class RedisStore:
         """The entry stored for ``key`` and the request headers' variant: one
         ``HMGET`` in the steady state, Vary'd URLs included (their Vary names are
         remembered per process). On a miss, with ``coalesce``, also try to take
-        the key's lock (a second round trip, misses only)."""
+        the lock of its slot (a second round trip, misses only)."""
         found = self._look_up(key, url, headers, coalesce)
         if found.role == "stored":
             # Stored between the lookup and the lock: look again, once.
@@ -317,37 +367,70 @@ class RedisStore:
     def _look_up(self, key: str, url: str, headers: Mapping[str, str], coalesce: bool) -> Lookup:
         names = self._vary_names.get(key)
         if names is not None:
-            base = f"{key}:{variant_id(names, headers)}"
-            values = self._hmget(base, FIELDS)
+            slot = Slot(key, variant_id(names, headers))
+            values = self._hmget(key, _fields_of(slot))
             if values is None:
                 return UNAVAILABLE
-            if values[0] is not None:
-                found = self._found(base, values, url, coalesce)
-                if found.entry is not None and found.entry.vary == names:
-                    return found
+            if values[-1] == ",".join(names).encode():
+                return self._read(slot, values[:-1], url, coalesce, names)
         values = self._hmget(key, LOOKUP_FIELDS)
         if values is None:
             return UNAVAILABLE
+        if isinstance(values, _Foreign):
+            return self._miss("miss", Slot(key), coalesce, unusable=True)
         record = values[-1]
         if record is None:
             self._vary_names.pop(key, None)
-            base, outcome, values = key, "miss", values[:-1]
-        else:
-            names = tuple(record.decode("latin-1").split(","))
-            self._remember(key, names)
-            base, outcome = f"{key}:{variant_id(names, headers)}", "vary-miss"
-            values = self._hmget(base, FIELDS)
-            if values is None:
-                return UNAVAILABLE
-        if values[0] is not None:
-            return self._found(base, values, url, coalesce)
-        return self._miss(outcome, base, coalesce)
+            return self._read(Slot(key), values[:-1], url, coalesce, ())
+        names = tuple(record.decode("latin-1").split(","))
+        self._remember(key, names)
+        slot = Slot(key, variant_id(names, headers))
+        values = self._hmget(key, _fields_of(slot)[:-1])
+        if values is None:
+            return UNAVAILABLE
+        return self._read(slot, values, url, coalesce, names)
+
+    def _read(
+        self,
+        slot: Slot,
+        values: list[bytes | None],
+        url: str,
+        coalesce: bool,
+        names: tuple[str, ...],
+    ) -> Lookup:
+        """The lookup of ``slot`` whose fields held ``values``."""
+        if isinstance(values, _Foreign):
+            return self._miss("miss", slot, coalesce, unusable=True)
+        if values[0] is None:
+            # Nothing, or a Vary record without this variant, or only a part
+            # of a response: a miss (a save replaces what is there).
+            occupied = bool(names) or any(value is not None for value in values)
+            return self._miss("vary-miss" if names else "miss", slot, coalesce, occupied=occupied)
+        decoded = self._decoded.get(slot.base)
+        if decoded is not None and decoded[0] == values:
+            # The same bytes as last time: reuse what they decoded to.
+            return Lookup("hit", decoded[1], slot)
+        try:
+            entry = CachedResponse.from_values(values, names)
+        except ValueError as error:
+            logger.debug("unreadable entry under %s: %s", slot.base, error)
+            return self._miss("miss", slot, coalesce, unusable=True)
+        if entry.url != url:
+            return self._miss("miss", slot, coalesce, unusable=True)
+        if len(entry.body) <= DECODED_MEMO_BODY:
+            if len(self._decoded) >= DECODED_MEMO_SIZE:
+                self._decoded.clear()
+            self._decoded[slot.base] = (values, entry)
+        return Lookup("hit", entry, slot)
 
     def _hmget(self, key: str, fields: tuple[str, ...]) -> list[bytes | None] | None:
-        """The fields' values; all None for a key holding something else than a
-        hash (another program's data is a miss, and is overwritten)."""
+        """The fields' values (a :class:`_Foreign` list of None for a key
+        holding something else than a hash: another program's data is a miss,
+        and is overwritten); None if Redis failed."""
         return self._call(
-            lambda: self._command("HMGET", key, *fields), None, refused=[None] * len(fields)
+            lambda: self._command("HMGET", key, *fields),
+            None,
+            refused=_Foreign([None] * len(fields)),
         )
 
     def _command(self, *args: t.Any) -> t.Any:
@@ -368,31 +451,23 @@ class RedisStore:
         finally:
             self._pool.release(connection)
 
-    def _found(self, base: str, values: list[bytes | None], url: str, coalesce: bool) -> Lookup:
-        decoded = self._decoded.get(base)
-        if decoded is not None and decoded[0] == values:
-            # The same bytes as last time: reuse what they decoded to.
-            return Lookup("hit", decoded[1], base)
-        try:
-            entry = CachedResponse.from_values(values)
-        except ValueError as error:
-            logger.debug("unreadable entry under %s: %s", base, error)
-            return self._miss("miss", base, coalesce, unusable=True)
-        if entry.url != url:
-            return self._miss("miss", base, coalesce, unusable=True)
-        if len(entry.body) <= DECODED_MEMO_BODY:
-            if len(self._decoded) >= DECODED_MEMO_SIZE:
-                self._decoded.clear()
-            self._decoded[base] = (values, entry)
-        return Lookup("hit", entry, base)
-
-    def _miss(self, outcome: str, base: str, coalesce: bool, unusable: bool = False) -> Lookup:
+    def _miss(
+        self,
+        outcome: str,
+        slot: Slot,
+        coalesce: bool,
+        unusable: bool = False,
+        occupied: bool = False,
+    ) -> Lookup:
+        occupied = occupied or unusable
         if not coalesce:
-            return Lookup(outcome, None, base)
-        lock = Lock(base)
-        args = [lock.token, LOCK_LEASE_MS, "1" if unusable else ""]
-        role, lock = self._locking(lambda: self._try_miss(keys=[base], args=args), lock)
-        return Lookup(outcome, None, base, role, lock)
+            return Lookup(outcome, None, slot, occupied=occupied)
+        lock = Lock(slot)
+        args = [lock.token, LOCK_LEASE_MS, "" if unusable else slot.field]
+        role, taken = self._locking(
+            lambda: self._try_miss(keys=[slot.key, lock.key], args=args), lock
+        )
+        return Lookup(outcome, None, slot, role, taken, occupied)
 
     def _locking(self, command: Callable[[], t.Any], lock: Lock) -> tuple[str, Lock | None]:
         """Run a command that may take ``lock``: its role, and the lock when it
@@ -412,22 +487,22 @@ class RedisStore:
         lock.started = microseconds(reply[1])
         return role, (lock if role == "leader" else None)
 
-    def join(self, base: str, arrived: int) -> tuple[str, int, Lock | None]:
+    def join(self, slot: Slot, arrived: int) -> tuple[str, int, Lock | None]:
         """For a request that arrived at ``arrived`` (Redis's clock, µs; 0 for
-        now) and needs a response made after that: ``ready`` when the entry
-        stored for ``base`` was fetched since; else take the lock if it is free
+        now) and needs a response made after that: ``ready`` when the response
+        stored in ``slot`` was fetched since; else take the lock if it is free
         (``leader``, and the lock), or ``follower``, ``hfm``, ``failed`` or
         ``lost`` as :meth:`lookup` says. With the time now."""
-        lock = Lock(base)
-        args = [lock.token, LOCK_LEASE_MS, arrived]
-        role, taken = self._locking(lambda: self._join(keys=[base], args=args), lock)
+        lock = Lock(slot)
+        args = [lock.token, LOCK_LEASE_MS, arrived, slot.field]
+        role, taken = self._locking(lambda: self._join(keys=[slot.key, lock.key], args=args), lock)
         return role, lock.started, taken
 
-    def now(self, base: str) -> int:
-        """The clock of the Redis holding ``base``, in microseconds (0 if Redis
+    def now(self, slot: Slot) -> int:
+        """The clock of the Redis holding ``slot``, in microseconds (0 if Redis
         failed): to stamp the start of a fetch that requests waiting for a
         fresh response may use."""
-        return microseconds(self._call(lambda: self._now(keys=[base]), b"0"))
+        return microseconds(self._call(lambda: self._now(keys=[slot.key]), b"0"))
 
     def _remember(self, key: str, names: tuple[str, ...]) -> None:
         if len(self._vary_names) >= VARY_MEMO_SIZE:
@@ -441,78 +516,109 @@ class RedisStore:
         ttl: int,
         variant: str,
         lock: Lock | None = None,
-        urls: t.Iterable[str] = (),
+        occupied: bool = True,
     ) -> bool:
         """Store ``entry`` for ``ttl`` seconds in one atomic script, indexed
-        under ``urls`` (the spellings a purge by URL or prefix should find it
-        by) and its tags; ``variant`` is its secondary key when it has Vary
-        names. Releases ``lock``. True if the entry was stored. An entry is
-        never stored unindexed: on Redis Cluster, where the indexes are written
-        first, a failure to index them stores nothing."""
+        under its URL and its tags; ``variant`` is its variant when it has Vary
+        names. ``occupied``: the key may hold something (then the save says so
+        to every process's near cache). Releases ``lock``. True if the entry was
+        stored. An entry is never stored unindexed: on Redis Cluster, where the
+        indexes are written first, a failure to index it stores nothing."""
         if not 1 <= ttl <= MAX_REDIS_TTL:
             return False
-        entry = dataclasses.replace(
-            entry,
-            fetch=lock.token if lock else new_token(),
-            started=lock.started if lock else 0,
-        )
+        slot = Slot(key, variant)
+        entry = dataclasses.replace(entry, started=lock.started if lock else 0)
         now = time.time()
-        members = [index_member(url, key) for url in dict.fromkeys(urls)]
-        tags = [tag_index_key(self.settings.prefix, tag) for tag in dict.fromkeys(entry.tags)]
-        keys = [key, lock.key if lock else key + ":lock"]
+        expires = now + ttl
+        prefix = self.settings.prefix
+        bucket, member, drop = url_bucket(prefix, expires, ttl)
+        url_member = index_member(entry.url, key, prefix)
+        tags = list(dict.fromkeys(entry.tags))
+        keys = [key, lock.key if lock else slot.lock_key]
         if self.cluster:
-            if not self._call(lambda: self._index(key, members, tags, now + ttl, ttl, now), False):
+            indexed = self._index(bucket, url_member, drop, member, tags, key, expires, now)
+            if not self._call(indexed, False):
                 return False
-            members = []
         else:
-            keys += [*self.url_index, *tags]
+            keys += [bucket, *self.registries, *(tag_index_key(prefix, tag) for tag in tags)]
         args: list[t.Any] = [
             ttl,
-            ",".join(entry.vary),
-            variant,
-            self.settings.max_variants,
             repr(now),
             self.channel,
-            lock.token if lock else "",
-            len(members),
-            *members,
+            "1" if occupied else "",
+            variant,
+            ",".join(entry.vary),
+            self.settings.max_variants,
+            entry.url,
+            " ".join(tags),
+            url_member,
+            drop,
+            member,
+            digest_of(key, prefix),
         ]
-        for field, value in entry.to_mapping().items():
+        for field, value in entry.to_fields(slot.suffix).items():
             args.append(field)
             args.append(value)
         return self._call(lambda: self._save(keys=keys, args=args), 0) == 1
 
     def _index(
-        self, key: str, members: list[str], tags: list[str], expires: float, ttl: int, now: float
-    ) -> bool:
+        self,
+        bucket: str,
+        url_member: str,
+        drop: int,
+        member: str,
+        tags: list[str],
+        key: str,
+        expires: float,
+        now: float,
+    ) -> Callable[[], bool]:
         """Index an entry to be saved on a cluster: one pipelined round trip
         that routes each index's script to its node. Raises what Redis raises."""
-        pipeline = self.client.pipeline(transaction=False)
-        pipeline.execute_command(
-            "EVAL", scripts.INDEX_URLS, 2, *self.url_index, repr(expires), ttl, repr(now), *members
-        )
-        for tag in tags:
-            pipeline.execute_command(
-                "EVAL", scripts.INDEX_TAG, 1, tag, key, repr(expires), ttl, repr(now)
-            )
-        pipeline.execute()
-        return True
 
-    def try_lock(self, base: str, seen: CachedResponse) -> tuple[str, Lock | None]:
-        """Take the lock of ``base`` to fetch a replacement for ``seen``: only if
-        the lock is free and ``seen`` is still the entry stored there (another
-        request may have replaced it since the lookup, and released its lock).
-        The role (``leader``, ``follower``, ``changed``, ``failed`` or ``lost``)
-        and the lock, as :meth:`lookup` gives them."""
-        lock = Lock(base)
-        args = [lock.token, LOCK_LEASE_MS, seen.fetch]
-        return self._locking(lambda: self._lock(keys=[base], args=args), lock)
+        def index() -> bool:
+            digest = digest_of(key, self.settings.prefix)
+            pipeline = self.client.pipeline(transaction=False)
+            pipeline.execute_command(
+                "EVAL",
+                scripts.INDEX_URL,
+                3,
+                bucket,
+                *self.registries,
+                url_member,
+                drop,
+                member,
+                repr(expires),
+                *(tag_digest(tag) for tag in tags),
+            )
+            for tag in tags:
+                pipeline.execute_command(
+                    "EVAL",
+                    scripts.INDEX_TAG,
+                    1,
+                    tag_index_key(self.settings.prefix, tag),
+                    digest,
+                    repr(expires),
+                    repr(now),
+                )
+            pipeline.execute()
+            return True
+
+        return index
+
+    def try_lock(self, slot: Slot, seen: CachedResponse) -> tuple[str, Lock | None]:
+        """Take the lock of ``slot`` to fetch a replacement for ``seen``: only if
+        the lock is free and ``seen`` is still the response stored there
+        (another request may have replaced it since the lookup, and released
+        its lock). The role (``leader``, ``follower``, ``changed``, ``failed``
+        or ``lost``) and the lock, as :meth:`lookup` gives them."""
+        lock = Lock(slot)
+        args = [lock.token, LOCK_LEASE_MS, slot.field, seen.stored_as]
+        return self._locking(lambda: self._lock(keys=[slot.key, lock.key], args=args), lock)
 
     def release(self, lock: Lock, hit_for_miss: int = 0) -> None:
-        """Give up ``lock``; with ``hit_for_miss``, mark its key as not worth
+        """Give up ``lock``; with ``hit_for_miss``, mark its slot as not worth
         waiting for during that many seconds."""
-        keys = [lock.key, lock.hit_for_miss_key]
-        self._call(lambda: self._release(keys=keys, args=[lock.token, hit_for_miss]), None)
+        self._call(lambda: self._release(keys=[lock.key], args=[lock.token, hit_for_miss]), None)
 
     def renew(self, locks: list[Lock]) -> list[bool] | None:
         """Extend the lease of each lock still held with its token, in one
@@ -525,20 +631,19 @@ class RedisStore:
     def release_quietly(self, locks: list[Lock]) -> bool:
         """Release ``locks``, in one pipelined round trip, off the request path;
         False if Redis failed."""
-        commands = [
-            (scripts.RELEASE, lock.key, lock.hit_for_miss_key, lock.token, 0) for lock in locks
-        ]
-        return self._pipelined(commands) is not None
+        return (
+            self._pipelined([(scripts.RELEASE, lock.key, lock.token, 0) for lock in locks])
+            is not None
+        )
 
     def _pipelined(self, commands: list[tuple[t.Any, ...]]) -> list[bool] | None:
-        """Run scripts (source, keys…, args…: one key for RENEW, two for RELEASE)
-        in one non-transactional pipeline; EVAL, not EVALSHA, so that a cluster
-        client can route each, and a restarted Redis needs no SCRIPT LOAD."""
+        """Run scripts (source, a key, args…) in one non-transactional pipeline;
+        EVAL, not EVALSHA, so that a cluster client can route each, and a
+        restarted Redis needs no SCRIPT LOAD."""
         try:
             pipeline = self.client.pipeline(transaction=False)
             for source, *rest in commands:
-                keys = 1 if source is scripts.RENEW else 2
-                pipeline.execute_command("EVAL", source, keys, *rest)
+                pipeline.execute_command("EVAL", source, 1, *rest)
             return [reply == 1 for reply in pipeline.execute(raise_on_error=False)]
         except (redis.RedisError, RedisClusterException, OSError) as error:
             logger.debug("Redis failed a background lock command: %s", error)
@@ -548,7 +653,8 @@ class RedisStore:
         """Forget every stored variant under the primary ``key``. False if Redis
         failed: the purge is then retried as soon as Redis answers again (an
         entry that outlived an invalidation would be served until it expires)."""
-        done = self._call(lambda: self._purge(keys=[key], args=[self.channel]), None) is not None
+        args = [self.channel, repr(time.time())]
+        done = self._call(lambda: self._purge(keys=[key], args=args), None) is not None
         if not done:
             if len(self._pending_purges) >= MAX_PENDING_PURGES:
                 logger.error(
@@ -573,7 +679,9 @@ class RedisStore:
         try:
             pipeline = self.client.pipeline(transaction=False)
             for key in keys:
-                pipeline.execute_command("EVAL", scripts.PURGE, 1, key, self.channel)
+                pipeline.execute_command(
+                    "EVAL", scripts.PURGE, 1, key, self.channel, repr(time.time())
+                )
             replies = pipeline.execute(raise_on_error=False)
         except (redis.RedisError, RedisClusterException, OSError) as error:
             self._pending_purges.update(keys)
@@ -590,29 +698,31 @@ class RedisStore:
         return True
 
     def entries_of(self, key: str) -> list[tuple[str, CachedResponse | None, int]]:
-        """Every key stored under the primary ``key``, the entry it holds (None
-        when it is unreadable) and its Redis TTL. Raises the Redis error, if any:
-        this is an operator's command."""
-        names = self.client.hget(key, "vr")
+        """Every response stored under the primary ``key`` (each variant), with
+        the key it hangs off, the entry (None when it is unreadable) and how many
+        seconds Redis keeps it. Raises the Redis error, if any: this is an
+        operator's command."""
+        stored = self.client.hgetall(key)
+        if not stored:
+            return []
+        ttl = int(self.client.ttl(key))
+        names = stored.get(b"y")
         if names is None:
-            bases = [key]
+            slots = [(Slot(key), (), ttl)]
         else:
-            fields = self.client.hkeys(key)
-            bases = [
-                f"{key}:{field[2:].decode('latin-1')}"
-                for field in fields
-                if field.startswith(b"x:")
+            vary = tuple(names.decode("latin-1").split(","))
+            now = time.time()
+            slots = [
+                (Slot(key, variant.decode()), vary, max(0, round(int(expires) - now)))
+                for variant, expires in _VARIANTS.findall(stored.get(b"x", b""))
             ]
         found: list[tuple[str, CachedResponse | None, int]] = []
-        for base in bases:
-            values = self.client.execute_command("HMGET", base, *FIELDS)
-            if values[0] is None:
-                continue
-            ttl = self.client.ttl(base)
+        for slot, vary, seconds in slots:
+            values = [stored.get(field.encode()) for field in _fields_of(slot)[:-1]]
             try:
-                found.append((base, CachedResponse.from_values(values), ttl))
+                found.append((slot.base, CachedResponse.from_values(values, vary), seconds))
             except ValueError:
-                found.append((base, None, ttl))
+                found.append((slot.base, None, seconds))
         return found
 
     def add_counts(self, counts: Mapping[str, int]) -> bool:

@@ -125,7 +125,8 @@ class Clock:
     as ``time.monotonic``, are the real ones)."""
 
     def __init__(self) -> None:
-        self.now = time.time()
+        # A whole second: entries keep times to the millisecond.
+        self.now = float(int(time.time()))
 
     def time(self) -> float:
         return self.now

@@ -68,7 +68,7 @@ def test_unreadable_data_is_a_one_line_error(filled, redis_client, capsys, garba
     if garbage == "string":
         redis_client.set(key, "not a hash")
     else:
-        redis_client.hset(key, mapping={"vr": "accept", "x:\xff\xfe": "soon"})
+        redis_client.hset(key, mapping={"y": "accept", "x": "\xff\xfe:soon"})
     status = main([*filled, "inspect", "http://localhost/z"])
     captured = capsys.readouterr()
     assert "Traceback" not in captured.err

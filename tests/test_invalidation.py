@@ -4,13 +4,22 @@ query normalisation; per-path rules. Against the suite's Redis."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from conftest import cli
 from webtest import TestApp
 from wsgi_apps import Origin, call, stored_entries
 
-from redis_wsgi_cache import Cache, CacheMiddleware, SettingsError, add_tags, load_settings
-from redis_wsgi_cache.keys import tag_index_key, url_index_keys
+from redis_wsgi_cache import Cache, CacheMiddleware, SettingsError, add_tags, load_settings, scripts
+from redis_wsgi_cache.keys import (
+    bucket_key,
+    digest_of,
+    index_registries,
+    primary_key,
+    tag_digest,
+    tag_index_key,
+)
 
 TEXT = [("Content-Type", "text/plain")]
 
@@ -77,10 +86,22 @@ def test_purging_a_url_reaches_entries_keyed_with_forwarding_headers(cached, red
     proxied = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "www.example.com"}
     app.get("/users/1", headers=proxied)
     app.get("/users/1")
-    # Both spellings the operator may know: the one the app saw, the public one.
+    # Behind a reverse proxy an entry is stored, and purged, under the public
+    # URL its forwarding headers make; the request without them is another URL.
     assert app.app.purge("https://www.example.com/users/1") == 1
     assert app.get("/users/1", headers=proxied).headers["X-Cache"] == "MISS"
-    assert app.app.purge("http://localhost/users/1") == 2
+    assert app.get("/users/1").headers["X-Cache"] == "HIT"
+    assert app.app.purge_prefix("https://www.example.com/users/") == 1
+    assert app.app.purge("http://localhost/users/1") == 1
+    assert app.get("/users/1").headers["X-Cache"] == "MISS"
+
+
+def test_forwarding_headers_outside_key_headers_make_no_public_url(cached, redis_client):
+    """Only what the key holds may name the URL an entry is purged by."""
+    app = TestApp(cached(counting_origin(), prefix="t", key_headers="x-forwarded-proto"))
+    app.get("/users/1", headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example"})
+    assert app.app.purge("https://evil.example/users/1") == 0
+    assert app.app.purge("https://localhost/users/1") == 1
 
 
 def test_a_url_that_is_not_absolute_is_refused(cached, redis_client):
@@ -211,23 +232,47 @@ def test_purge_all_touches_only_this_prefix(cached, redis_client):
     assert redis_client.exists("t:not-an-entry")
 
 
-def test_indexes_forget_expired_entries_and_expire_themselves(cached, redis_client):
+def test_indexes_have_no_expiry_and_are_swept_once_their_entries_expired(cached, redis_client):
     origin = Origin(headers=[("Cache-Control", "max-age=5"), ("Surrogate-Key", "k")])
     middleware = cached(origin, prefix="t", keep=0, grace=0)
     for n in range(5):
         call(middleware, f"/old/{n}")
-    urls, expiry = url_index_keys("t")
+    url_registry, tag_registry = index_registries("t")
+    (bucket,) = [bucket_key("t", m.decode()) for m in redis_client.zrange(url_registry, 0, -1)]
     tag = tag_index_key("t", "k")
-    assert redis_client.zcard(urls) == redis_client.zcard(tag) == 5
-    for key in (urls, expiry, tag):
-        assert 0 < redis_client.ttl(key) <= 5  # no longer than what they index
-    # As if the five had expired: the next store sweeps them out.
-    members = redis_client.zrange(expiry, 0, -1)
-    redis_client.zadd(expiry, dict.fromkeys(members, 1.0))
+    assert redis_client.zcard(bucket) == redis_client.zcard(tag) == 5
+    # No expiry: a Redis evicting only keys with one (volatile-*) never evicts them.
+    for key in (bucket, tag, url_registry, tag_registry):
+        assert redis_client.ttl(key) == -1
+    index = middleware.cache.index
+    assert index.sweep() == 0  # all five are still stored
+    # A store clears the tag index of its expired members.
     redis_client.zadd(tag, dict.fromkeys(redis_client.zrange(tag, 0, -1), 1.0))
     call(middleware, "/new")
-    assert redis_client.zcard(urls) == redis_client.zcard(expiry) == 1
-    assert redis_client.zcard(tag) == 1
+    assert redis_client.zrange(tag, 0, -1) == [digest_of(entry_key("/new"), "t").encode()]
+    # Once every entry they list has expired, the sweep drops them all.
+    assert index.sweep(time.time() + 3600) == 2
+    assert not redis_client.exists(bucket, tag, url_registry, tag_registry)
+
+
+def test_the_sweep_keeps_a_tag_index_stored_to_meanwhile(cached, redis_client):
+    origin = Origin(headers=[("Cache-Control", "max-age=60"), ("Surrogate-Key", "k")])
+    middleware = cached(origin, prefix="t", keep=0, grace=0)
+    call(middleware, "/a")
+    _, tag_registry = index_registries("t")
+    # The sweep read the registry as if the tag had expired; a store since
+    # registered a later expiry.
+    redis_client.zadd(tag_registry, {tag_digest("k"): 1.0})
+    index = middleware.cache.index
+    due = redis_client.zrangebyscore(tag_registry, "-inf", 2.0)
+    call(middleware, "/b")
+    redis_client.eval(scripts.UNREGISTER, 1, tag_registry, "2.0", *due)
+    assert redis_client.zscore(tag_registry, tag_digest("k")) > time.time()
+    assert index.purge_tag("k") == 2
+
+
+def entry_key(path: str) -> str:
+    return primary_key("t", f"http://localhost{path}")
 
 
 # -- query normalisation -------------------------------------------------------------------

@@ -102,7 +102,7 @@ def test_a_refresh_finishing_between_lookup_and_lock_is_not_run_again(cached, cl
         app.gate.set()
         wait_until(
             lambda: (
-                redis_client.hget(base, "body") == b"v2" and not redis_client.exists(base + ":lock")
+                redis_client.hget(base, "b") == b"v2" and not redis_client.exists(base + ":lock")
             )
         )
         return found

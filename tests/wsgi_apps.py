@@ -157,15 +157,20 @@ class PersonalOrigin:
 
 
 def stored_entries(client: t.Any) -> list[bytes]:
-    """The keys holding responses or Vary records: not locks, hit-for-miss marks
-    or the indexes purges use."""
+    """The keys holding responses: not locks (nor hit-for-miss marks, which
+    take a lock's place) or the indexes purges use."""
     return sorted(
         key
         for key in client.keys("*")
-        if not key.endswith((b":lock", b":hfm", b":stats"))
+        if not key.endswith((b":lock", b":stats"))
         and b":index}" not in key
         and b":tag:{" not in key
     )
+
+
+def held_locks(client: t.Any) -> list[bytes]:
+    """The lock keys a request holds (not those marking hit-for-miss)."""
+    return sorted(key for key in client.keys("*:lock") if client.get(key) != b"hfm")
 
 
 def slow_counting_app(redis_url: str, counter: str, seconds: float, stamped: bool = False) -> t.Any:
