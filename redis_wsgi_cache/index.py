@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 import typing as t
@@ -26,6 +27,7 @@ from .keys import (
     bucket_key,
     index_registries,
     key_of,
+    member_target,
     primary_key,
     tag_index_key,
     tag_key_of,
@@ -41,10 +43,13 @@ logger = logging.getLogger("redis_wsgi_cache")
 BATCH = 1000
 # The end of every index member that begins with a given URL or prefix.
 _HIGHEST = b"\xff"
-# Seconds between two sweeps (by any process: the first to claim the period
-# sweeps), and the most index keys one sweep drops of each kind.
-SWEEP_EVERY = 10.0
+# Seconds between two passes of the sweep (by whichever process holds its
+# claim), or while it finds members of evicted entries; the most index keys one
+# pass drops of each kind, and the index members it checks.
+SWEEP_EVERY = 2.0
+SWEEP_SOON = 0.2
 SWEEP_BATCH = 500
+VERIFY_BATCH = 2000
 # The digest of a key, in its braces: what a scan of this prefix's keys matches.
 _DIGEST_PATTERN = "?" * 32
 
@@ -65,6 +70,12 @@ class Index:
         self._sweeper_pid = 0
         self._stop = threading.Event()
         self._guard = threading.Lock()
+        self._sweeping = threading.Lock()
+        # Where the sweep's checks of the indexes go on from: a URL bucket and
+        # its last member checked; a tag's rank in its registry, its digest and
+        # the last score checked.
+        self._bucket_cursor: tuple[str, bytes] = ("", b"")
+        self._tag_cursor: tuple[int, str, bytes] = (0, "", b"")
 
     # -- purges ---------------------------------------------------------------
 
@@ -77,9 +88,17 @@ class Index:
         return list(dict.fromkeys([primary_key(self.prefix, url), *self._keys(keyed)]))
 
     def _keyed(self, url: str) -> list[tuple[str, bytes]]:
-        low = f"{url}\n".encode("utf-8", "surrogateescape")
+        """The URL buckets' members for ``url``: its stores under its own key
+        (``<url>\\0…``) and under others (``<url>\\n…``)."""
+        low = f"{url}\x00".encode("utf-8", "surrogateescape")
+        high = f"{url}\n".encode("utf-8", "surrogateescape") + _HIGHEST
         buckets = self._live_buckets().values()
-        return [member for bucket in buckets for member in self._all(bucket, low)]
+        return [
+            (bucket, member)
+            for bucket in buckets
+            for batch in self._range(bucket, low, high)
+            for member in batch
+        ]
 
     def purge_url(self, url: str, *, soft: bool = False) -> int:
         """Every entry stored for the canonical ``url``: under its own key, and
@@ -157,9 +176,8 @@ class Index:
     # -- the sweep --------------------------------------------------------------
 
     def sweep_soon(self) -> None:
-        """Make sure this process sweeps the indexes every ``SWEEP_EVERY``
-        seconds (a daemon thread, started on first use and again in a forked
-        child)."""
+        """Make sure this process takes its turn at sweeping the indexes (a
+        daemon thread, started on first use and again in a forked child)."""
         if self._sweeper_pid == os.getpid() or self._stop.is_set():
             return
         with self._guard:
@@ -174,11 +192,19 @@ class Index:
         """Stop the sweeping thread."""
         self._stop.set()
 
-    def sweep(self, now: float | None = None) -> int:
-        """Drop the URL buckets whose entries have all expired, and clear the
-        tag indexes whose last entry has expired (a sorted set left empty goes
-        with its last member); how many indexes were dropped or cleared."""
-        now = time.time() if now is None else now
+    def sweep(self, now: float | None = None, budget: int = VERIFY_BATCH) -> tuple[int, int]:
+        """One pass of the sweep: drop the URL buckets whose entries have all
+        expired and clear the tag indexes of their expired entries (a sorted set
+        left empty goes with its last member); then check up to ``budget``
+        index members against Redis, and remove those whose entry has gone
+        before its time (evicted) or, in a URL bucket, was stored again since
+        (the later store has a member of its own). How many members were
+        checked, and how many indexes and members went."""
+        with self._sweeping:
+            return self._sweep(time.time() if now is None else now, budget)
+
+    def _sweep(self, now: float, budget: int) -> tuple[int, int]:
+        removed = 0
         buckets = self.client.zrangebyscore(self.url_registry, "-inf", now, 0, SWEEP_BATCH)
         if buckets:
             # No save adds to a bucket whose span is over: dropping it is safe.
@@ -186,7 +212,7 @@ class Index:
             for member in buckets:
                 pipeline.delete(bucket_key(self.prefix, member.decode()))
             pipeline.execute()
-            self.client.zrem(self.url_registry, *buckets)
+            removed += self.client.zrem(self.url_registry, *buckets)
         digests = self.client.zrangebyscore(self.tag_registry, "-inf", now, 0, SWEEP_BATCH)
         if digests:
             pipeline = self.client.pipeline(transaction=False)
@@ -195,18 +221,120 @@ class Index:
             pipeline.execute()
             # A tag stored again meanwhile has a later expiry: it stays listed.
             self.client.eval(scripts.UNREGISTER, 1, self.tag_registry, repr(now), *digests)
-        return len(buckets) + len(digests)
+            removed += len(digests)
+        checked = 0
+        for walk in (self._verify_buckets, self._verify_tags):
+            seen, gone = walk(budget // 2)
+            checked += seen
+            removed += gone
+        return checked, removed
+
+    def _verify_buckets(self, budget: int) -> tuple[int, int]:
+        """Check URL bucket members, from where the last check ended."""
+        checked = removed = 0
+        buckets = sorted(self._live_buckets().values())
+        wrapped = self._bucket_cursor == ("", b"")
+        while checked < budget and buckets:
+            bucket, after = self._bucket_cursor
+            if bucket not in buckets:
+                later = [name for name in buckets if name > bucket]
+                if not later:
+                    # At the end: go round once more from the first bucket.
+                    self._bucket_cursor = ("", b"")
+                    if wrapped:
+                        break
+                    wrapped = True
+                    continue
+                bucket, after = later[0], b""
+            low = b"(" + after if after else b"-"
+            members = self.client.zrangebylex(bucket, low, b"+", 0, budget - checked)
+            if not members:
+                self._bucket_cursor = (bucket + "\x00", b"")  # the next one
+                continue
+            self._bucket_cursor = (bucket, members[-1])
+            targets = [
+                member_target(m.decode("utf-8", "surrogateescape"), self.prefix) for m in members
+            ]
+            pipeline = self.client.pipeline(transaction=False)
+            for key, _ in targets:
+                pipeline.hmget(key, "v", "y")
+            gone = [
+                member
+                for member, (_, stamp), found in zip(
+                    members, targets, pipeline.execute(raise_on_error=False), strict=True
+                )
+                if _gone(found, stamp)
+            ]
+            checked += len(members)
+            if gone:
+                removed += self.client.zrem(bucket, *gone)
+        return checked, removed
+
+    def _verify_tags(self, budget: int) -> tuple[int, int]:
+        """Check tag index members, from where the last check ended."""
+        checked = removed = 0
+        wrapped = self._tag_cursor == (0, "", b"")
+        while checked < budget:
+            rank, digest, after = self._tag_cursor
+            if not digest:
+                found = self.client.zrange(self.tag_registry, rank, rank)
+                if not found:
+                    # At the end: go round once more from the first tag.
+                    self._tag_cursor = (0, "", b"")
+                    if wrapped:
+                        break
+                    wrapped = True
+                    continue
+                digest, after = found[0].decode(), b""
+            index = tag_key_of(self.prefix, digest)
+            low = b"(" + after if after else b"-inf"
+            members = self.client.zrangebyscore(
+                index, low, "+inf", 0, budget - checked, withscores=True, score_cast_func=bytes
+            )
+            if not members:
+                self._tag_cursor = (rank + 1, "", b"")
+                continue
+            self._tag_cursor = (rank, digest, members[-1][1])
+            pipeline = self.client.pipeline(transaction=False)
+            for member, _ in members:
+                pipeline.exists(key_of(member.decode(), self.prefix))
+            gone = [
+                value
+                for (member, score), exists in zip(members, pipeline.execute(), strict=True)
+                if not exists
+                for value in (member, score)
+            ]
+            checked += len(members)
+            if gone:
+                removed += int(self.client.eval(scripts.FORGET, 1, index, *gone))
+        return checked, removed
 
     def _sweep_forever(self) -> None:
+        """Sweep, in turns with the other processes (whoever holds the claim):
+        drop expired indexes every ``SWEEP_EVERY`` seconds, and check index
+        members while Redis evicts (its ``evicted_keys`` grows) or the last
+        check found members of entries gone, every ``SWEEP_SOON`` seconds."""
         pid = os.getpid()
+        token = f"{socket.gethostname()}:{pid}:{id(self)}"
         claim = f"{self.url_registry}:sweep"
-        while self._sweeper_pid == pid and not self._stop.wait(SWEEP_EVERY):
+        evicted = -1
+        pause = SWEEP_SOON
+        while self._sweeper_pid == pid and not self._stop.wait(pause):
             try:
-                if self.client.set(claim, pid, nx=True, ex=max(1, int(SWEEP_EVERY))):
-                    self.sweep()
+                hold = int((SWEEP_EVERY + pause) * 1000)
+                if not self.client.eval(scripts.CLAIM, 1, claim, token, hold):
+                    pause = SWEEP_EVERY
+                    continue
+                seen = sum(int(node.get("evicted_keys", 0)) for node in self._nodes_info("stats"))
+                evicting, evicted = seen != evicted, seen
+                budget = VERIFY_BATCH if evicting or pause == SWEEP_SOON else 0
+                checked, removed = self.sweep(budget=budget)
+                busy = budget > 0 and removed * 8 >= checked > 0
+                pause = SWEEP_SOON if evicting or busy else SWEEP_EVERY
             except Exception as error:
                 # Off the request path: a Redis away now is swept next time.
                 logger.debug("the index sweep failed: %s", error)
+                pause = SWEEP_EVERY
 
     # -- reading the indexes ----------------------------------------------------
 
@@ -226,31 +354,31 @@ class Index:
             if paged:
                 start += BATCH
 
-    def _range(self, bucket: str, low: bytes, paged: bool = True) -> Iterator[list[bytes]]:
-        """A bucket's members from ``low`` to every one that begins with it, in
-        batches (``paged`` as for :meth:`_pages`)."""
+    def _range(
+        self, bucket: str, low: bytes, high: bytes | None = None, paged: bool = True
+    ) -> Iterator[list[bytes]]:
+        """A bucket's members from ``low`` to ``high`` (by default, to every one
+        that begins with ``low``), in batches (``paged`` as for :meth:`_pages`)."""
+        high = low + _HIGHEST if high is None else high
         offset = 0
         while batch := self.client.zrangebylex(
-            bucket, b"[" + low, b"[" + low + _HIGHEST, start=offset, num=BATCH
+            bucket, b"[" + low, b"[" + high, start=offset, num=BATCH
         ):
             yield batch
             if paged:
                 offset += len(batch)
 
-    def _all(self, bucket: str, low: bytes) -> list[tuple[str, bytes]]:
-        return [(bucket, member) for batch in self._range(bucket, low) for member in batch]
-
     def _keys(self, members: Iterable[bytes | tuple[str, bytes]]) -> list[str]:
-        """The keys URL bucket members name: the URL's own, or the digest after
-        the newline."""
-        keys = []
-        for member in members:
-            text = (member[1] if isinstance(member, tuple) else member).decode(
-                "utf-8", "surrogateescape"
-            )
-            url, newline, digest = text.partition("\n")
-            keys.append(key_of(digest, self.prefix) if newline else primary_key(self.prefix, url))
-        return keys
+        """The keys URL bucket members name."""
+        return [
+            member_target(
+                (member[1] if isinstance(member, tuple) else member).decode(
+                    "utf-8", "surrogateescape"
+                ),
+                self.prefix,
+            )[0]
+            for member in members
+        ]
 
     def _forget(self, members: list[tuple[str, bytes]]) -> None:
         """Drop purged entries' members from their buckets."""
@@ -288,10 +416,10 @@ class Index:
 
     # -- when Redis may evict the indexes -------------------------------------------
 
-    def _nodes_info(self) -> list[dict[str, t.Any]]:
-        """``INFO memory`` of Redis, or of each node of a cluster."""
-        info = self.client.info("memory")
-        if "used_memory" in info:
+    def _nodes_info(self, section: str = "memory") -> list[dict[str, t.Any]]:
+        """An ``INFO`` section of Redis, or of each node of a cluster."""
+        info = self.client.info(section)
+        if not any(isinstance(value, dict) for value in info.values()):
             return [info]
         return [node for node in info.values() if isinstance(node, dict)]
 
@@ -343,3 +471,16 @@ class Index:
             if matches(url, tags):
                 chosen.append(key.decode())
         return self._purge(chosen, soft)
+
+
+def _gone(found: object, stamp: str) -> bool:
+    """Whether a URL bucket member's entry has gone: the key holds none (nor a
+    Vary record) or another type, or holds a later store of it (which has a
+    member of its own)."""
+    if not isinstance(found, list):
+        return True  # not a hash: not ours
+    meta, record = found
+    if meta is None:
+        return record is None
+    parts = meta.split(b";", 2)
+    return len(parts) < 3 or parts[1].decode("ascii", "replace") != stamp

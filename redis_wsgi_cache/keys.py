@@ -202,10 +202,22 @@ def bucket_key(prefix: str, member: str) -> str:
     return f"{prefix}:{{{prefix}:index}}:u:{member}"
 
 
-def index_member(url: str, key: str, prefix: str) -> str:
-    """What a URL index bucket holds for an entry: its URL, followed by the
-    digest of its key when that is not the URL's own (key material)."""
-    return url if key == primary_key(prefix, url) else f"{url}\n{digest_of(key, prefix)}"
+def index_member(url: str, key: str, prefix: str, stamp: str) -> str:
+    """What a URL index bucket holds for one store of an entry: its URL,
+    followed by a newline and the digest of its key when that is not the URL's
+    own (key material), then a NUL and the store's stamp (its ``stored_at``),
+    so that the sweep can remove a member whose entry has gone without ever
+    removing one a later store added."""
+    if key != primary_key(prefix, url):
+        url = f"{url}\n{digest_of(key, prefix)}"
+    return f"{url}\x00{stamp}"
+
+
+def member_target(member: str, prefix: str) -> tuple[str, str]:
+    """The key a URL index member names, and the stamp of its store."""
+    url, _, stamp = member.partition("\x00")
+    url, newline, digest = url.partition("\n")
+    return (key_of(digest, prefix) if newline else primary_key(prefix, url)), stamp
 
 
 def digest_of(key: str, prefix: str) -> str:

@@ -318,8 +318,8 @@ if #KEYS > 2 then
   zadd(KEYS[3], 0, ARGV[10])
   zadd(KEYS[4], 'NX', ARGV[11], ARGV[12])
   for i = 6, #KEYS do
-    tag(KEYS[i], ARGV[13], expires, now)
-    zadd(KEYS[5], 'GT', expires, string.match(KEYS[i], '{(%x+)}$'))
+    tag(KEYS[i], ARGV[13], now + ttl, now)
+    zadd(KEYS[5], 'GT', now + ttl, string.match(KEYS[i], '{(%x+)}$'))
   end
 end
 local values = {}
@@ -412,4 +412,28 @@ for i = 2, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 0 then redis.call('ZREM', KEYS[1], ARGV[i - 1]) end
 end
 return 1
+"""
+
+# KEYS[1]: a tag index. ARGV: pairs of a member and its score as the sweep read
+# it. Removes the members still scored so (a store since gives its entry a new
+# expiry, and keeps it listed); how many went.
+FORGET = """
+local removed = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('ZSCORE', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    removed = removed + redis.call('ZREM', KEYS[1], ARGV[i])
+  end
+end
+return removed
+"""
+
+# KEYS[1]: the sweep's claim. ARGV[1]: a process's token, ARGV[2]: for how long
+# (ms). Whether that process may sweep now: the claim was free or its own.
+CLAIM = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+    or redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
 """

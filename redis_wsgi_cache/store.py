@@ -532,7 +532,9 @@ class RedisStore:
         expires = now + ttl
         prefix = self.settings.prefix
         bucket, member, drop = url_bucket(prefix, expires, ttl)
-        url_member = index_member(entry.url, key, prefix)
+        fields = entry.to_fields(slot.suffix)
+        stamp = str(fields[slot.field]).split(";", 2)[1]
+        url_member = index_member(entry.url, key, prefix, stamp)
         tags = list(dict.fromkeys(entry.tags))
         keys = [key, lock.key if lock else slot.lock_key]
         if self.cluster:
@@ -556,7 +558,7 @@ class RedisStore:
             member,
             digest_of(key, prefix),
         ]
-        for field, value in entry.to_fields(slot.suffix).items():
+        for field, value in fields.items():
             args.append(field)
             args.append(value)
         return self._call(lambda: self._save(keys=keys, args=args), 0) == 1

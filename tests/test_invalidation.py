@@ -245,14 +245,34 @@ def test_indexes_have_no_expiry_and_are_swept_once_their_entries_expired(cached,
     for key in (bucket, tag, url_registry, tag_registry):
         assert redis_client.ttl(key) == -1
     index = middleware.cache.index
-    assert index.sweep() == 0  # all five are still stored
+    assert index.sweep() == (10, 0)  # all five are still stored, under their tag too
     # A store clears the tag index of its expired members.
     redis_client.zadd(tag, dict.fromkeys(redis_client.zrange(tag, 0, -1), 1.0))
     call(middleware, "/new")
     assert redis_client.zrange(tag, 0, -1) == [digest_of(entry_key("/new"), "t").encode()]
     # Once every entry they list has expired, the sweep drops them all.
-    assert index.sweep(time.time() + 3600) == 2
+    assert index.sweep(time.time() + 3600)[1] == 2
     assert not redis_client.exists(bucket, tag, url_registry, tag_registry)
+
+
+def test_the_sweep_removes_what_indexes_entries_redis_evicted(cached, redis_client):
+    origin = Origin(headers=[("Cache-Control", "max-age=60"), ("Surrogate-Key", "k")])
+    middleware = cached(origin, prefix="t")
+    for n in range(5):
+        call(middleware, f"/page/{n}")
+    # As if Redis had evicted two entries, and /page/4 were stored again since
+    # (in the same bucket: its first store's member is left behind).
+    redis_client.delete(entry_key("/page/0"), entry_key("/page/1"))
+    redis_client.delete(entry_key("/page/4"))
+    call(middleware, "/page/4")
+    url_registry, _ = index_registries("t")
+    (bucket,) = [bucket_key("t", m.decode()) for m in redis_client.zrange(url_registry, 0, -1)]
+    assert redis_client.zcard(bucket) == 6
+    checked, removed = middleware.cache.index.sweep()
+    assert (checked, removed) == (6 + 5, 3 + 2)
+    assert redis_client.zcard(bucket) == 3
+    assert redis_client.zcard(tag_index_key("t", "k")) == 3
+    assert middleware.purge_all() == 3
 
 
 def test_the_sweep_keeps_a_tag_index_stored_to_meanwhile(cached, redis_client):
