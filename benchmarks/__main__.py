@@ -19,10 +19,10 @@ import redis
 import redis_wsgi_cache
 from redis_wsgi_cache.server import RedisServer
 
-from . import contenders, http_load, inprocess, memory, report, stampede
+from . import capacity, contenders, http_load, inprocess, memory, report, stampede
 from .common import BenchmarkError
 
-SECTIONS = ("inprocess", "http", "stampede", "memory")
+SECTIONS = ("inprocess", "http", "stampede", "memory", "capacity")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,12 +174,17 @@ def main(argv: list[str] | None = None) -> int:
                 print("## Peak memory of a 100 MiB streamed response\n", flush=True)
                 peaks, text = memory.run(server.url)
                 print(text + "\n", flush=True)
+            if "capacity" in chosen:
+                print(f"## Capacity: Redis memory, misses, growth ({capacity.describe(server)})\n")
+                largest = capacity.GROWTH[-2] if args.quick else capacity.GROWTH[-1]
+                print(capacity.run(server.url, largest, plan.stampede_trials) + "\n", flush=True)
             client.close()
     except BenchmarkError as error:
         print(f"\nbenchmark failed: {error}", file=sys.stderr)
         return 1
-    print("## Summary\n")
-    print(_summary(measured, served, stampedes, peaks) + "\n")
+    if any(section is not None for section in (measured, served, stampedes, peaks)):
+        print("## Summary\n")
+        print(_summary(measured, served, stampedes, peaks) + "\n")
     print(f"Total time: {time.monotonic() - started:.0f} s")
     return 0
 

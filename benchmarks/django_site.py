@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 import typing as t
 
-from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.urls import path
 
 from .common import (
@@ -48,10 +48,20 @@ def stream(request: HttpRequest) -> StreamingHttpResponse:
     return StreamingHttpResponse(stream_chunks(), content_type="application/octet-stream")
 
 
+def payload(request: HttpRequest, name: str) -> HttpResponse:
+    """One of the capacity benchmark's bodies (see ``PAYLOADS``)."""
+    body, content_type = PAYLOADS[name]
+    return HttpResponse(body, content_type=content_type)
+
+
+# Bodies served under /payload/<name>, set by the capacity benchmark.
+PAYLOADS: dict[str, tuple[bytes, str]] = {}
+
 urlpatterns = [
     path(USER_PATH.lstrip("/"), user),
     path(SLOW_PATH.lstrip("/"), slow),
     path(STREAM_PATH.lstrip("/"), stream),
+    path("payload/<str:name>", payload),
 ]
 
 

@@ -50,6 +50,8 @@ SWEEP_EVERY = 2.0
 SWEEP_SOON = 0.2
 SWEEP_BATCH = 500
 VERIFY_BATCH = 2000
+# The most seconds closing waits for a pass of the sweep to end.
+CLOSE_WAIT = 10.0
 # The digest of a key, in its braces: what a scan of this prefix's keys matches.
 _DIGEST_PATTERN = "?" * 32
 
@@ -68,6 +70,7 @@ class Index:
         self.url_registry, self.tag_registry = index_registries(settings.prefix)
         self._warned = False
         self._sweeper_pid = 0
+        self._sweeper: threading.Thread | None = None
         self._stop = threading.Event()
         self._guard = threading.Lock()
         self._sweeping = threading.Lock()
@@ -184,13 +187,16 @@ class Index:
             if self._sweeper_pid == os.getpid():
                 return
             self._sweeper_pid = os.getpid()
-        threading.Thread(
-            target=self._sweep_forever, name="redis-wsgi-cache sweep", daemon=True
-        ).start()
+            self._sweeper = threading.Thread(
+                target=self._sweep_forever, name="redis-wsgi-cache sweep", daemon=True
+            )
+            self._sweeper.start()
 
     def close(self) -> None:
-        """Stop the sweeping thread."""
+        """Stop the sweeping thread (it finishes the pass it is in)."""
         self._stop.set()
+        if self._sweeper is not None and self._sweeper is not threading.current_thread():
+            self._sweeper.join(CLOSE_WAIT)
 
     def sweep(self, now: float | None = None, budget: int = VERIFY_BATCH) -> tuple[int, int]:
         """One pass of the sweep: drop the URL buckets whose entries have all

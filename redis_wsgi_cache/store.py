@@ -526,6 +526,23 @@ class RedisStore:
         indexes are written first, a failure to index it stores nothing."""
         if not 1 <= ttl <= MAX_REDIS_TTL:
             return False
+        keys, args, index = self.save_command(key, entry, ttl, variant, lock, occupied)
+        if index is not None and not self._call(index, False):
+            return False
+        return self._call(lambda: self._save(keys=keys, args=args), 0) == 1
+
+    def save_command(
+        self,
+        key: str,
+        entry: CachedResponse,
+        ttl: int,
+        variant: str,
+        lock: Lock | None = None,
+        occupied: bool = True,
+    ) -> tuple[list[str], list[t.Any], Callable[[], bool] | None]:
+        """The keys and arguments of the save script for :meth:`save`'s
+        arguments, and on a cluster what indexes the entry first (which
+        raises what Redis raises)."""
         slot = Slot(key, variant)
         entry = dataclasses.replace(entry, started=lock.started if lock else 0)
         now = time.time()
@@ -537,10 +554,9 @@ class RedisStore:
         url_member = index_member(entry.url, key, prefix, stamp)
         tags = list(dict.fromkeys(entry.tags))
         keys = [key, lock.key if lock else slot.lock_key]
+        index = None
         if self.cluster:
-            indexed = self._index(bucket, url_member, drop, member, tags, key, expires, now)
-            if not self._call(indexed, False):
-                return False
+            index = self._index(bucket, url_member, drop, member, tags, key, expires, now)
         else:
             keys += [bucket, *self.registries, *(tag_index_key(prefix, tag) for tag in tags)]
         args: list[t.Any] = [
@@ -561,7 +577,7 @@ class RedisStore:
         for field, value in fields.items():
             args.append(field)
             args.append(value)
-        return self._call(lambda: self._save(keys=keys, args=args), 0) == 1
+        return keys, args, index
 
     def _index(
         self,

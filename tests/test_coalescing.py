@@ -174,6 +174,24 @@ def test_a_hit_costs_one_redis_command(cached, redis_client, headers):
     assert command_counts(redis_client) == {"hmget": 10}
 
 
+def test_a_miss_that_stores_costs_three_round_trips_and_ten_commands(cached, redis_client):
+    """The lookup, the lock, the save: three commands sent, ten run in all
+    (those the two scripts run included)."""
+    middleware = cached(Origin(headers=[("Cache-Control", "max-age=60")]), stats_interval=0)
+    call(middleware, "/warm")  # the scripts are loaded
+    # The sweep runs off the request path (in turns, by one process): out of it.
+    middleware.cache.index.close()
+    redis_client.config_resetstat()
+    _, headers, _ = call(middleware, "/page")
+    assert "stored" in headers["Cache-Status"]
+    counts = command_counts(redis_client)
+    assert counts.pop("hmget") == 1
+    assert counts.pop("evalsha") == 2  # the lock, the save: one round trip each
+    # Run by the scripts: HEXISTS and SET (the lock); two ZADD (the URL bucket
+    # and its registry), DEL (the lock), HSET and EXPIRE (the save).
+    assert counts == {"hexists": 1, "set": 1, "zadd": 2, "del": 1, "hset": 1, "expire": 1}
+
+
 def strict_call(app, path: str = "/") -> None:
     """A request through a server that refuses headers as waitress does
     (hop-by-hop fields, CR or LF in a value): its start_response raises."""

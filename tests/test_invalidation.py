@@ -237,6 +237,8 @@ def test_indexes_have_no_expiry_and_are_swept_once_their_entries_expired(cached,
     middleware = cached(origin, prefix="t", keep=0, grace=0)
     for n in range(5):
         call(middleware, f"/old/{n}")
+    index = middleware.cache.index
+    index.close()  # the background sweep: this test sweeps by hand
     url_registry, tag_registry = index_registries("t")
     (bucket,) = [bucket_key("t", m.decode()) for m in redis_client.zrange(url_registry, 0, -1)]
     tag = tag_index_key("t", "k")
@@ -244,7 +246,6 @@ def test_indexes_have_no_expiry_and_are_swept_once_their_entries_expired(cached,
     # No expiry: a Redis evicting only keys with one (volatile-*) never evicts them.
     for key in (bucket, tag, url_registry, tag_registry):
         assert redis_client.ttl(key) == -1
-    index = middleware.cache.index
     assert index.sweep() == (10, 0)  # all five are still stored, under their tag too
     # A store clears the tag index of its expired members.
     redis_client.zadd(tag, dict.fromkeys(redis_client.zrange(tag, 0, -1), 1.0))
@@ -260,6 +261,7 @@ def test_the_sweep_removes_what_indexes_entries_redis_evicted(cached, redis_clie
     middleware = cached(origin, prefix="t")
     for n in range(5):
         call(middleware, f"/page/{n}")
+    middleware.cache.index.close()  # the background sweep: this test sweeps by hand
     # As if Redis had evicted two entries, and /page/4 were stored again since
     # (in the same bucket: its first store's member is left behind).
     redis_client.delete(entry_key("/page/0"), entry_key("/page/1"))

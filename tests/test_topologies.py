@@ -188,6 +188,27 @@ def test_purge_by_tag_forgets_what_the_tag_names(wrap):
     assert middleware.purge_tag("shop") == 3  # stored again, with their tags
 
 
+def test_the_sweep_forgets_what_redis_evicted_and_what_expired(topology, wrap):
+    middleware = wrap(VersionedOrigin(tags=lambda path: "shop"))
+    app = TestApp(middleware)
+    for number in range(4):
+        app.get(f"/shop/{number}")
+    index = middleware.cache.index
+    index.close()  # the background sweep: this test sweeps by hand
+    # As if Redis had evicted two of the four.
+    for number in (0, 1):
+        topology.delete(key_of(middleware, f"/shop/{number}"))
+    assert index.sweep() == (4 + 4, 2 + 2)  # their URL bucket and tag index members
+    assert middleware.purge_tag("shop") == 2
+    # Once what they list has expired, no index is left.
+    index.sweep(now=10**10)
+    prefix = middleware.settings.prefix
+    assert topology.keys(f"{prefix}:tag:*") == set()
+    assert {key for key in topology.keys(f"{prefix}:*") if b":index}:" in key} <= {
+        f"{prefix}:{{{prefix}:index}}:ru:sweep".encode()
+    }
+
+
 def test_concurrent_cold_requests_run_the_view_once(wrap):
     origin = VersionedOrigin()
     origin.delay = 0.5
