@@ -20,6 +20,7 @@ import socket
 import threading
 import time
 import typing as t
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 
 from . import scripts
@@ -188,7 +189,10 @@ class Index:
                 return
             self._sweeper_pid = os.getpid()
             self._sweeper = threading.Thread(
-                target=self._sweep_forever, name="redis-wsgi-cache sweep", daemon=True
+                target=_keep_sweeping,
+                args=(weakref.ref(self), self._stop),
+                name="redis-wsgi-cache sweep",
+                daemon=True,
             )
             self._sweeper.start()
 
@@ -315,32 +319,25 @@ class Index:
                 removed += int(self.client.eval(scripts.FORGET, 1, index, *gone))
         return checked, removed
 
-    def _sweep_forever(self) -> None:
-        """Sweep, in turns with the other processes (whoever holds the claim):
-        drop expired indexes every ``SWEEP_EVERY`` seconds, and check index
-        members while Redis evicts (its ``evicted_keys`` grows) or the last
-        check found members of entries gone, every ``SWEEP_SOON`` seconds."""
-        pid = os.getpid()
-        token = f"{socket.gethostname()}:{pid}:{id(self)}"
+    def _sweep_turn(self, token: str, pause: float, evicted: int) -> tuple[float, int]:
+        """One turn of the sweeping thread: a pass of the sweep, if this process
+        holds the claim (or takes it). When to come again, and Redis's count of
+        evicted keys now."""
         claim = f"{self.url_registry}:sweep"
-        evicted = -1
-        pause = SWEEP_SOON
-        while self._sweeper_pid == pid and not self._stop.wait(pause):
-            try:
-                hold = int((SWEEP_EVERY + pause) * 1000)
-                if not self.client.eval(scripts.CLAIM, 1, claim, token, hold):
-                    pause = SWEEP_EVERY
-                    continue
-                seen = sum(int(node.get("evicted_keys", 0)) for node in self._nodes_info("stats"))
-                evicting, evicted = seen != evicted, seen
-                budget = VERIFY_BATCH if evicting or pause == SWEEP_SOON else 0
-                checked, removed = self.sweep(budget=budget)
-                busy = budget > 0 and removed * 8 >= checked > 0
-                pause = SWEEP_SOON if evicting or busy else SWEEP_EVERY
-            except Exception as error:
-                # Off the request path: a Redis away now is swept next time.
-                logger.debug("the index sweep failed: %s", error)
-                pause = SWEEP_EVERY
+        try:
+            hold = int((SWEEP_EVERY + pause) * 1000)
+            if not self.client.eval(scripts.CLAIM, 1, claim, token, hold):
+                return SWEEP_EVERY, evicted
+            seen = sum(int(node.get("evicted_keys", 0)) for node in self._nodes_info("stats"))
+            evicting = seen != evicted
+            budget = VERIFY_BATCH if evicting or pause == SWEEP_SOON else 0
+            checked, removed = self.sweep(budget=budget)
+        except Exception as error:
+            # Off the request path: a Redis away now is swept next time.
+            logger.debug("the index sweep failed: %s", error)
+            return SWEEP_EVERY, evicted
+        busy = budget > 0 and removed * 8 >= checked > 0
+        return (SWEEP_SOON if evicting or busy else SWEEP_EVERY), seen
 
     # -- reading the indexes ----------------------------------------------------
 
@@ -477,6 +474,21 @@ class Index:
             if matches(url, tags):
                 chosen.append(key.decode())
         return self._purge(chosen, soft)
+
+
+def _keep_sweeping(ref: weakref.ref[Index], stop: threading.Event) -> None:
+    """The sweeping thread of a process: a turn every ``SWEEP_EVERY`` seconds,
+    or ``SWEEP_SOON`` while Redis evicts or the last turn found members of
+    entries gone; until the index is closed, or no longer used."""
+    pid = os.getpid()
+    token = f"{socket.gethostname()}:{pid}:{id(ref)}"
+    pause, evicted = SWEEP_SOON, -1
+    while not stop.wait(pause):
+        index = ref()
+        if index is None or index._sweeper_pid != pid:
+            return
+        pause, evicted = index._sweep_turn(token, pause, evicted)
+        del index
 
 
 def _gone(found: object, stamp: str) -> bool:
