@@ -21,7 +21,7 @@ import threading
 import time
 import typing as t
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from . import scripts
 from .keys import (
@@ -55,8 +55,6 @@ VERIFY_BATCH = 2000
 CLOSE_WAIT = 10.0
 # The digest of a key, in its braces: what a scan of this prefix's keys matches.
 _DIGEST_PATTERN = "?" * 32
-
-Match = Callable[[str, list[str]], bool]
 
 
 class Index:
@@ -116,7 +114,7 @@ class Index:
     def purge_prefix(self, prefix: str, *, soft: bool = False) -> int:
         """Every entry whose canonical URL starts with ``prefix``."""
         if self._may_evict_indexes():
-            return self._scan(lambda url, _: url.startswith(prefix), soft)
+            return self._scan("prefix", prefix, soft)
         low = prefix.encode("utf-8", "surrogateescape")
         count = 0
         for bucket in self._live_buckets().values():
@@ -129,7 +127,7 @@ class Index:
     def purge_tag(self, tag: str, *, soft: bool = False) -> int:
         """Every entry stored with ``tag``."""
         if self._may_evict_indexes():
-            return self._scan(lambda _, tags: tag in tags, soft)
+            return self._scan("tag", tag, soft)
         index = tag_index_key(self.prefix, tag)
         count = 0
         for digests in self._pages(index, paged=soft):
@@ -141,7 +139,7 @@ class Index:
     def purge_all(self, *, soft: bool = False) -> int:
         """Every entry this cache stored (under this prefix only)."""
         if self._may_evict_indexes():
-            count = self._scan(lambda _, __: True, soft)
+            count = self._scan("all", "", soft)
         else:
             count = 0
             buckets = self._live_buckets()
@@ -384,11 +382,15 @@ class Index:
         ]
 
     def _forget(self, members: list[tuple[str, bytes]]) -> None:
-        """Drop purged entries' members from their buckets."""
-        if members:
+        """Drop purged entries' members from their buckets, one command a
+        bucket."""
+        by_bucket: dict[str, list[bytes]] = {}
+        for bucket, member in members:
+            by_bucket.setdefault(bucket, []).append(member)
+        if by_bucket:
             pipeline = self.client.pipeline(transaction=False)
-            for bucket, member in members:
-                pipeline.zrem(bucket, member)
+            for bucket, names in by_bucket.items():
+                pipeline.zrem(bucket, *names)
             pipeline.execute()
 
     # -- purging ------------------------------------------------------------------
@@ -447,33 +449,25 @@ class Index:
             )
         return bool(risky)
 
-    def _scan(self, matches: Match, soft: bool) -> int:
-        """Purge every key of this prefix whose URL and tags ``matches``
-        accepts, found by scanning the keyspace (``SCAN``, every node of a
-        cluster)."""
+    def _scan(self, kind: str, value: str, soft: bool) -> int:
+        """Purge every key of this prefix whose response is of the tag, or
+        under the URL prefix, ``value`` (``kind``: ``tag``, ``prefix`` or
+        ``all``), found by scanning the keyspace of Redis, or of each master of
+        a cluster, a batch at a time in a script."""
         pattern = key_of(_DIGEST_PATTERN, self.prefix)
+        nodes = self.client.get_primaries() if hasattr(self.client, "get_primaries") else [None]
         count = 0
-        batch: list[bytes] = []
-        for key in self.client.scan_iter(match=pattern, count=BATCH):
-            batch.append(key)
-            if len(batch) >= BATCH:
-                count += self._purge_matching(batch, matches, soft)
-                batch = []
-        return count + self._purge_matching(batch, matches, soft)
-
-    def _purge_matching(self, keys: list[bytes], matches: Match, soft: bool) -> int:
-        pipeline = self.client.pipeline(transaction=False)
-        for key in keys:
-            pipeline.hmget(key, "u", "t")
-        chosen = []
-        for key, fields in zip(keys, pipeline.execute(raise_on_error=False), strict=True):
-            if not isinstance(fields, list) or fields[0] is None:
-                continue  # another program's key, or gone
-            url = fields[0].decode("utf-8", "surrogateescape")
-            tags = fields[1].decode("utf-8", "surrogateescape").split() if fields[1] else []
-            if matches(url, tags):
-                chosen.append(key.decode())
-        return self._purge(chosen, soft)
+        for node in nodes:
+            target = {} if node is None else {"target_nodes": node}
+            cursor: bytes | int = 0
+            while True:
+                cursor, keys = self.client.execute_command(
+                    "EVAL", scripts.SCAN, 0, cursor, pattern, BATCH, kind, value, **target
+                )
+                count += self._purge([key.decode() for key in keys], soft)
+                if int(cursor) == 0:
+                    break
+        return count
 
 
 def _keep_sweeping(ref: weakref.ref[Index], stop: threading.Event) -> None:

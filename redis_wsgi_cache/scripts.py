@@ -340,8 +340,9 @@ end
 local record = redis.pcall('HMGET', KEYS[1], 'y', 't', 'x')
 local live, tags = {}, {}
 if record.err or record[1] ~= ARGV[6] then
-  replacing = replacing or not record.err and (record[1] or record[2]) ~= nil
-  redis.call('DEL', KEYS[1], KEYS[2])
+  -- Another record (or none, or what is not one): a new one replaces it.
+  if redis.call('DEL', KEYS[1]) > 0 then replacing = true end
+  redis.call('DEL', KEYS[2])
 else
   redis.call('DEL', KEYS[2])
   for name in string.gmatch(record[2] or '', '%S+') do tags[name] = true end
@@ -436,4 +437,32 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
   return 1
 end
 return 0
+"""
+
+# No keys (it runs on one node: on a cluster, each master's own keys). ARGV[1]:
+# a SCAN cursor, ARGV[2]: the pattern of this cache's keys, ARGV[3]: how many
+# keys to look at, ARGV[4]: what to match ('tag', 'prefix' or 'all'), ARGV[5]:
+# the tag or the URL prefix. The next cursor, then the keys whose stored
+# response is of that tag or under that prefix (for purges where Redis may
+# have evicted an index).
+SCAN = """
+local found = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
+local kind, value = ARGV[4], ARGV[5]
+local chosen = {}
+for _, key in ipairs(found[2]) do
+  local fields = redis.pcall('HMGET', key, 'u', 't')
+  local url = not fields.err and fields[1]
+  if url then
+    local match = kind == 'all'
+    if kind == 'prefix' then
+      match = string.sub(url, 1, #value) == value
+    elseif kind == 'tag' then
+      for tag in string.gmatch(fields[2] or '', '%S+') do
+        if tag == value then match = true end
+      end
+    end
+    if match then chosen[#chosen + 1] = key end
+  end
+end
+return {found[1], chosen}
 """
