@@ -78,7 +78,7 @@ class Fetcher:
         x_cache = _x_cache(fwd)
         status = f"{CACHE_NAME}; fwd={fwd}; fwd-status={capture.status_code}; detail={detail}"
         headers = [
-            *capture.headers,
+            *self._for_clients(capture.headers),
             ("X-Cache", x_cache),
             ("Cache-Status", with_rule(status, rule)),
         ]
@@ -109,7 +109,11 @@ class Fetcher:
             if not done:
                 detail = "invalidation-pending"
                 cache_status += f"; detail={detail}"
-        headers = [*capture.headers, ("X-Cache", "BYPASS"), ("Cache-Status", cache_status)]
+        headers = [
+            *self._for_clients(capture.headers),
+            ("X-Cache", "BYPASS"),
+            ("Cache-Status", cache_status),
+        ]
         self.recorder.response(environ, "BYPASS", headers, detail, capture.app_seconds)
         return capture.commit(start_response, headers)
 
@@ -244,11 +248,15 @@ class Fetcher:
         ]
 
     def _forwarded_headers(self, capture: Capture) -> list[tuple[str, str]]:
-        """The app's headers as clients get them: tag headers are for the cache
-        (or a CDN in front of it), unless ``forward_tag_headers``."""
+        """The app's headers as clients get them (and as they are stored)."""
+        return self._for_clients(capture.headers)
+
+    def _for_clients(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """``headers`` without the tag headers, which are for the cache (or a
+        CDN in front of it, with ``forward_tag_headers``): on every path."""
         if self.settings.forward_tag_headers:
-            return capture.headers
-        return without_tag_headers(capture.headers, self.settings.tag_headers)
+            return headers
+        return without_tag_headers(headers, self.settings.tag_headers)
 
     def _entry(
         self, exchange: Exchange, capture: Capture, body: bytes, request_time: float
@@ -368,8 +376,10 @@ class Fetcher:
             self.purge(exchange.url)
             return self.fetch(exchange, None, lock, fwd, revalidate=False)
         response_time = time.time()
+        tags = (*stale.tags, *response_tags(headers, self.settings.tag_headers))
+        headers = self._for_clients(headers)
         fresh = policy.freshen(stale, headers, request_time, response_time, exchange.settings)
-        fresh = dataclasses.replace(fresh, tags=stale.tags, encoding=stale.encoding)
+        fresh = dataclasses.replace(fresh, tags=tuple(dict.fromkeys(tags)), encoding=stale.encoding)
         # The stored response is a GET's, whichever method validated it.
         as_get = dataclasses.replace(exchange.request, method="GET")
         reason = policy.not_storable_reason(

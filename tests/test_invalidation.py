@@ -437,3 +437,70 @@ def test_cli_exits_1_when_nothing_matched_and_2_on_usage_errors(filled):
     bad = cli("purge", "--all", "--set", "default_ttl=soon", redis_url=url)
     assert bad.returncode == 2
     assert "default_ttl='soon'" in bad.stderr
+
+
+# -- tag headers are for the cache --------------------------------------------------
+
+
+def tagged_app(environ, start_response):
+    """Answers every method, tagged for the cache, conditionally when asked."""
+    headers = [
+        ("Content-Type", "text/plain"),
+        ("Cache-Control", "max-age=60"),
+        ("ETag", '"v1"'),
+        ("Surrogate-Key", "tenant-acme user-4242"),
+        ("Cache-Tag", "tenant-acme"),
+    ]
+    if environ.get("HTTP_IF_NONE_MATCH") == '"v1"':
+        start_response("304 Not Modified", headers)
+        return []
+    start_response("200 OK", [*headers, ("Content-Length", "4")])
+    return [b"page"]
+
+
+@pytest.mark.parametrize(
+    ("method", "headers"),
+    [
+        pytest.param("GET", {}, id="miss"),
+        pytest.param("GET", {"Cookie": "session=1"}, id="cookie-bypass"),
+        pytest.param("GET", {"X-HTTP-Method-Override": "GET"}, id="override-bypass"),
+        pytest.param("GET", {"X-HTTP-Method-Override": "DELETE"}, id="override-unsafe"),
+        pytest.param("GET", {"Content-Length": "2"}, id="request-body"),
+        pytest.param("GET", {"Cache-Control": "no-cache"}, id="no-cache"),
+        pytest.param("GET", {"Cache-Control": "no-store"}, id="no-store"),
+        pytest.param("GET", {"Pragma": "no-cache"}, id="pragma"),
+        pytest.param("GET", {"Authorization": "Basic eDp5"}, id="authorization"),
+        pytest.param("GET", {"If-None-Match": '"v1"'}, id="conditional"),
+        pytest.param("GET", {"Range": "bytes=0-1"}, id="range"),
+        pytest.param("HEAD", {}, id="head"),
+        pytest.param("POST", {}, id="post"),
+        pytest.param("DELETE", {}, id="delete"),
+        pytest.param("OPTIONS", {}, id="options"),
+    ],
+)
+def test_tag_headers_never_reach_clients_unasked(cached, redis_client, method, headers):
+    app = TestApp(cached(tagged_app, prefix="t"))
+    body = b"{}" if headers.pop("Content-Length", None) else b""
+    for _ in range(2):  # a miss, then what the cache makes of it
+        response = app.request("/page", method=method, headers=headers, body=body)
+        assert response.status_int in (200, 206, 304), response.status
+        sent = {name.lower() for name in response.headers}
+        assert not sent & {"surrogate-key", "cache-tag"}, (method, headers, response.headers)
+
+
+def test_a_revalidated_entry_keeps_its_tags_away_from_clients(cached, redis_client, clock):
+    app = TestApp(cached(tagged_app, prefix="t"))
+    app.get("/page")
+    clock.advance(120)  # stale: the next request revalidates, and the app says 304
+    response = app.get("/page")
+    assert response.body == b"page"
+    assert not {name.lower() for name in response.headers} & {"surrogate-key", "cache-tag"}
+    assert app.app.purge_tag("user-4242") == 1
+
+
+def test_forward_tag_headers_keeps_them_on_every_path(cached, redis_client):
+    app = TestApp(cached(tagged_app, prefix="t", forward_tag_headers=True))
+    for headers in ({}, {}, {"Cookie": "session=1"}, {"Cache-Control": "no-cache"}):
+        response = app.get("/page", headers=headers)
+        assert response.headers["Surrogate-Key"] == "tenant-acme user-4242"
+    assert app.post("/page").headers["Cache-Tag"] == "tenant-acme"
