@@ -95,24 +95,34 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0 if found else 1
 
 
+# What stats always prints, counted or not yet.
+OUTCOMES = ("hit", "stale", "miss", "bypass", "stored", "refreshed", "invalidated", "purged")
+
+
 def _stats(args: argparse.Namespace) -> int:
     settings = _settings(args)
     store = RedisStore(make_client(settings), settings)
+    if settings.stats_interval:
+        counting = (
+            f"counting is on: each process adds its counts to {settings.prefix}:stats every"
+            f" {settings.stats_interval:g}s (stats_interval), and when it exits"
+        )
+    else:
+        counting = "counting is off here (stats_interval = 0)"
     while True:
-        counts: dict[str, t.Any] = {
-            name.lower(): value for name, value in sorted(store.counts().items())
-        }
-        served = sum(counts.get(name, 0) for name in ("hit", "stale", "miss", "bypass"))
-        ratio = (counts.get("hit", 0) + counts.get("stale", 0)) / served if served else None
+        counts: dict[str, t.Any] = dict.fromkeys(OUTCOMES, 0)
+        counts.update((name.lower(), value) for name, value in sorted(store.counts().items()))
+        served = sum(counts[name] for name in ("hit", "stale", "miss", "bypass"))
+        ratio = (counts["hit"] + counts["stale"]) / served if served else None
         if args.json:
-            if ratio is not None:
-                counts["hit_ratio"] = round(ratio, 3)
+            counts["hit_ratio"] = round(ratio, 3) if ratio is not None else None
             print(json.dumps(counts), flush=True)
         else:
             for name, value in counts.items():
                 print(f"{name} = {value}")
-            if ratio is not None:
-                print(f"hit_ratio = {ratio:.3f}")
+            print(f"hit_ratio = {ratio:.3f}" if ratio is not None else "hit_ratio = -")
+            if not served:
+                print(f"# no request counted yet; {counting}")
         if not args.watch:
             return 0
         if not args.json:

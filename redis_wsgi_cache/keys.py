@@ -26,7 +26,7 @@ _WHITESPACE = re.compile(r"[ \t]+")
 _HOST = re.compile(r"[a-z0-9._~!$&'()*+,;=%-]+(:[0-9]*)?|\[[0-9a-f:.]+\](:[0-9]*)?")
 _DEFAULT_PORTS = {"http": ":80", "https": ":443"}
 # What a path keeps unencoded (RFC 3986 §3.3 pchar and "/").
-_PATH_SAFE = "/:@!$&'()*+,;=-._~"
+PATH_SAFE = "/:@!$&'()*+,;=-._~"
 # A path that quote() would leave as it is.
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9/:@!$&'()*+,;=._~-]*")
 _AROUND_COMMAS = re.compile(r"[ \t]*,[ \t]*")
@@ -105,7 +105,7 @@ def request_url(environ: WSGIEnvironment, query: str | None = None) -> str | Non
         return None
     path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "") or "/"
     if not _PLAIN_PATH.fullmatch(path):
-        path = quote(path.encode("latin-1"), safe=_PATH_SAFE)
+        path = quote(path.encode("latin-1"), safe=PATH_SAFE)
     host = _without_default_port(scheme, host)
     if query is None:
         query = environ.get("QUERY_STRING")
@@ -122,7 +122,7 @@ def canonical_url(url: str, normalize: QueryNormalizer | None = None) -> str:
     if scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"not an absolute http(s) URL: {url!r}")
     host = _without_default_port(scheme, parts.netloc.lower())
-    path = quote(unquote_to_bytes(parts.path or "/"), safe=_PATH_SAFE)
+    path = quote(unquote_to_bytes(parts.path or "/"), safe=PATH_SAFE)
     query = normalize(parts.query)[0] if normalize is not None else parts.query
     return f"{scheme}://{host}{path}?{query}" if query else f"{scheme}://{host}{path}"
 

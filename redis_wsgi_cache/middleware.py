@@ -19,7 +19,7 @@ from .fetch import Fetcher
 from .keys import LazyHeaders, forwarded_url, primary_key, request_url
 from .near import NearCache
 from .policy import Reuse
-from .screening import ENVIRON_ORIGINAL, SAFE_METHODS, Screen
+from .screening import ENVIRON_ORIGINAL, RAW_TARGETS, SAFE_METHODS, Screen
 from .settings import SettingsError, load_settings
 from .stats import Counters
 from .store import Lookup, RedisStore, make_client
@@ -256,8 +256,15 @@ class CacheMiddleware:
             return request_url(environ, "")
         for_key, for_app = self.cache.normalize(query)
         if for_app != query:
-            environ.setdefault(ENVIRON_ORIGINAL, {})["QUERY_STRING"] = query
+            original = environ.setdefault(ENVIRON_ORIGINAL, {})
+            original["QUERY_STRING"] = query
             environ["QUERY_STRING"] = for_app
+            for name in RAW_TARGETS:
+                # The raw target the app may read says the same.
+                if name in environ:
+                    original[name] = environ[name]
+                    path = environ[name].partition("?")[0]
+                    environ[name] = f"{path}?{for_app}" if for_app else path
         return request_url(environ, for_key)
 
     def _metrics(self, start_response: StartResponse) -> Iterable[bytes]:

@@ -14,6 +14,10 @@ key or makes the request bypass the cache. Pure functions of the WSGI environ.
 - Cookies: those matching ``ignored_cookies`` are removed before the app sees
   them (so it cannot reflect them into a shared page); any other makes the
   request bypass, unless ``cookie_requests = cache``.
+- The raw request target some servers pass on (``RAW_URI``, ``REQUEST_URI``), which
+  an app may read instead of ``PATH_INFO`` and ``QUERY_STRING``: when it is another
+  spelling than theirs (an absolute-form target, ``%2F``, percent-encoding of
+  what needs none), the request bypasses, since the key holds theirs.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import typing as t
+from urllib.parse import quote
+
+from .keys import PATH_SAFE
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
@@ -46,6 +53,25 @@ class Screening:
 
 
 PASS = Screening()
+
+
+# Where servers pass on the request target as it came (gunicorn, uWSGI, mod_wsgi).
+RAW_TARGETS = ("RAW_URI", "REQUEST_URI")
+
+
+def raw_target_differs(environ: WSGIEnvironment) -> bool:
+    """Whether the raw request target the server passed on is another spelling
+    of the URL than ``SCRIPT_NAME``, ``PATH_INFO`` and ``QUERY_STRING`` make."""
+    for name in RAW_TARGETS:
+        raw = environ.get(name)
+        if raw is None:
+            continue
+        path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+        spelled = quote(path.encode("latin-1", "replace"), safe=PATH_SAFE)
+        query = environ.get("QUERY_STRING", "")
+        if raw != (f"{spelled}?{query}" if query else spelled):
+            return True
+    return False
 
 
 def _environ_name(header: str) -> str:
@@ -75,6 +101,8 @@ class Screen:
                 return Screening(name, unsafe)
         if "HTTP_COOKIE" in environ and self._cookies(environ):
             return Screening("cookie")
+        if raw_target_differs(environ):
+            return Screening("raw-uri")
         extra = self.key_extra(environ)
         return Screening(key_extra=extra) if extra else PASS
 

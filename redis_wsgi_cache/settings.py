@@ -122,6 +122,18 @@ def _positive_int(value: str) -> int:
     return number
 
 
+# The largest body stored: the largest value a Redis stores by default
+# (proto-max-bulk-len), and what one request may hold in memory while it is read.
+MAX_BODY_BYTES = 512 * 1024 * 1024
+
+
+def _body_bytes(value: str) -> int:
+    number = _positive_int(value)
+    if number > MAX_BODY_BYTES:
+        raise ValueError
+    return number
+
+
 def _positive_seconds(value: str) -> float:
     number = float(value)
     if not 0 < number < 3600:
@@ -259,7 +271,11 @@ _PARSERS: dict[str, tuple[Callable[[str], t.Any], str]] = {
         "a non-empty string without braces, glob characters (*?[]\\) or whitespace",
     ),
     "default_ttl": _DURATION,
-    "max_body_bytes": (_positive_int, "a whole number of bytes >= 1"),
+    "max_body_bytes": (
+        _body_bytes,
+        f"a whole number of bytes from 1 to {MAX_BODY_BYTES} (512 MiB, the largest value a"
+        " Redis stores by default)",
+    ),
     "socket_timeout": (_positive_seconds, "a number of seconds > 0 and < 3600"),
     "cacheable_statuses": (
         _statuses,

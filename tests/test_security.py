@@ -580,3 +580,36 @@ def test_foreign_or_stuck_lock_keys_are_never_waited_for(cached, redis_client, g
     assert headers["X-Cache"] == "MISS"
     assert call(middleware, "/page")[1]["X-Cache"] == "HIT"
     assert redis_client.ttl(base + ":lock") != -1
+
+
+# -- the raw request target ------------------------------------------------------
+
+
+def raw_target_app(environ, start_response):
+    """A page made of the raw request target, as an app reading it would."""
+    body = (environ.get("RAW_URI") or environ.get("REQUEST_URI") or "-").encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Cache-Control", "max-age=60")])
+    return [body]
+
+
+@pytest.mark.parametrize("name", ["RAW_URI", "REQUEST_URI"])
+def test_a_raw_target_spelled_otherwise_bypasses(cached, redis_client, name):
+    middleware = cached(raw_target_app, prefix="t")
+    # The server decoded %2F: PATH_INFO says /a/b, the app would see /a%2Fb.
+    for raw, path in (("/a%2Fb", "/a/b"), ("http://localhost/a/b", "/a/b"), ("/%61/b", "/a/b")):
+        _, headers, body = call(middleware, path, environ={name: raw})
+        assert body == raw.encode()
+        assert "detail=raw-uri" in headers["Cache-Status"], raw
+    assert stored_entries(redis_client) == []
+    # Spelled as PATH_INFO and QUERY_STRING spell it: cached as usual.
+    call(middleware, "/a/b", environ={name: "/a/b"})
+    assert call(middleware, "/a/b", environ={name: "/a/b"})[1]["X-Cache"] == "HIT"
+
+
+def test_the_raw_target_loses_the_ignored_query_parameters_too(cached, redis_client):
+    middleware = cached(raw_target_app, prefix="t")
+    raw = "/page?utm_source=mail&id=1"
+    _, headers, body = call(middleware, raw, environ={"RAW_URI": raw})
+    assert body == b"/page?id=1"  # what the key holds
+    _, headers, body = call(middleware, "/page?id=1", environ={"RAW_URI": "/page?id=1"})
+    assert (headers["X-Cache"], body) == ("HIT", b"/page?id=1")

@@ -153,6 +153,12 @@ def test_bad_value_fails_at_construction():
         CacheMiddleware(lambda e, s: [], max_body_bytes=0)
 
 
+def test_max_body_bytes_is_at_most_what_redis_stores():
+    with pytest.raises(SettingsError, match=r"from 1 to 536870912 \(512 MiB"):
+        CacheMiddleware(lambda e, s: [], max_body_bytes=10**12)
+    assert load_settings({"max_body_bytes": 512 * 2**20}).max_body_bytes == 536870912
+
+
 def test_bad_value_in_config_file_names_the_file(tmp_path):
     path = tmp_path / "setup.cfg"
     path.write_text("[redis_wsgi_cache]\nsocket_timeout = forever\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 from wsgi_apps import Origin, call
@@ -56,3 +57,13 @@ def test_stats_command_prints_counts_and_hit_ratio(cached, redis_server, capsys)
     assert "hit = 3" in lines
     assert "miss = 1" in lines
     assert "hit_ratio = 0.750" in lines
+
+
+def test_stats_of_a_fresh_cache_prints_zeros_and_says_counting_is_on(redis_server, capsys):
+    assert main(["--redis-url", redis_server.url, "--key-prefix", "fresh", "stats"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "hit = 0" in lines and "miss = 0" in lines and "hit_ratio = -" in lines
+    assert lines[-1].startswith("# no request counted yet; counting is on")
+    assert main(["--redis-url", redis_server.url, "--key-prefix", "fresh", "stats", "--json"]) == 0
+    counts = json.loads(capsys.readouterr().out)
+    assert counts["hit"] == counts["miss"] == 0 and counts["hit_ratio"] is None

@@ -197,12 +197,17 @@ def slow_counting_app(redis_url: str, counter: str, seconds: float, stamped: boo
     return app
 
 
-def call(app: t.Any, path: str = "/", **headers: str) -> tuple[str, dict[str, str], bytes]:
-    """One in-process request: status, headers and body, the iterable closed."""
+def call(
+    app: t.Any, path: str = "/", environ: dict[str, str] | None = None, **headers: str
+) -> tuple[str, dict[str, str], bytes]:
+    """One in-process request (``path`` may hold a query; ``environ``, more
+    environ entries): status, headers and body, the iterable closed."""
+    path, _, query = path.partition("?")
+    extra = environ or {}
     environ = {
         "REQUEST_METHOD": "GET",
         "PATH_INFO": path,
-        "QUERY_STRING": "",
+        "QUERY_STRING": query,
         "SERVER_NAME": "localhost",
         "SERVER_PORT": "80",
         "HTTP_HOST": "localhost",
@@ -211,6 +216,7 @@ def call(app: t.Any, path: str = "/", **headers: str) -> tuple[str, dict[str, st
         "wsgi.input": io.BytesIO(b""),
     }
     environ.update({f"HTTP_{name.upper()}": value for name, value in headers.items()})
+    environ.update(extra)
     started: list[t.Any] = []
     body = app(
         environ,
