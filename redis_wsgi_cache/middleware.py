@@ -93,13 +93,18 @@ class CacheMiddleware:
             )
         client = client if client is not None else make_client(self.settings)
         self.metrics: Metrics | None = None
-        if self.settings.metrics_path or registry is not None:
+        if self.settings.metrics_path or self.settings.metrics_port or registry is not None:
             from .metrics import Metrics
 
             try:
-                self.metrics = Metrics(self.settings.prefix, registry)
+                self.metrics = Metrics(
+                    self.settings.prefix,
+                    registry,
+                    self.settings.metrics_port,
+                    self.settings.metrics_address,
+                )
             except RuntimeError as error:  # prometheus_client is not installed
-                raise SettingsError(f"metrics_path or registry=: {error}") from None
+                raise SettingsError(f"metrics_path, metrics_port or registry=: {error}") from None
         self.store = RedisStore(client, self.settings, self.metrics)
         self.cache = Cache._of(self.settings, client)
         self.locks = Coalescer(self.store, self.settings)
@@ -181,7 +186,8 @@ class CacheMiddleware:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if self.metrics is not None:
             environ[ENVIRON_STARTED] = time.perf_counter()
-            if environ.get("PATH_INFO") == self.settings.metrics_path:
+            path = self.settings.metrics_path
+            if path and environ.get("PATH_INFO") == path:
                 return self._metrics(start_response)
         request = policy.request_policy(environ, self.settings)
         if request.bypass == "method":

@@ -88,6 +88,8 @@ class Settings:
     forward_tag_headers: bool = False
     rules: Rules = dataclasses.field(default_factory=Rules)
     metrics_path: str = ""
+    metrics_port: int = 0
+    metrics_address: str = "127.0.0.1"
     cluster: bool = False
     sentinels: tuple[tuple[str, int], ...] = ()
     sentinel_service: str = "mymaster"
@@ -181,6 +183,13 @@ def _host_ports(value: str) -> tuple[tuple[str, int], ...]:
             raise ValueError
         found.append((host.strip("[]"), int(port)))
     return tuple(found)
+
+
+def _port(value: str) -> int:
+    number = int(value)
+    if not 0 <= number < 65536:
+        raise ValueError
+    return number
 
 
 def _text(value: str) -> str:
@@ -307,6 +316,8 @@ _PARSERS: dict[str, tuple[Callable[[str], t.Any], str]] = {
     "forward_tag_headers": _BOOLEAN,
     "rules": (parse_rules, "rules as the README's Per-path rules describe them"),
     "metrics_path": (_path, "a path starting with / (empty: no metrics endpoint)"),
+    "metrics_port": (_port, "a port number from 1 to 65535 (0: no metrics server)"),
+    "metrics_address": (_text, "the address the metrics server listens on"),
     "cluster": _BOOLEAN,
     "sentinels": (_host_ports, "host:port of each sentinel, separated by commas"),
     "sentinel_service": (_text, "the name the sentinels know the master by"),

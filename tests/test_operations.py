@@ -16,7 +16,7 @@ import types
 import urllib.request
 
 from conftest import ROOT, cli
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from webtest import TestApp
 from wsgi_apps import Origin, call
@@ -65,6 +65,28 @@ def test_metrics_on_a_path_count_outcomes_reasons_and_time(cached, redis_client)
     assert found[("redis_wsgi_cache_added_seconds_count", hits)] == 1
     assert 0 < found[("redis_wsgi_cache_added_seconds_sum", hits)] < 1
     assert found[("redis_wsgi_cache_redis_usable", (("cache", "m"),))] == 1
+
+
+def test_metrics_on_a_port_of_their_own_for_operators_only(cached, redis_client):
+    port = free_port()
+    origin = Origin(headers=[("Cache-Control", "max-age=60")])
+    app = TestApp(cached(origin, prefix="p", metrics_port=port))
+    app.get("/a")
+    app.get("/a")
+    assert app.get("/metrics", expect_errors=True).headers["X-Cache"] == "MISS"  # the app's
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as scrape:
+        found = samples(scrape.read().decode())
+    labels = (("cache", "p"), ("outcome", "hit"), ("reason", ""))
+    assert found[("redis_wsgi_cache_requests_total", labels)] == 1
+    # On 127.0.0.1 only, unless metrics_address says otherwise.
+    address = socket.gethostbyname(socket.gethostname())
+    if not address.startswith("127."):
+        with socket.socket() as client:
+            client.settimeout(5)
+            assert client.connect_ex((address, port)) != 0
+    # Another cache (a second worker) finding the port taken serves on.
+    other = TestApp(cached(origin, prefix="q", metrics_port=port))
+    assert other.get("/b").status_int == 200
 
 
 def test_metrics_in_the_apps_own_registry_with_redis_errors(redis_client):
@@ -307,3 +329,48 @@ def test_serve_explains_what_it_cannot_serve():
     done = cli("serve", "no_such_module:app")
     assert done.returncode == 2
     assert "cannot import no_such_module" in done.stderr
+
+
+# -- the Grafana dashboard --------------------------------------------------------------
+
+DASHBOARD = ROOT / "docs" / "grafana" / "redis-wsgi-cache.json"
+# A metric's name in a PromQL expression (and its series: _total, _bucket…).
+METRIC = re.compile(r"\bredis_wsgi_cache_[a-z_]+\b")
+
+
+def expressions(node: object) -> list[str]:
+    """Every PromQL expression in a dashboard: its panels' and its variables'."""
+    if isinstance(node, dict):
+        found = [node["expr"]] if isinstance(node.get("expr"), str) else []
+        if isinstance(node.get("definition"), str):
+            found.append(node["definition"])
+        return found + [expr for value in node.values() for expr in expressions(value)]
+    if isinstance(node, list):
+        return [expr for value in node for expr in expressions(value)]
+    return []
+
+
+def test_every_dashboard_expression_names_a_metric_the_cache_exports(cached, redis_client):
+    registry = CollectorRegistry()
+    origin = Origin(headers=[("Cache-Control", "max-age=60"), ("Surrogate-Key", "t")])
+    middleware = cached(origin, prefix="g", registry=registry)
+    app = TestApp(middleware)
+    app.get("/a")
+    app.get("/a")
+    app.get("/a", headers={"Cookie": "x=1"})
+    middleware.purge_tag("t")
+    unreachable = f"redis://127.0.0.1:{free_port()}/0"
+    TestApp(CacheMiddleware(origin, redis_url=unreachable, registry=registry)).get("/")
+    exported = {
+        sample.name
+        for family in text_string_to_metric_families(generate_latest(registry).decode())
+        for sample in family.samples
+    }
+    dashboard = json.loads(DASHBOARD.read_text())
+    found = expressions(dashboard)
+    assert len(found) >= 8
+    for expr in found:
+        names = METRIC.findall(expr)
+        assert names, expr
+        for name in names:
+            assert name in exported, (name, sorted(exported))
