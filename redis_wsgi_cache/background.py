@@ -31,7 +31,7 @@ def warn_without_threads() -> None:
     run while a request does: background refreshes wait for the next request,
     counts reach Redis late, and the near cache keeps going offline."""
     try:
-        import uwsgi  # type: ignore[import-not-found]
+        import uwsgi
     except ImportError:
         return
     if not getattr(uwsgi, "has_threads", 1):

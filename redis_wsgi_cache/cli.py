@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import sys
 import time
@@ -166,10 +167,11 @@ def _purge(args: argparse.Namespace) -> int:
         targets = [(f"URLs under {prefix}", lambda: cache.purge_prefix(prefix, soft=args.soft))]
     elif args.tag:
         targets = [
-            (f"tag {tag}", lambda tag=tag: cache.purge_tag(tag, soft=args.soft)) for tag in args.tag
+            (f"tag {tag}", functools.partial(cache.purge_tag, tag, soft=args.soft))
+            for tag in args.tag
         ]
     else:
-        targets = [(url, lambda url=url: cache.purge(url, soft=args.soft)) for url in args.url]
+        targets = [(url, functools.partial(cache.purge, url, soft=args.soft)) for url in args.url]
     for what, purge in targets:
         try:
             count = purge()

@@ -164,7 +164,7 @@ class Coalescer:
                     return Lookup(found.outcome, found.entry, found.slot, "leader", lock)
                 if role in ("failed", "lost"):
                     return Lookup(found.outcome, found.entry, found.slot, role)
-        return Lookup("miss", None, "", "timeout")
+        return Lookup("miss", None, None, "timeout")
 
     def wait_for_fresh(
         self, slot: Slot, url: str, headers: Mapping[str, str]

@@ -97,7 +97,10 @@ def _targeted_directives(value: str) -> dict[str, str | None] | None:
     except (ValueError, UnicodeEncodeError):
         return None
     directives: dict[str, str | None] = {}
-    for name, (item, _) in members.items():
+    if not isinstance(members, dict):
+        return None
+    for name, member in members.items():
+        item = member[0] if isinstance(member, tuple) else None
         if item is True:
             directives[name] = None
         elif isinstance(item, int) and not isinstance(item, bool) and item >= 0:

@@ -191,22 +191,23 @@ class CachedResponse:
             if not set(flags) <= _ALL_FLAGS:
                 raise EntryFormatError("unknown flags")
             chunks = body_values[: int(count)] if count in ("1", "2", "3", "4") else [None]
-            if any(chunk is None for chunk in chunks):
+            pieces = [chunk for chunk in chunks if chunk is not None]
+            if len(pieces) != len(chunks):
                 raise EntryFormatError("missing body")
-            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)  # type: ignore[arg-type]
+            body = pieces[0] if len(pieces) == 1 else b"".join(pieces)
             headers = header_lines(lines.decode("utf-8"))
             stored_seconds = _seconds(stored_at, MAX_TIMESTAMP)
             for letter in reversed([letter for letter in flags if letter in _DERIVED]):
                 if letter == "D":
                     headers.append(("Date", http_date(stored_seconds)))
                 else:
-                    headers.append(("Content-Length", str(len(body))))  # type: ignore[arg-type]
+                    headers.append(("Content-Length", str(len(body))))
             codings = [_CODINGS[letter] for letter in flags if letter in _CODINGS]
             entry = cls(
                 url=url.decode("utf-8"),
                 status=status,
                 headers=headers,
-                body=body,  # type: ignore[arg-type]
+                body=body,
                 stored_at=stored_seconds,
                 initial_age=_seconds(age, MAX_SECONDS),
                 freshness_lifetime=_seconds(fresh, MAX_SECONDS),
@@ -217,7 +218,9 @@ class CachedResponse:
                 tags=tuple(tags.decode("utf-8").split()) if tags else (),
                 encoding=codings[0] if len(codings) == 1 else "",
                 started=microseconds(started),
-                **{name: letter in flags for letter, name in _FLAGS.items()},
+                must_revalidate="r" in flags,
+                no_cache="n" in flags,
+                shared_auth="a" in flags,
             )
         except EntryFormatError:
             raise

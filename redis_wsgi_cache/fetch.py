@@ -309,11 +309,11 @@ class Fetcher:
                 raise
             return served
         if body is None:
-            detail = "too-large" if capture.too_large else "incomplete"
-            self.locks.release(lock, detail)
-            return self._send(exchange, capture, fwd, detail)
+            reason = "too-large" if capture.too_large else "incomplete"
+            self.locks.release(lock, reason)
+            return self._send(exchange, capture, fwd, reason)
         entry = self._entry(exchange, capture, body, request_time)
-        detail = None
+        detail: str | None = None
         stored = False
         if entry is None:
             detail = "not-reusable"

@@ -137,8 +137,8 @@ def forwarded_url(
     keys hold those headers' values as they came."""
     forwarded = {}
     if environ.get("HTTP_FORWARDED"):
-        first = environ["HTTP_FORWARDED"].split(",", 1)[0]
-        for pair in first.split(";"):
+        element = environ["HTTP_FORWARDED"].split(",", 1)[0]
+        for pair in element.split(";"):
             name, _, value = pair.strip().partition("=")
             forwarded[name.lower()] = value.strip('"')
 

@@ -157,7 +157,7 @@ def request_policy(environ: WSGIEnvironment, settings: Settings) -> RequestPolic
     if not value:
         # §5.4: Pragma: no-cache counts only without Cache-Control.
         pragma = environ.get("HTTP_PRAGMA")
-        no_cache = bool(pragma) and "no-cache" in {
+        no_cache = pragma is not None and "no-cache" in {
             item.lower() for item in parse_list_header(pragma)
         }
         if no_cache and settings.ignore_request_no_cache:
@@ -173,7 +173,10 @@ def request_policy(environ: WSGIEnvironment, settings: Settings) -> RequestPolic
     if "max-stale" in directives:
         stale = delta_seconds(directives, "max-stale")
         # §5.2.1.2: without an argument, any staleness is acceptable.
-        max_stale = math.inf if directives["max-stale"] is None else (stale if stale >= 0 else None)
+        if directives["max-stale"] is None:
+            max_stale = math.inf
+        elif stale is not None and stale >= 0:
+            max_stale = stale
     max_age = delta_seconds(directives, "max-age")
     min_fresh = delta_seconds(directives, "min-fresh")
     stale_if_error = delta_seconds(directives, "stale-if-error")

@@ -52,7 +52,7 @@ class Rule:
     stale_if_error: int | None = None
 
     @property
-    def overrides(self) -> dict[str, int]:
+    def overrides(self) -> dict[str, t.Any]:
         """The settings this rule replaces, by setting name."""
         values = {
             "default_ttl": self.ttl,
@@ -123,17 +123,18 @@ def _parse_one(item: str | Mapping[str, t.Any], number: int) -> Rule:
             raise ValueError(f"{where}: {error}") from None
         if not words:
             raise ValueError(f"{where}: empty")
-        pattern, options = words[0], {}
+        pattern: object = words[0]
+        options: dict[str, t.Any] = {}
         for word in words[1:]:
             name, has_value, argument = word.partition("=")
             options[name] = argument if has_value else True
     elif isinstance(item, Mapping):
         options = dict(item)
         pattern = options.pop("path", None)
-        if not isinstance(pattern, str):
-            raise ValueError(f"{where}: needs a 'path' (a glob, or a regular expression with ^)")
     else:
         raise ValueError(f"{where}: expected a line or a dict")
+    if not isinstance(pattern, str):
+        raise ValueError(f"{where}: needs a 'path' (a glob, or a regular expression with ^)")
     try:
         re.compile(_regex(pattern))
     except re.error as error:

@@ -155,7 +155,7 @@ def _fields_of(slot: Slot) -> tuple[str, ...]:
     )
 
 
-def make_client(settings: Settings) -> redis.Redis | RedisCluster:
+def make_client(settings: Settings) -> redis.Redis | LazyCluster:
     """The client the settings describe: a standalone Redis (``redis_url``), a
     Redis Cluster (``cluster``, or a ``redis+cluster://`` URL, with seeds
     separated by commas) or the master a set of ``sentinels`` knows as
@@ -193,15 +193,18 @@ def make_client(settings: Settings) -> redis.Redis | RedisCluster:
                 "socket_connect_timeout": settings.socket_timeout,
             },
         )
-        return sentinel.master_for(
+        master: redis.Redis = sentinel.master_for(
             settings.sentinel_service,
             db=int(database) if database else 0,
             ssl=tls,
             **credentials,
             **bounded,
         )
+        return master
     if settings.cluster or first.scheme.endswith("+cluster"):
-        nodes = [ClusterNode(urlsplit(url).hostname, urlsplit(url).port or 6379) for url in urls]
+        nodes = [
+            ClusterNode(urlsplit(url).hostname or "", urlsplit(url).port or 6379) for url in urls
+        ]
         return LazyCluster(startup_nodes=nodes, ssl=tls, **credentials, **bounded)
     return redis.Redis.from_url(urls[0], **bounded)
 
@@ -226,7 +229,9 @@ class LazyCluster:
         return dict(self._kwargs)
 
     def register_script(self, script: bytes) -> t.Any:
-        return redis.commands.core.Script(self, script)
+        # The script is registered without connecting: Script only keeps its
+        # client, to run it later (by then, the cluster's).
+        return redis.commands.core.Script(t.cast(RedisCluster, self), script)
 
     def __getattr__(self, name: str) -> t.Any:
         return getattr(self._cluster(), name)

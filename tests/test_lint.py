@@ -1,4 +1,5 @@
-"""The code stays ruff clean: lint and format are part of the test run."""
+"""The code stays ruff clean and strictly typed: lint, format and type checks are
+part of the test run."""
 
 from __future__ import annotations
 
@@ -21,5 +22,16 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_ruff(command):
     result = subprocess.run(
         [sys.executable, "-m", "ruff", *command], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_strict():
+    """The package type-checks under ``mypy --strict`` (pyproject.toml)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--no-incremental"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -57,6 +57,8 @@ def test_every_setting_has_an_environment_variable():
         "forward_tag_headers": "true",
         "rules": "/static/* ttl=3600",
         "metrics_path": "/metrics",
+        "metrics_port": "9464",
+        "metrics_address": "0.0.0.0",
         "cluster": "true",
         "sentinels": "s1:26379, [::1]:26380",
         "sentinel_service": "cache",
@@ -91,6 +93,7 @@ def test_every_setting_has_an_environment_variable():
     assert settings.sentinels == (("s1", 26379), ("::1", 26380))
     assert settings.cluster is True
     assert settings.compress_min_bytes == 512
+    assert (settings.metrics_port, settings.metrics_address) == (9464, "0.0.0.0")
 
 
 def test_config_file_beats_default(config):
