@@ -217,8 +217,10 @@ for _, response in ipairs(list) do
     marked = marked + 1
     local current = age + math.max(0, now - stored_at)
     if fresh > current then
+      -- To the millisecond below: never fresh a moment longer.
       local head, tail = string.match(meta, '^(6;[^;]*;[^;]*;)[^;]*(;.*)$')
-      redis.call('HSET', KEYS[1], 'v' .. suffix, head .. string.format('%.3f', current) .. tail)
+      local until_now = string.format('%.3f', math.floor(current * 1000) / 1000)
+      redis.call('HSET', KEYS[1], 'v' .. suffix, head .. until_now .. tail)
     end
     local stale = 0
     if not string.find(flags, 'r', 1, true) then

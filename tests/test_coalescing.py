@@ -124,12 +124,15 @@ def test_a_killed_leader_does_not_block_the_key(redis_server, redis_client):
         prefix="t",
         socket_timeout=GENEROUS_SOCKET_TIMEOUT,
     )
-    started = time.monotonic()
-    status, _, body = call(middleware, "/cold")
-    assert status == "200 OK"
-    assert body == b"run 2"
-    assert time.monotonic() - started < 5
-    assert call(middleware, "/cold")[1]["X-Cache"] == "HIT"
+    try:
+        started = time.monotonic()
+        status, _, body = call(middleware, "/cold")
+        assert status == "200 OK"
+        assert body == b"run 2"
+        assert time.monotonic() - started < 5
+        assert call(middleware, "/cold")[1]["X-Cache"] == "HIT"
+    finally:
+        middleware.close()
 
 
 def test_follower_gives_up_waiting_after_lock_timeout(cached, redis_client):
