@@ -15,4 +15,4 @@ __all__ = [
     "add_tags",
     "load_settings",
 ]
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -46,7 +46,7 @@ class CacheMiddleware:
       ``key_headers``; HEAD is answered from the stored GET.
     - A response is stored, as one Redis hash with a TTL, only when RFC 9111
       allows a shared cache to, and only for requests without a body, cookies
-      (other than ``ignored_cookies``) or ``bypass_headers``: see the README.
+      (other than ``ignored_cookies``) or ``bypass_headers``: see the docs, What is cached.
     - Responses served from the cache carry ``Age``; every response carries
       ``Cache-Status`` (RFC 9211) and ``X-Cache: HIT|STALE|MISS|BYPASS``.
     - Concurrent misses for one key call the app once, across processes and

@@ -36,7 +36,7 @@ class SettingsError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """Every knob of the cache. See the README's settings table for meanings."""
+    """Every knob of the cache. The docs' Settings page says what each means."""
 
     redis_url: str = "redis://localhost:6379/0"
     prefix: str = "rwc"
@@ -314,7 +314,7 @@ _PARSERS: dict[str, tuple[Callable[[str], t.Any], str]] = {
     "sort_query": _BOOLEAN,
     "tag_headers": _HEADER_NAMES,
     "forward_tag_headers": _BOOLEAN,
-    "rules": (parse_rules, "rules as the README's Per-path rules describe them"),
+    "rules": (parse_rules, "rules as the docs' Per-path rules page describes them"),
     "metrics_path": (_path, "a path starting with / (empty: no metrics endpoint)"),
     "metrics_port": (_port, "a port number from 1 to 65535 (0: no metrics server)"),
     "metrics_address": (_text, "the address the metrics server listens on"),
