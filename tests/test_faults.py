@@ -131,7 +131,7 @@ def test_garbage_answers(garbage_server):
 
 def test_redis_stopped_mid_test_then_back():
     origin = Origin()
-    with RedisServer() as server:
+    with RedisServer(binary=redis_binary()) as server:
         port = server.port
         middleware = CacheMiddleware(
             origin, redis_url=server.url, breaker_cooldown=0, socket_timeout=10
@@ -146,7 +146,7 @@ def test_redis_stopped_mid_test_then_back():
         assert response.headers["X-Cache"] == "MISS"
     assert origin.count == 4
     # Redis is back on the same port: caching resumes.
-    with RedisServer(port=port):
+    with RedisServer(port=port, binary=redis_binary()):
         app.get("/users/1")
         assert app.get("/users/1").headers["X-Cache"] == "HIT"
 

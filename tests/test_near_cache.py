@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from conftest import redis_binary
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from wsgi_apps import VersionedOrigin, call
@@ -309,7 +310,7 @@ def test_a_connection_that_stops_answering_is_dead(
 
 
 def test_offline_while_redis_is_down_and_back_after(caplog: pytest.LogCaptureFixture) -> None:
-    server = RedisServer().start()
+    server = RedisServer(binary=redis_binary()).start()
     near = NearCache(client_for(server.url), PREFIX, 10, 100_000)
     try:
         go_online(near)
@@ -324,7 +325,7 @@ def test_offline_while_redis_is_down_and_back_after(caplog: pytest.LogCaptureFix
         time.sleep(1.1)  # long enough for another attempt to resubscribe
         offline = [m for m in caplog.messages if m.startswith("near cache offline")]
         assert len(offline) == 1
-        server = RedisServer(server.port).start()
+        server = RedisServer(server.port, redis_binary()).start()
         assert wait_until(lambda: near.online)
         assert near.get(key(A), {}) is None
         assert any(m.startswith("near cache online again") for m in caplog.messages)
