@@ -321,7 +321,7 @@ def _fill(middleware: CacheMiddleware, client: redis.Redis, start: int, stop: in
             entry = policy.build_entry(url, request, "200 OK", headers, body, now, now, settings)
             assert entry is not None
             ttl = policy.redis_ttl(entry, now, settings)
-            keys, args, _ = store.save_command(
+            keys, args, _ = store.steps.save_command(
                 primary_key(settings.prefix, url), entry, ttl, "", None, False
             )
             pipeline.evalsha(save, len(keys), *keys, *args)

@@ -1,6 +1,9 @@
-"""The module that talks to Redis: lookup, save and purge of stored responses
-and the locks that coalesce misses, each one round trip, behind a circuit
-breaker that fails open. (The near cache's subscription is the one exception.)"""
+"""What the cache asks of Redis: lookup, save and purge of stored responses and
+the locks that coalesce misses, each one round trip, behind a circuit breaker
+that fails open. The steps are sans-I/O (:class:`StoreSteps` yields the
+commands, and reads the replies it is sent), so that the blocking client here
+(:class:`RedisStore`) and the asyncio one of the ASGI driver run the same.
+(The near cache's subscription is the one other module that talks to Redis.)"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import re
 import threading
 import time
 import typing as t
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from urllib.parse import unquote, urlsplit
 
 import redis
@@ -243,92 +246,85 @@ def _is_per_key(error: redis.ResponseError) -> bool:
     return not isinstance(error, ClusterDownError) and str(error).startswith("WRONGTYPE")
 
 
-class RedisStore:
-    """Stored responses in Redis. Every method fails open: a Redis error opens
-    the circuit breaker for ``breaker_cooldown`` seconds (during which Redis is
-    not called at all) and reads as a miss. An error reply counts as a Redis
-    error (out of memory, a read-only replica, a missing permission, a database
-    that does not exist…), except one about a single key's data. Failures are
-    logged as a warning at most once a minute, and their end once."""
+# -- what a step asks of Redis, and what it gets back ---------------------------
 
-    def __init__(self, client: t.Any, settings: Settings, metrics: Metrics | None = None) -> None:
-        # get_connection_kwargs() covers RedisCluster, which has no connection_pool.
-        kwargs = getattr(client, "get_connection_kwargs", dict)() or getattr(
-            getattr(client, "connection_pool", None), "connection_kwargs", {}
-        )
-        if kwargs.get("decode_responses"):
-            raise ValueError(
-                "client: a redis client with decode_responses=True cannot hold"
-                " response bodies; pass one created with decode_responses=False"
-            )
-        self.client = client
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Command:
+    """One command, sent straight on a pooled connection (the hit path's)."""
+
+    args: tuple[t.Any, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Script:
+    """One of :mod:`scripts`' scripts by name, run with ``EVALSHA`` (and loaded
+    first if Redis does not have it)."""
+
+    name: str
+    keys: tuple[str, ...]
+    args: tuple[t.Any, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Pipeline:
+    """Commands in one non-transactional pipeline, each routed to the node of
+    its key; the replies, an error in the place of a command that failed."""
+
+    commands: tuple[tuple[t.Any, ...], ...]
+
+
+RedisCall = Command | Script | Pipeline
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Failed:
+    """What a step gets instead of a reply when Redis failed (or the breaker
+    is open); ``lost``: the command may have run although no reply came."""
+
+    lost: bool = False
+
+
+FAILED = Failed()
+LOST = Failed(lost=True)
+# What a step gets when Redis refused a command for one key's data.
+REFUSED = Failed()
+
+#: A step of the store: a generator that yields what it asks of Redis, is sent
+#: each reply (or :data:`FAILED`, :data:`LOST`, :data:`REFUSED`), and returns
+#: its result. The WSGI and ASGI drivers run the same steps, with blocking and
+#: asyncio clients.
+Step = t.Generator[RedisCall, t.Any, T]
+
+# The scripts steps ask for by name (the scripts module's attributes).
+SCRIPTS = ("MISS", "LOCK", "JOIN", "NOW", "RELEASE", "PURGE", "SAVE")
+
+
+class Breaker:
+    """The circuit breaker every store of a process shares with its driver: a
+    Redis error opens it for ``breaker_cooldown`` seconds, during which Redis
+    is not called at all. Failures are logged as a warning at most once a
+    minute, and their end once. Purges Redis failed wait here, to be run
+    before any other command once it answers."""
+
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
         self.channel = f"{settings.prefix}:invalidate"
-        self.stats_key = f"{settings.prefix}:stats"
-        self._pool = client.connection_pool if isinstance(client, redis.Redis) else None
-        # A cluster runs a script on the keys of one slot only: the indexes,
-        # in slots of their own, are kept by a round trip before the save.
-        self.cluster = isinstance(client, RedisCluster | LazyCluster)
-        self.registries = index_registries(settings.prefix)
-        # Scripts as bytes: their digests are worked out here, without a client
-        # that would connect to find its encoding.
-        self._try_miss = client.register_script(scripts.MISS.encode())
-        self._lock = client.register_script(scripts.LOCK.encode())
-        self._save = client.register_script(scripts.SAVE.encode())
-        self._purge = client.register_script(scripts.PURGE.encode())
-        self._release = client.register_script(scripts.RELEASE.encode())
-        self._join = client.register_script(scripts.JOIN.encode())
-        self._now = client.register_script(scripts.NOW.encode())
-        self._vary_names: dict[str, tuple[str, ...]] = {}
-        self._decoded: dict[str, tuple[list[bytes | None], CachedResponse]] = {}
         self._closed_at = 0.0
         self._healthy = True
         self._warned_at = -WARN_EVERY
         self._unwarned = 0
         self._outage_logged = False
-        self._pending_purges: set[str] = set()
+        self.pending_purges: set[str] = set()
+        self._guard = threading.Lock()
 
-    def _call(
-        self,
-        operation: Callable[[], T],
-        default: T,
-        refused: T | None = None,
-        lost: Callable[[], None] | None = None,
-    ) -> T:
-        """Run ``operation``; ``default`` if Redis fails (or the breaker is
-        open), ``refused`` (else ``default``) if Redis refuses it for one key's
-        data. ``lost`` is called when the command may have run although no
-        reply came (a timeout, a connection lost)."""
-        if not self._healthy and time.monotonic() < self._closed_at:
-            return default
-        if self._pending_purges and not self._retry_purges():
-            return default
-        try:
-            result = operation()
-        except redis.ResponseError as error:
-            if _is_per_key(error):
-                logger.debug("Redis refused a command on foreign data: %s", error)
-                return default if refused is None else refused
-            self._failed(error)
-            return default
-        except (redis.RedisError, RedisClusterException, OSError) as error:
-            # Unreachable, timed out, or a RedisClusterException (not a
-            # RedisError) from a RedisCluster client that can reach no node.
-            self._failed(error)
-            if lost is not None:
-                lost()
-            return default
-        if not self._healthy:
-            self._healthy = True
-            if self.metrics is not None:
-                self.metrics.redis_usable()
-            if self._outage_logged:
-                self._outage_logged = False
-                logger.warning("Redis reachable again; caching resumed")
-        return result
+    @property
+    def available(self) -> bool:
+        """False while the circuit breaker is open."""
+        return self._healthy or time.monotonic() >= self._closed_at
 
-    def _failed(self, error: Exception) -> None:
+    def failed(self, error: BaseException) -> None:
         """Open the breaker; warn, unless this outage was reported less than
         ``WARN_EVERY`` seconds ago."""
         now = time.monotonic()
@@ -351,49 +347,142 @@ class RedisStore:
         self._unwarned = 0
         self._outage_logged = True
 
-    @property
-    def available(self) -> bool:
-        """False while the circuit breaker is open."""
-        return self._healthy or time.monotonic() >= self._closed_at
+    def succeeded(self) -> None:
+        if not self._healthy:
+            self._healthy = True
+            if self.metrics is not None:
+                self.metrics.redis_usable()
+            if self._outage_logged:
+                self._outage_logged = False
+                logger.warning("Redis reachable again; caching resumed")
+
+    def outcome(self, error: BaseException) -> Failed:
+        """What a step gets for ``error``: :data:`REFUSED` for a refusal about
+        one key's data; otherwise the breaker opens, and a command that got an
+        error reply :data:`FAILED`, one that got none :data:`LOST`."""
+        if isinstance(error, redis.ResponseError):
+            if _is_per_key(error):
+                logger.debug("Redis refused a command on foreign data: %s", error)
+                return REFUSED
+            self.failed(error)
+            return FAILED
+        # Unreachable, timed out, or a RedisClusterException (not a RedisError)
+        # from a RedisCluster client that can reach no node.
+        self.failed(error)
+        return LOST
+
+    def retry(self) -> tuple[Pipeline, list[str]] | None:
+        """The purges Redis failed, to run before anything else (so that nothing
+        they would have removed is served), taken from the pending ones; None
+        if there are none."""
+        if not self.pending_purges:
+            return None
+        with self._guard:
+            keys, self.pending_purges = sorted(self.pending_purges), set()
+        now = repr(time.time())
+        commands = tuple(("EVAL", scripts.PURGE, 1, key, self.channel, now) for key in keys)
+        return Pipeline(commands), keys
+
+    def retried(
+        self, keys: list[str], replies: list[t.Any] | None, error: BaseException | None = None
+    ) -> bool:
+        """The outcome of :meth:`retry`'s pipeline for ``keys`` (None and the
+        error if it failed as a whole): purges that failed again wait for the
+        next time. Whether the others may go on."""
+        if replies is None:
+            assert error is not None
+            with self._guard:
+                self.pending_purges.update(keys)
+            self.failed(error)
+            return False
+        failed = {
+            key for key, reply in zip(keys, replies, strict=True) if isinstance(reply, Exception)
+        }
+        if failed:
+            with self._guard:
+                self.pending_purges.update(failed)
+            self.failed(next(reply for reply in replies if isinstance(reply, Exception)))
+            return False
+        logger.warning("%d purges that Redis had failed are done", len(keys))
+        return True
+
+    def remember_purge(self, key: str) -> None:
+        """A purge Redis failed: retried as soon as Redis answers again (an entry
+        that outlived an invalidation would be served until it expires)."""
+        with self._guard:
+            if len(self.pending_purges) >= MAX_PENDING_PURGES:
+                logger.error(
+                    "%d purges failed while Redis was unavailable; forgetting them",
+                    len(self.pending_purges),
+                )
+                self.pending_purges.clear()
+            self.pending_purges.add(key)
+
+
+class StoreSteps:
+    """What the cache asks of Redis, as :data:`Step` generators: lookups, the
+    locks that coalesce misses, saves and purges, each one round trip. They
+    decide what to send and what the replies mean; a driver sends.
+
+    A failed command reads as a miss (the breaker, shared with the driver,
+    keeps a failing Redis from being asked again at once); an error reply about
+    one key's data (another program's key of another type) reads as a miss of
+    that key only.
+    """
+
+    def __init__(self, settings: Settings, breaker: Breaker, cluster: bool) -> None:
+        self.settings = settings
+        self.breaker = breaker
+        self.channel = f"{settings.prefix}:invalidate"
+        # A cluster runs a script on the keys of one slot only: the indexes,
+        # in slots of their own, are kept by a round trip before the save.
+        self.cluster = cluster
+        self.registries = index_registries(settings.prefix)
+        self._vary_names: dict[str, tuple[str, ...]] = {}
+        self._decoded: dict[str, tuple[list[bytes | None], CachedResponse]] = {}
 
     def lookup(
         self, key: str, url: str, headers: Mapping[str, str], coalesce: bool = False
-    ) -> Lookup:
+    ) -> Step[Lookup]:
         """The entry stored for ``key`` and the request headers' variant: one
         ``HMGET`` in the steady state, Vary'd URLs included (their Vary names are
         remembered per process). On a miss, with ``coalesce``, also try to take
         the lock of its slot (a second round trip, misses only)."""
-        found = self._look_up(key, url, headers, coalesce)
+        found = yield from self._look_up(key, url, headers, coalesce)
         if found.role == "stored":
             # Stored between the lookup and the lock: look again, once.
-            found = self._look_up(key, url, headers, coalesce)
+            found = yield from self._look_up(key, url, headers, coalesce)
         return found
 
-    def _look_up(self, key: str, url: str, headers: Mapping[str, str], coalesce: bool) -> Lookup:
+    def _look_up(
+        self, key: str, url: str, headers: Mapping[str, str], coalesce: bool
+    ) -> Step[Lookup]:
         names = self._vary_names.get(key)
         if names is not None:
             slot = Slot(key, variant_id(names, headers))
-            values = self._hmget(key, _fields_of(slot))
-            if values is None:
+            values = yield Command(("HMGET", key, *_fields_of(slot)))
+            if isinstance(values, Failed) and values is not REFUSED:
                 return UNAVAILABLE
-            if values[-1] == ",".join(names).encode():
-                return self._read(slot, values[:-1], url, coalesce, names)
-        values = self._hmget(key, LOOKUP_FIELDS)
-        if values is None:
+            if isinstance(values, list) and values[-1] == ",".join(names).encode():
+                return (yield from self._read(slot, values[:-1], url, coalesce, names))
+        values = yield Command(("HMGET", key, *LOOKUP_FIELDS))
+        if values is REFUSED:
+            return (yield from self._miss("miss", Slot(key), coalesce, unusable=True))
+        if isinstance(values, Failed):
             return UNAVAILABLE
-        if isinstance(values, _Foreign):
-            return self._miss("miss", Slot(key), coalesce, unusable=True)
         record = values[-1]
         if record is None:
             self._vary_names.pop(key, None)
-            return self._read(Slot(key), values[:-1], url, coalesce, ())
+            return (yield from self._read(Slot(key), values[:-1], url, coalesce, ()))
         names = tuple(record.decode("latin-1").split(","))
         self._remember(key, names)
         slot = Slot(key, variant_id(names, headers))
-        values = self._hmget(key, _fields_of(slot)[:-1])
-        if values is None:
+        values = yield Command(("HMGET", key, *_fields_of(slot)[:-1]))
+        if values is REFUSED:
+            return (yield from self._miss("miss", slot, coalesce, unusable=True))
+        if isinstance(values, Failed):
             return UNAVAILABLE
-        return self._read(slot, values, url, coalesce, names)
+        return (yield from self._read(slot, values, url, coalesce, names))
 
     def _read(
         self,
@@ -402,15 +491,14 @@ class RedisStore:
         url: str,
         coalesce: bool,
         names: tuple[str, ...],
-    ) -> Lookup:
+    ) -> Step[Lookup]:
         """The lookup of ``slot`` whose fields held ``values``."""
-        if isinstance(values, _Foreign):
-            return self._miss("miss", slot, coalesce, unusable=True)
         if values[0] is None:
             # Nothing, or a Vary record without this variant, or only a part
             # of a response: a miss (a save replaces what is there).
             occupied = bool(names) or any(value is not None for value in values)
-            return self._miss("vary-miss" if names else "miss", slot, coalesce, occupied=occupied)
+            outcome = "vary-miss" if names else "miss"
+            return (yield from self._miss(outcome, slot, coalesce, occupied=occupied))
         decoded = self._decoded.get(slot.base)
         if decoded is not None and decoded[0] == values:
             # The same bytes as last time: reuse what they decoded to.
@@ -419,42 +507,14 @@ class RedisStore:
             entry = CachedResponse.from_values(values, names)
         except ValueError as error:
             logger.debug("unreadable entry under %s: %s", slot.base, error)
-            return self._miss("miss", slot, coalesce, unusable=True)
+            return (yield from self._miss("miss", slot, coalesce, unusable=True))
         if entry.url != url:
-            return self._miss("miss", slot, coalesce, unusable=True)
+            return (yield from self._miss("miss", slot, coalesce, unusable=True))
         if len(entry.body) <= DECODED_MEMO_BODY:
             if len(self._decoded) >= DECODED_MEMO_SIZE:
                 self._decoded.clear()
             self._decoded[slot.base] = (values, entry)
         return Lookup("hit", entry, slot)
-
-    def _hmget(self, key: str, fields: tuple[str, ...]) -> list[bytes | None] | None:
-        """The fields' values (a :class:`_Foreign` list of None for a key
-        holding something else than a hash: another program's data is a miss,
-        and is overwritten); None if Redis failed."""
-        return self._call(
-            lambda: self._command("HMGET", key, *fields),
-            None,
-            refused=_Foreign([None] * len(fields)),
-        )
-
-    def _command(self, *args: t.Any) -> t.Any:
-        """One command on a pooled connection, without the client's retry and
-        instrumentation layers: the hit path's one round trip. A cluster client
-        (no single pool) routes the command itself."""
-        if self._pool is None:
-            return self.client.execute_command(*args)
-        connection = self._pool.get_connection()
-        try:
-            connection.send_command(*args)
-            return connection.read_response()
-        except redis.ResponseError:
-            raise  # an error reply: the connection is still in step
-        except BaseException:
-            connection.disconnect()
-            raise
-        finally:
-            self._pool.release(connection)
 
     def _miss(
         self,
@@ -463,28 +523,20 @@ class RedisStore:
         coalesce: bool,
         unusable: bool = False,
         occupied: bool = False,
-    ) -> Lookup:
+    ) -> Step[Lookup]:
         occupied = occupied or unusable
         if not coalesce:
             return Lookup(outcome, None, slot, occupied=occupied)
         lock = Lock(slot)
-        args = [lock.token, LOCK_LEASE_MS, "" if unusable else slot.field]
-        role, taken = self._locking(
-            lambda: self._try_miss(keys=[slot.key, lock.key], args=args), lock
-        )
+        args = (lock.token, LOCK_LEASE_MS, "" if unusable else slot.field)
+        role, taken = yield from self._locking(Script("MISS", (slot.key, lock.key), args), lock)
         return Lookup(outcome, None, slot, role, taken, occupied)
 
-    def _locking(self, command: Callable[[], t.Any], lock: Lock) -> tuple[str, Lock | None]:
-        """Run a command that may take ``lock``: its role, and the lock when it
+    def _locking(self, command: Script, lock: Lock) -> Step[tuple[str, Lock | None]]:
+        """Run a script that may take ``lock``: its role, and the lock when it
         was taken (``leader``) or may have been (``lost``)."""
-        lost = False
-
-        def reply_lost() -> None:
-            nonlocal lost
-            lost = True
-
-        reply = self._call(command, None, lost=reply_lost)
-        if lost:
+        reply = yield command
+        if reply is LOST:
             return "lost", lock
         if not isinstance(reply, list) or len(reply) < 2:
             return "failed", None
@@ -492,27 +544,47 @@ class RedisStore:
         lock.started = microseconds(reply[1])
         return role, (lock if role == "leader" else None)
 
-    def join(self, slot: Slot, arrived: int) -> tuple[str, int, Lock | None]:
+    def join(self, slot: Slot, arrived: int) -> Step[tuple[str, int, Lock | None]]:
         """For a request that arrived at ``arrived`` (Redis's clock, µs; 0 for
         now) and needs a response made after that: ``ready`` when the response
         stored in ``slot`` was fetched since; else take the lock if it is free
         (``leader``, and the lock), or ``follower``, ``hfm``, ``failed`` or
         ``lost`` as :meth:`lookup` says. With the time now."""
         lock = Lock(slot)
-        args = [lock.token, LOCK_LEASE_MS, arrived, slot.field]
-        role, taken = self._locking(lambda: self._join(keys=[slot.key, lock.key], args=args), lock)
+        args = (lock.token, LOCK_LEASE_MS, arrived, slot.field)
+        role, taken = yield from self._locking(Script("JOIN", (slot.key, lock.key), args), lock)
         return role, lock.started, taken
 
-    def now(self, slot: Slot) -> int:
+    def now(self, slot: Slot) -> Step[int]:
         """The clock of the Redis holding ``slot``, in microseconds (0 if Redis
         failed): to stamp the start of a fetch that requests waiting for a
         fresh response may use."""
-        return microseconds(self._call(lambda: self._now(keys=[slot.key]), b"0"))
+        reply = yield Script("NOW", (slot.key,), ())
+        return 0 if isinstance(reply, Failed) else microseconds(reply)
 
-    def _remember(self, key: str, names: tuple[str, ...]) -> None:
-        if len(self._vary_names) >= VARY_MEMO_SIZE:
-            self._vary_names.clear()
-        self._vary_names[key] = names
+    def try_lock(self, slot: Slot, seen: CachedResponse) -> Step[tuple[str, Lock | None]]:
+        """Take the lock of ``slot`` to fetch a replacement for ``seen``: only if
+        the lock is free and ``seen`` is still the response stored there
+        (another request may have replaced it since the lookup, and released
+        its lock). The role (``leader``, ``follower``, ``changed``, ``failed``
+        or ``lost``) and the lock, as :meth:`lookup` gives them."""
+        lock = Lock(slot)
+        args = (lock.token, LOCK_LEASE_MS, slot.field, seen.stored_as)
+        return (yield from self._locking(Script("LOCK", (slot.key, lock.key), args), lock))
+
+    def release(self, lock: Lock, hit_for_miss: int = 0) -> Step[None]:
+        """Give up ``lock``; with ``hit_for_miss``, mark its slot as not worth
+        waiting for during that many seconds."""
+        yield Script("RELEASE", (lock.key,), (lock.token, hit_for_miss))
+
+    def purge_key(self, key: str) -> Step[bool]:
+        """Forget every stored variant under the primary ``key``. False if Redis
+        failed: the purge is then retried as soon as Redis answers again."""
+        reply = yield Script("PURGE", (key,), (self.channel, repr(time.time())))
+        if isinstance(reply, Failed):
+            self.breaker.remember_purge(key)
+            return False
+        return True
 
     def save(
         self,
@@ -522,7 +594,7 @@ class RedisStore:
         variant: str,
         lock: Lock | None = None,
         occupied: bool = True,
-    ) -> bool:
+    ) -> Step[bool]:
         """Store ``entry`` for ``ttl`` seconds in one atomic script, indexed
         under its URL and its tags; ``variant`` is its variant when it has Vary
         names. ``occupied``: the key may hold something (then the save says so
@@ -532,9 +604,17 @@ class RedisStore:
         if not 1 <= ttl <= MAX_REDIS_TTL:
             return False
         keys, args, index = self.save_command(key, entry, ttl, variant, lock, occupied)
-        if index is not None and not self._call(index, False):
-            return False
-        return self._call(lambda: self._save(keys=keys, args=args), 0) == 1
+        if index is not None:
+            replies = yield index
+            if isinstance(replies, Failed) or any(isinstance(r, Exception) for r in replies):
+                return False
+        reply = yield Script("SAVE", tuple(keys), tuple(args))
+        return bool(reply == 1)
+
+    def _remember(self, key: str, names: tuple[str, ...]) -> None:
+        if len(self._vary_names) >= VARY_MEMO_SIZE:
+            self._vary_names.clear()
+        self._vary_names[key] = names
 
     def save_command(
         self,
@@ -544,10 +624,9 @@ class RedisStore:
         variant: str,
         lock: Lock | None = None,
         occupied: bool = True,
-    ) -> tuple[list[str], list[t.Any], Callable[[], bool] | None]:
+    ) -> tuple[list[str], list[t.Any], Pipeline | None]:
         """The keys and arguments of the save script for :meth:`save`'s
-        arguments, and on a cluster what indexes the entry first (which
-        raises what Redis raises)."""
+        arguments, and on a cluster the pipeline that indexes the entry first."""
         slot = Slot(key, variant)
         entry = dataclasses.replace(entry, started=lock.started if lock else 0)
         now = time.time()
@@ -594,54 +673,175 @@ class RedisStore:
         key: str,
         expires: float,
         now: float,
-    ) -> Callable[[], bool]:
-        """Index an entry to be saved on a cluster: one pipelined round trip
-        that routes each index's script to its node. Raises what Redis raises."""
-
-        def index() -> bool:
-            digest = digest_of(key, self.settings.prefix)
-            pipeline = self.client.pipeline(transaction=False)
-            pipeline.execute_command(
-                "EVAL",
-                scripts.INDEX_URL,
-                3,
-                bucket,
-                *self.registries,
-                url_member,
-                drop,
-                member,
-                repr(expires),
-                *(tag_digest(tag) for tag in tags),
-            )
-            for tag in tags:
-                pipeline.execute_command(
+    ) -> Pipeline:
+        """The round trip that indexes an entry to be saved on a cluster, each
+        index's script routed to its node."""
+        digest = digest_of(key, self.settings.prefix)
+        prefix = self.settings.prefix
+        return Pipeline(
+            (
+                (
                     "EVAL",
-                    scripts.INDEX_TAG,
-                    1,
-                    tag_index_key(self.settings.prefix, tag),
-                    digest,
+                    scripts.INDEX_URL,
+                    3,
+                    bucket,
+                    *self.registries,
+                    url_member,
+                    drop,
+                    member,
                     repr(expires),
-                    repr(now),
-                )
-            pipeline.execute()
-            return True
+                    *(tag_digest(tag) for tag in tags),
+                ),
+                *(
+                    (
+                        "EVAL",
+                        scripts.INDEX_TAG,
+                        1,
+                        tag_index_key(prefix, tag),
+                        digest,
+                        repr(expires),
+                        repr(now),
+                    )
+                    for tag in tags
+                ),
+            )
+        )
 
-        return index
 
-    def try_lock(self, slot: Slot, seen: CachedResponse) -> tuple[str, Lock | None]:
-        """Take the lock of ``slot`` to fetch a replacement for ``seen``: only if
-        the lock is free and ``seen`` is still the response stored there
-        (another request may have replaced it since the lookup, and released
-        its lock). The role (``leader``, ``follower``, ``changed``, ``failed``
-        or ``lost``) and the lock, as :meth:`lookup` gives them."""
-        lock = Lock(slot)
-        args = [lock.token, LOCK_LEASE_MS, slot.field, seen.stored_as]
-        return self._locking(lambda: self._lock(keys=[slot.key, lock.key], args=args), lock)
+class RedisStore:
+    """Stored responses in Redis, through a blocking client: :class:`StoreSteps`
+    run with :meth:`run`, and what runs off the request path (lock renewals,
+    counters, the operator's commands). Every step fails open, behind the
+    :class:`Breaker`: a Redis error reads as a miss, and leaves Redis alone for
+    ``breaker_cooldown`` seconds."""
+
+    def __init__(self, client: t.Any, settings: Settings, metrics: Metrics | None = None) -> None:
+        refuse_decoding(client)
+        self.client = client
+        self.settings = settings
+        self.stats_key = f"{settings.prefix}:stats"
+        self.breaker = Breaker(settings, metrics)
+        self.steps = StoreSteps(
+            settings, self.breaker, isinstance(client, RedisCluster | LazyCluster)
+        )
+        self._pool = client.connection_pool if isinstance(client, redis.Redis) else None
+        # Scripts as bytes: their digests are worked out here, without a client
+        # that would connect to find its encoding.
+        self._scripts = {
+            name: client.register_script(getattr(scripts, name).encode()) for name in SCRIPTS
+        }
+
+    @property
+    def available(self) -> bool:
+        """False while the circuit breaker is open."""
+        return self.breaker.available
+
+    @property
+    def pending_purges(self) -> int:
+        """How many purges Redis failed and are waiting to be retried."""
+        return len(self.breaker.pending_purges)
+
+    def run(self, step: Step[T]) -> T:
+        """Run a step to its result, one command at a time."""
+        try:
+            call = next(step)
+            while True:
+                call = step.send(self.execute(call))
+        except StopIteration as done:
+            return t.cast(T, done.value)
+
+    def execute(self, call: RedisCall) -> t.Any:
+        """Send ``call`` (the purges Redis failed first); its reply, or a
+        :class:`Failed`."""
+        breaker = self.breaker
+        if not breaker.available:
+            return FAILED
+        retry = breaker.retry()
+        if retry is not None:
+            pipeline, keys = retry
+            try:
+                replies = self._send(pipeline)
+            except (redis.RedisError, RedisClusterException, OSError) as error:
+                breaker.retried(keys, None, error)
+                return FAILED
+            if not breaker.retried(keys, replies):
+                return FAILED
+        try:
+            reply = self._send(call)
+        except (redis.RedisError, RedisClusterException, OSError) as error:
+            return breaker.outcome(error)
+        breaker.succeeded()
+        return reply
+
+    def _send(self, call: RedisCall) -> t.Any:
+        if isinstance(call, Script):
+            return self._scripts[call.name](keys=list(call.keys), args=list(call.args))
+        if isinstance(call, Pipeline):
+            pipeline = self.client.pipeline(transaction=False)
+            for command in call.commands:
+                pipeline.execute_command(*command)
+            return pipeline.execute(raise_on_error=False)
+        return self._command(*call.args)
+
+    def _command(self, *args: t.Any) -> t.Any:
+        """One command on a pooled connection, without the client's retry and
+        instrumentation layers: the hit path's one round trip. A cluster client
+        (no single pool) routes the command itself."""
+        if self._pool is None:
+            return self.client.execute_command(*args)
+        connection = self._pool.get_connection()
+        try:
+            connection.send_command(*args)
+            return connection.read_response()
+        except redis.ResponseError:
+            raise  # an error reply: the connection is still in step
+        except BaseException:
+            connection.disconnect()
+            raise
+        finally:
+            self._pool.release(connection)
+
+    # -- the steps, run here -------------------------------------------------------
+
+    def lookup(
+        self, key: str, url: str, headers: Mapping[str, str], coalesce: bool = False
+    ) -> Lookup:
+        """:meth:`StoreSteps.lookup`."""
+        return self.run(self.steps.lookup(key, url, headers, coalesce))
+
+    def save(
+        self,
+        key: str,
+        entry: CachedResponse,
+        ttl: int,
+        variant: str,
+        lock: Lock | None = None,
+        occupied: bool = True,
+    ) -> bool:
+        """:meth:`StoreSteps.save`."""
+        return self.run(self.steps.save(key, entry, ttl, variant, lock, occupied))
 
     def release(self, lock: Lock, hit_for_miss: int = 0) -> None:
-        """Give up ``lock``; with ``hit_for_miss``, mark its slot as not worth
-        waiting for during that many seconds."""
-        self._call(lambda: self._release(keys=[lock.key], args=[lock.token, hit_for_miss]), None)
+        """:meth:`StoreSteps.release`."""
+        self.run(self.steps.release(lock, hit_for_miss))
+
+    def try_lock(self, slot: Slot, seen: CachedResponse) -> tuple[str, Lock | None]:
+        """:meth:`StoreSteps.try_lock`."""
+        return self.run(self.steps.try_lock(slot, seen))
+
+    def join(self, slot: Slot, arrived: int) -> tuple[str, int, Lock | None]:
+        """:meth:`StoreSteps.join`."""
+        return self.run(self.steps.join(slot, arrived))
+
+    def now(self, slot: Slot) -> int:
+        """:meth:`StoreSteps.now`."""
+        return self.run(self.steps.now(slot))
+
+    def purge_key(self, key: str) -> bool:
+        """:meth:`StoreSteps.purge_key`."""
+        return self.run(self.steps.purge_key(key))
+
+    # -- off the request path --------------------------------------------------------
 
     def renew(self, locks: list[Lock]) -> list[bool] | None:
         """Extend the lease of each lock still held with its token, in one
@@ -664,61 +864,13 @@ class RedisStore:
         EVAL, not EVALSHA, so that a cluster client can route each, and a
         restarted Redis needs no SCRIPT LOAD."""
         try:
-            pipeline = self.client.pipeline(transaction=False)
-            for source, *rest in commands:
-                pipeline.execute_command("EVAL", source, 1, *rest)
-            return [reply == 1 for reply in pipeline.execute(raise_on_error=False)]
+            replies = self._send(
+                Pipeline(tuple(("EVAL", source, 1, *rest) for source, *rest in commands))
+            )
         except (redis.RedisError, RedisClusterException, OSError) as error:
             logger.debug("Redis failed a background lock command: %s", error)
             return None
-
-    def purge_key(self, key: str) -> bool:
-        """Forget every stored variant under the primary ``key``. False if Redis
-        failed: the purge is then retried as soon as Redis answers again (an
-        entry that outlived an invalidation would be served until it expires)."""
-        args = [self.channel, repr(time.time())]
-        done = self._call(lambda: self._purge(keys=[key], args=args), None) is not None
-        if not done:
-            if len(self._pending_purges) >= MAX_PENDING_PURGES:
-                logger.error(
-                    "%d purges failed while Redis was unavailable; forgetting them",
-                    len(self._pending_purges),
-                )
-                self._pending_purges.clear()
-            self._pending_purges.add(key)
-        return done
-
-    @property
-    def pending_purges(self) -> int:
-        """How many purges Redis failed and are waiting to be retried."""
-        return len(self._pending_purges)
-
-    def _retry_purges(self) -> bool:
-        """Run the purges Redis failed, in one pipelined round trip, before any
-        other command (so that nothing they would have removed is served);
-        False if some failed again: they wait for the next time Redis answers."""
-        keys = sorted(self._pending_purges)
-        self._pending_purges = set()
-        try:
-            pipeline = self.client.pipeline(transaction=False)
-            for key in keys:
-                pipeline.execute_command(
-                    "EVAL", scripts.PURGE, 1, key, self.channel, repr(time.time())
-                )
-            replies = pipeline.execute(raise_on_error=False)
-        except (redis.RedisError, RedisClusterException, OSError) as error:
-            self._pending_purges.update(keys)
-            self._failed(error)
-            return False
-        failed = {
-            key for key, reply in zip(keys, replies, strict=True) if isinstance(reply, Exception)
-        }
-        if failed:
-            self._pending_purges |= failed
-            self._failed(next(reply for reply in replies if isinstance(reply, Exception)))
-            return False
-        logger.warning("%d purges that Redis had failed are done", len(keys))
-        return True
+        return [reply == 1 for reply in replies]
 
     def entries_of(self, key: str) -> list[tuple[str, CachedResponse | None, int]]:
         """Every response stored under the primary ``key`` (each variant), with
@@ -750,15 +902,13 @@ class RedisStore:
 
     def add_counts(self, counts: Mapping[str, int]) -> bool:
         """Add outcome counts to the ``<prefix>:stats`` hash, in one round trip."""
-
-        def add() -> bool:
-            pipeline = self.client.pipeline(transaction=False)
-            for outcome, number in counts.items():
-                pipeline.hincrby(self.stats_key, outcome, number)
-            pipeline.execute()
-            return True
-
-        return self._call(add, False)
+        commands = tuple(
+            ("HINCRBY", self.stats_key, outcome, number) for outcome, number in counts.items()
+        )
+        replies = self.execute(Pipeline(commands))
+        return not isinstance(replies, Failed) and not any(
+            isinstance(reply, Exception) for reply in replies
+        )
 
     def counts(self) -> dict[str, int]:
         """The outcome counts of every process so far. Raises the Redis error,
@@ -766,3 +916,16 @@ class RedisStore:
         return {
             name.decode(): int(value) for name, value in self.client.hgetall(self.stats_key).items()
         }
+
+
+def refuse_decoding(client: t.Any) -> None:
+    """A client that decodes responses cannot hold response bodies."""
+    # get_connection_kwargs() covers RedisCluster, which has no connection_pool.
+    kwargs = getattr(client, "get_connection_kwargs", dict)() or getattr(
+        getattr(client, "connection_pool", None), "connection_kwargs", {}
+    )
+    if kwargs.get("decode_responses"):
+        raise ValueError(
+            "client: a redis client with decode_responses=True cannot hold"
+            " response bodies; pass one created with decode_responses=False"
+        )

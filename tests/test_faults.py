@@ -240,13 +240,13 @@ def test_a_refused_save_is_not_announced(own_redis):
     origin = Origin(headers=[("Cache-Control", "max-age=60")])
     admin = redis.Redis.from_url(own_redis.url)
     middleware = CacheMiddleware(origin, redis_url=own_redis.url, socket_timeout=10)
-    save = middleware.store._save
+    save = middleware.store._scripts["SAVE"]
 
     def refused_save(*args, **kwargs):
         admin.execute_command("REPLICAOF", "127.0.0.1", str(free_port()))
         return save(*args, **kwargs)
 
-    middleware.store._save = refused_save
+    middleware.store._scripts["SAVE"] = refused_save
     response = TestApp(middleware).get("/")
     assert response.status_int == 200
     assert "stored" not in response.headers["Cache-Status"]

@@ -287,15 +287,16 @@ def stall_during_the_lock_command(middleware: CacheMiddleware, server: RedisServ
     """Make ``middleware``'s next lock command reach a stopped Redis: it times
     out (``socket_timeout``), the request goes on uncached, and Redis runs the
     command when it is resumed, taking a lock nobody holds."""
-    take = middleware.store._try_miss
+    scripts = middleware.store._scripts
+    take = scripts["MISS"]
 
     def stopped_then_take(*args: t.Any, **kwargs: t.Any) -> t.Any:
-        middleware.store._try_miss = take  # type: ignore[method-assign]
+        scripts["MISS"] = take
         assert server.process is not None
         os.kill(server.process.pid, signal.SIGSTOP)
         return take(*args, **kwargs)
 
-    middleware.store._try_miss = stopped_then_take  # type: ignore[method-assign]
+    scripts["MISS"] = stopped_then_take
 
 
 class Listener:
