@@ -7,13 +7,10 @@ from __future__ import annotations
 import os
 import typing as t
 
-import redis
-from redis.exceptions import RedisClusterException
-
 from .index import Index
 from .keys import QueryNormalizer, canonical_url
 from .settings import Settings, load_settings
-from .store import make_client
+from .store import REDIS_ERRORS, make_client
 
 
 class Cache:
@@ -95,7 +92,7 @@ class Cache:
         Never raises: a failing Redis is ``ok: False`` with the error."""
         try:
             latency, entries, memory = self.index.usage()
-        except (redis.RedisError, RedisClusterException, OSError) as error:
+        except REDIS_ERRORS as error:
             return {
                 "ok": False,
                 "redis": f"unreachable ({type(error).__name__}: {error})",

@@ -14,13 +14,10 @@ import sys
 import time
 import typing as t
 
-import redis
-from redis.exceptions import RedisClusterException
-
 from . import __version__
 from .cache import Cache
 from .settings import CONFIG_ENV, ENV_PREFIX, Settings, SettingsError, load_settings
-from .store import RedisStore, make_client
+from .store import REDIS_ERRORS, RedisStore, make_client
 
 PROG = "redis-wsgi-cache"
 
@@ -298,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     except (SettingsError, _UsageError) as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return 2
-    except (redis.RedisError, RedisClusterException, OSError) as error:
+    except REDIS_ERRORS as error:
         print(f"{PROG}: Redis: {error}", file=sys.stderr)
         return 1
     except ValueError as error:  # what Redis holds is not what this cache stores

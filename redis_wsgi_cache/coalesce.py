@@ -24,12 +24,15 @@ import weakref
 from collections.abc import Mapping
 
 from . import policy
+from .effects import Sleep
 from .policy import Reuse
 from .store import LOCK_LEASE, Lock, Lookup, RedisStore, Slot
 
 if t.TYPE_CHECKING:
+    from .effects import Flow
     from .entry import CachedResponse
     from .settings import Settings
+    from .store import Step, StoreSteps
 
 logger = logging.getLogger("redis_wsgi_cache")
 
@@ -62,16 +65,19 @@ _INSTANCES: weakref.WeakSet[Coalescer] = weakref.WeakSet()
 
 class Coalescer:
     """The lock side of the cache: looking up with the intent to fetch, taking,
-    keeping, waiting for and giving up the locks of :class:`RedisStore`.
+    keeping, waiting for and giving up the locks of the store's steps (steps
+    and flows themselves, which the drivers run).
 
     Every lock it hands out must be given back with :meth:`release` or
     :meth:`saved` (which is harmless to do twice); until then a daemon thread
     (one per process, started on first use and again in a forked child) renews
-    its lease, for at most ``lock_timeout`` seconds.
+    its lease through the blocking ``store``, for at most ``lock_timeout``
+    seconds.
     """
 
     def __init__(self, store: RedisStore, settings: Settings) -> None:
         self.store = store
+        self.steps: StoreSteps = store.steps
         self.settings = settings
         self._held: dict[int, Lock] = {}
         # Locks whose command got no reply: [lock, releases answered, since].
@@ -86,15 +92,15 @@ class Coalescer:
 
     def lookup(
         self, key: str, url: str, headers: Mapping[str, str], coalesce: bool = False
-    ) -> Lookup:
-        """:meth:`RedisStore.lookup`, keeping any lock it took."""
-        found = self.store.lookup(key, url, headers, coalesce)
+    ) -> Step[Lookup]:
+        """:meth:`StoreSteps.lookup`, keeping any lock it took."""
+        found = yield from self.steps.lookup(key, url, headers, coalesce)
         self._keep(found.role, found.lock)
         return found
 
-    def try_lock(self, slot: Slot, seen: CachedResponse) -> tuple[str, Lock | None]:
-        """:meth:`RedisStore.try_lock`, keeping the lock if it was taken."""
-        role, lock = self.store.try_lock(slot, seen)
+    def try_lock(self, slot: Slot, seen: CachedResponse) -> Step[tuple[str, Lock | None]]:
+        """:meth:`StoreSteps.try_lock`, keeping the lock if it was taken."""
+        role, lock = yield from self.steps.try_lock(slot, seen)
         self._keep(role, lock)
         return role, (lock if role == "leader" else None)
 
@@ -113,14 +119,14 @@ class Coalescer:
 
     # -- giving back --------------------------------------------------------------
 
-    def release(self, lock: Lock | None, reason: str | None = None) -> None:
+    def release(self, lock: Lock | None, reason: str | None = None) -> Step[None]:
         """Give up ``lock``; for a reason in :data:`LASTING_REASONS`, mark its
         key hit-for-miss, so that requests go to the app without queueing."""
         if lock is None or lock.done:
             return
         self._forget(lock)
         hit_for_miss = self.settings.hit_for_miss if reason in LASTING_REASONS else 0
-        self.store.release(lock, hit_for_miss)
+        yield from self.steps.release(lock, hit_for_miss)
 
     def saved(self, lock: Lock | None) -> None:
         """``lock`` was released by the save that stored its fetch."""
@@ -140,7 +146,7 @@ class Coalescer:
         url: str,
         headers: Mapping[str, str],
         request: policy.RequestPolicy,
-    ) -> Lookup:
+    ) -> Flow[Lookup]:
         """Wait, at most ``lock_timeout`` seconds, until one of these, and say which:
 
         - the leader has stored an entry that serves this request: a ``hit``;
@@ -151,15 +157,16 @@ class Coalescer:
         - the lock is free again with nothing usable stored (the leader died or
           gave up): this request took the lock, role ``leader`` (and ``lock``).
         """
-        for _ in self._polls():
-            found = self.lookup(key, url, headers, coalesce=True)
+        for pause in self._polls():
+            yield pause
+            found = yield from self.lookup(key, url, headers, coalesce=True)
             if found.outcome == "unavailable" or found.role not in ("", "follower"):
                 return found
             if found.entry is not None:
                 if policy.reuse(found.entry, request, time.time()) in USABLE:
                     return found
                 assert found.slot is not None
-                role, lock = self.try_lock(found.slot, found.entry)
+                role, lock = yield from self.try_lock(found.slot, found.entry)
                 if role == "leader":
                     return Lookup(found.outcome, found.entry, found.slot, "leader", lock)
                 if role in ("failed", "lost"):
@@ -168,7 +175,7 @@ class Coalescer:
 
     def wait_for_fresh(
         self, slot: Slot, url: str, headers: Mapping[str, str]
-    ) -> tuple[CachedResponse | None, Lock | None, str]:
+    ) -> Flow[tuple[CachedResponse | None, Lock | None, str]]:
         """For a request that needs a response made after it arrived: wait, at
         most ``lock_timeout`` seconds, until one of these, and say which:
 
@@ -184,15 +191,16 @@ class Coalescer:
         most one such fetch per key runs at a time, and each serves all that
         arrived before it started.
         """
-        role, arrived, lock = self.store.join(slot, 0)
+        role, arrived, lock = yield from self.steps.join(slot, 0)
         self._keep(role, lock)
         if role != "follower":
             return None, lock, role
-        for _ in self._polls():
-            role, _, lock = self.store.join(slot, arrived)
+        for pause in self._polls():
+            yield pause
+            role, _, lock = yield from self.steps.join(slot, arrived)
             self._keep(role, lock)
             if role == "ready":
-                found = self.store.lookup(slot.key, url, headers)
+                found = yield from self.steps.lookup(slot.key, url, headers)
                 if found.entry is not None and found.entry.started >= arrived:
                     return found.entry, None, "collapsed"
             elif role != "follower":
@@ -200,15 +208,14 @@ class Coalescer:
             # A follower, or replaced again since: wait on.
         return None, None, "timeout"
 
-    def _polls(self) -> t.Iterator[None]:
-        """Pause before each poll of a wait, longer each time (from
+    def _polls(self) -> t.Iterator[Sleep]:
+        """The pause before each poll of a wait, longer each time (from
         ``FIRST_POLL`` to ``LONGEST_POLL``), until ``lock_timeout`` is over."""
         deadline = time.monotonic() + self.settings.lock_timeout
         delay = FIRST_POLL
         while (remaining := deadline - time.monotonic()) > 0:
-            time.sleep(min(delay, remaining))
+            yield Sleep(min(delay, remaining))
             delay = min(delay * 2, LONGEST_POLL)
-            yield
 
     # -- the keeper thread -------------------------------------------------------
 

@@ -9,12 +9,12 @@ import logging
 import math
 import time
 import typing as t
-from collections.abc import Iterable
 
 from . import respond
+from .effects import Answer
 
 if t.TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+    from _typeshed.wsgi import WSGIEnvironment
 
     from .entry import CachedResponse
     from .keys import LazyHeaders
@@ -100,7 +100,6 @@ class Exchange:
     took (every one released, whatever happens)."""
 
     environ: WSGIEnvironment
-    start_response: StartResponse
     request: RequestPolicy
     url: str
     key: str
@@ -138,7 +137,7 @@ class Exchange:
         x_cache: str,
         cache_status: str,
         detail: str | None = None,
-    ) -> Iterable[bytes]:
+    ) -> Answer:
         """Answer from ``entry`` (RFC 9111 §4), with ``Age`` (§5.1). A hit's
         Cache-Status names no rule: rules shape what the app's responses do."""
         text = f"{CACHE_NAME}; {cache_status}"
@@ -150,9 +149,7 @@ class Exchange:
         response = respond.from_entry(entry, self.environ, self.request.range is not None, extra)
         return self.answer(response, x_cache, detail)
 
-    def serve_instead_of_error(
-        self, stale: CachedResponse, error_status: int | None
-    ) -> Iterable[bytes]:
+    def serve_instead_of_error(self, stale: CachedResponse, error_status: int | None) -> Answer:
         """Serve ``stale`` for an app that answered ``error_status``, or raised
         (None): RFC 9211 has a status to report only for the former."""
         now = time.time()
@@ -160,10 +157,7 @@ class Exchange:
         status = f"{forwarded}; ttl={ttl(stale, now)}; detail=stale-if-error"
         return self.serve(stale, now, "STALE", status, "stale-if-error")
 
-    def answer(
-        self, response: respond.Response, x_cache: str, detail: str | None = None
-    ) -> Iterable[bytes]:
+    def answer(self, response: respond.Response, x_cache: str, detail: str | None = None) -> Answer:
         status, headers, body = response
         self.recorder.response(self.environ, x_cache, headers, detail)
-        self.start_response(status, headers)
-        return body
+        return Answer(status, headers, body)

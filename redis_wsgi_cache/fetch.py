@@ -1,17 +1,17 @@
 """Going to the app for the cache: a fetch (conditional when it revalidates a
 stale entry), storing what may be stored and answering the client, and the
 requests the cache only passes on (bypasses, unsafe methods and the
-invalidations they make)."""
+invalidations they make). Flows (:mod:`redis_wsgi_cache.effects`): the driver
+calls the app and Redis."""
 
 from __future__ import annotations
 
 import dataclasses
 import time
 import typing as t
-from collections.abc import Iterable
 
 from . import compression, policy, respond
-from .capture import Capture
+from .effects import AppRun, CallApp, CloseApp, Forward, ReadBody, Respond
 from .entry import EntryFormatError, servable_headers, servable_status
 from .exchange import CACHE_NAME, Exchange, Recorder, ttl, with_rule
 from .keys import primary_key, request_url, variant_id
@@ -19,16 +19,17 @@ from .screening import ENVIRON_ORIGINAL
 from .tags import ENVIRON_TAGS, response_tags, without_tag_headers
 
 if t.TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from _typeshed.wsgi import WSGIEnvironment
 
     from .cache import Cache
     from .coalesce import Coalescer
+    from .effects import Flow, Result
     from .entry import CachedResponse
     from .near import NearCache
     from .rules import Rule
     from .screening import Screen
     from .settings import Settings
-    from .store import Lock, RedisStore
+    from .store import Lock, Step
 
 CONDITIONS = ("HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE")
 # Why a 304 could not freshen the stored response that say the response itself
@@ -42,21 +43,18 @@ def _x_cache(fwd: str) -> str:
 
 
 class Fetcher:
-    """Calls the app on the cache's behalf; every lock it is given, it releases."""
+    """Goes to the app on the cache's behalf; every lock it is given, it releases."""
 
     def __init__(
         self,
-        app: WSGIApplication,
         settings: Settings,
-        store: RedisStore,
         locks: Coalescer,
         cache: Cache,
         near: NearCache | None,
         recorder: Recorder,
     ) -> None:
-        self.app = app
         self.settings = settings
-        self.store = store
+        self.steps = locks.steps
         self.locks = locks
         self.cache = cache
         self.near = near
@@ -65,65 +63,55 @@ class Fetcher:
     # -- passing on --------------------------------------------------------------
 
     def pass_on(
-        self,
-        environ: WSGIEnvironment,
-        start_response: StartResponse,
-        fwd: str,
-        detail: str,
-        rule: Rule | None = None,
-    ) -> Iterable[bytes]:
+        self, environ: WSGIEnvironment, fwd: str, detail: str, rule: Rule | None = None
+    ) -> Flow[Result]:
         """Forward a request the cache may neither answer nor store."""
-        capture = Capture()
-        capture.run(self.app, environ)
+        run: AppRun = yield CallApp(environ)
         x_cache = _x_cache(fwd)
-        status = f"{CACHE_NAME}; fwd={fwd}; fwd-status={capture.status_code}; detail={detail}"
+        status = f"{CACHE_NAME}; fwd={fwd}; fwd-status={run.status_code}; detail={detail}"
         headers = [
-            *self._for_clients(capture.headers),
+            *self._for_clients(run.headers),
             ("X-Cache", x_cache),
             ("Cache-Status", with_rule(status, rule)),
         ]
-        self.recorder.response(environ, x_cache, headers, detail, capture.app_seconds)
-        return capture.commit(start_response, headers)
+        self.recorder.response(environ, x_cache, headers, detail, run.app_seconds)
+        return Forward(run, headers)
 
-    def pass_unsafe(
-        self, environ: WSGIEnvironment, start_response: StartResponse, screen: Screen
-    ) -> Iterable[bytes]:
+    def pass_unsafe(self, environ: WSGIEnvironment, screen: Screen) -> Flow[Result]:
         """RFC 9111 §4.4: forward an unsafe request, then invalidate what its
         success may have changed (with the same key material its GET has)."""
         url = request_url(environ, self.cache.normalize(environ.get("QUERY_STRING", ""))[0])
         extra = screen.key_extra(environ)
-        capture = Capture()
-        capture.run(self.app, environ)
-        status_code = capture.status_code
+        run: AppRun = yield CallApp(environ)
+        status_code = run.status_code
         cache_status = f"{CACHE_NAME}; fwd=method; fwd-status={status_code}"
         detail = "method"
         if url is not None:
             done = True
-            targets = policy.invalidated_urls(
-                url, status_code, capture.headers, self.cache.normalize
-            )
+            targets = policy.invalidated_urls(url, status_code, run.headers, self.cache.normalize)
             for target in targets:
-                done = self.purge(f"{target}\n{extra}" if extra else target) and done
+                purged = yield from self.purge(f"{target}\n{extra}" if extra else target)
+                done = purged and done
             if targets:
                 self.recorder.event(environ, "INVALIDATED", len(targets))
             if not done:
                 detail = "invalidation-pending"
                 cache_status += f"; detail={detail}"
         headers = [
-            *self._for_clients(capture.headers),
+            *self._for_clients(run.headers),
             ("X-Cache", "BYPASS"),
             ("Cache-Status", cache_status),
         ]
-        self.recorder.response(environ, "BYPASS", headers, detail, capture.app_seconds)
-        return capture.commit(start_response, headers)
+        self.recorder.response(environ, "BYPASS", headers, detail, run.app_seconds)
+        return Forward(run, headers)
 
-    def purge(self, url: str) -> bool:
+    def purge(self, url: str) -> Step[bool]:
         """Forget what is stored under the key of ``url`` (key material and all);
         False if Redis failed (the store retries it once Redis answers)."""
         key = primary_key(self.settings.prefix, url)
         if self.near is not None:
             self.near.invalidate(key)
-        return self.store.purge_key(key)
+        return (yield from self.steps.purge_key(key))
 
     # -- fetching ----------------------------------------------------------------
 
@@ -134,7 +122,7 @@ class Fetcher:
         lock: Lock | None,
         fwd: str,
         revalidate: bool,
-    ) -> Iterable[bytes]:
+    ) -> Flow[Result]:
         """Call the app (§4.3.1: conditionally, to revalidate ``stale``), store
         its answer when allowed and send it on; or serve ``stale`` instead of an
         error when stale-if-error allows (RFC 5861 §4). Releases ``lock``."""
@@ -148,54 +136,57 @@ class Fetcher:
             }
             environ.update(policy.validation_headers(stale))
         if lock is not None and exchange.fetches_for_waiters:
-            lock.started = self.store.now(lock.slot) or lock.started
+            lock.started = (yield from self.steps.now(lock.slot)) or lock.started
         request_time = time.time()
-        capture = Capture()
         try:
-            capture.run(self.app, environ)
+            run: AppRun = yield CallApp(environ)
         except Exception:
-            served = self._instead_of_error(exchange, stale, lock)
+            served = yield from self._instead_of_error(exchange, stale, lock)
             if served is None:
                 raise
             return served
-        status_code = capture.status_code
+        status_code = run.status_code
 
         if (
             status_code >= 500
             and stale is not None
             and policy.stale_if_error(stale, request, time.time(), exchange.settings.grace)
         ):
-            capture.close()
-            self.locks.release(lock, "status")
+            yield CloseApp(run)
+            yield from self.locks.release(lock, "status")
             return exchange.serve_instead_of_error(stale, status_code)
         if revalidate and stale is not None and status_code == 304:
-            capture.close()
-            return self._freshen(exchange, stale, lock, capture.headers, request_time, fwd)
+            yield CloseApp(run)
+            return (yield from self._freshen(exchange, stale, lock, run.headers, request_time, fwd))
         if stale is not None and request.method == "HEAD":
-            if status_code == 200 and policy.validators_match(stale, capture.headers):
+            if status_code == 200 and policy.validators_match(stale, run.headers):
                 # §4.3.5: a 200 to a HEAD freshens the stored GET response it
                 # validates, as a 304 would.
-                capture.close()
-                return self._freshen(exchange, stale, lock, capture.headers, request_time, fwd, 200)
-            self._check_head(exchange, stale, capture.headers)
+                yield CloseApp(run)
+                return (
+                    yield from self._freshen(
+                        exchange, stale, lock, run.headers, request_time, fwd, 200
+                    )
+                )
+            yield from self._check_head(exchange, stale, run.headers)
 
-        detail = self._not_storable_reason(request, capture, exchange.settings)
-        if detail is None and not self.store.available:
+        detail = self._not_storable_reason(request, run, exchange.settings)
+        if detail is None and not self.steps.breaker.available:
             detail = "redis-unavailable"
         if detail is not None:
-            self.locks.release(lock, detail)
-            return self._send(exchange, capture, fwd, detail)
-        if capture.length_known:
-            return self._fetch_whole(exchange, stale, lock, fwd, capture, request_time)
-        return self._fetch_streamed(exchange, lock, fwd, capture, request_time)
+            yield from self.locks.release(lock, detail)
+            return self._send(exchange, run, fwd, detail)
+        if run.length_known:
+            return (yield from self._fetch_whole(exchange, stale, lock, fwd, run, request_time))
+        return self._fetch_streamed(exchange, lock, fwd, run, request_time)
 
     def _instead_of_error(
         self, exchange: Exchange, stale: CachedResponse | None, lock: Lock | None
-    ) -> Iterable[bytes] | None:
+    ) -> Flow[Result | None]:
         """The app raised before its response started: release ``lock`` marking
         the key hit-for-miss (followers go to the app themselves, at once), and
         serve ``stale`` if stale-if-error allows; None to raise the exception."""
-        self.locks.release(lock, "error")
+        yield from self.locks.release(lock, "error")
         if stale is not None and policy.stale_if_error(
             stale, exchange.request, time.time(), exchange.settings.grace
         ):
@@ -203,32 +194,30 @@ class Fetcher:
         return None
 
     def _not_storable_reason(
-        self, request: policy.RequestPolicy, capture: Capture, settings: Settings
+        self, request: policy.RequestPolicy, run: AppRun, settings: Settings
     ) -> str | None:
         """Why the app's response may not be stored; ``malformed`` for a status
         or headers no WSGI server would send as they are."""
-        if not servable_status(capture.status):
+        if not servable_status(run.status):
             return "malformed"
         try:
-            servable_headers(capture.headers)
+            servable_headers(run.headers)
         except EntryFormatError:
             return "malformed"
-        return policy.not_storable_reason(request, capture.status_code, capture.headers, settings)
+        return policy.not_storable_reason(request, run.status_code, run.headers, settings)
 
-    def _send(
-        self, exchange: Exchange, capture: Capture, fwd: str, detail: str | None
-    ) -> Iterable[bytes]:
+    def _send(self, exchange: Exchange, run: AppRun, fwd: str, detail: str | None) -> Forward:
         """Send the app's response on as it streams, with what the cache says of
         it (``detail`` None: it will be stored once complete)."""
         x_cache = _x_cache(fwd)
-        headers = self._headers(exchange, capture, fwd, x_cache, detail=detail)
-        self.recorder.response(exchange.environ, x_cache, headers, detail, capture.app_seconds)
-        return capture.commit(exchange.start_response, headers)
+        headers = self._headers(exchange, run, fwd, x_cache, detail=detail)
+        self.recorder.response(exchange.environ, x_cache, headers, detail, run.app_seconds)
+        return Forward(run, headers)
 
     def _headers(
         self,
         exchange: Exchange,
-        capture: Capture,
+        run: AppRun,
         fwd: str,
         x_cache: str,
         detail: str | None = None,
@@ -236,40 +225,37 @@ class Fetcher:
     ) -> list[tuple[str, str]]:
         """The app's headers as the client gets them, and what the cache says
         of the response."""
-        cache_status = f"fwd={fwd}; fwd-status={capture.status_code}"
+        cache_status = f"fwd={fwd}; fwd-status={run.status_code}"
         if stored:
             cache_status += "; stored"
         if detail is not None:
             cache_status += f"; detail={detail}"
         return [
-            *self._forwarded_headers(capture),
+            *self._for_clients(run.headers),
             ("X-Cache", x_cache),
             ("Cache-Status", exchange.cache_status(cache_status)),
         ]
 
-    def _forwarded_headers(self, capture: Capture) -> list[tuple[str, str]]:
-        """The app's headers as clients get them (and as they are stored)."""
-        return self._for_clients(capture.headers)
-
     def _for_clients(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """``headers`` without the tag headers, which are for the cache (or a
-        CDN in front of it, with ``forward_tag_headers``): on every path."""
+        CDN in front of it, with ``forward_tag_headers``): on every path, and
+        as they are stored."""
         if self.settings.forward_tag_headers:
             return headers
         return without_tag_headers(headers, self.settings.tag_headers)
 
     def _entry(
-        self, exchange: Exchange, capture: Capture, body: bytes, request_time: float
+        self, exchange: Exchange, run: AppRun, body: bytes, request_time: float
     ) -> CachedResponse | None:
         """The entry to store for the app's complete response (None when it is
         of no use), with its tags: the tag headers', the rule's and those the
         app gave with ``add_tags``."""
-        assert capture.status is not None
-        headers = self._forwarded_headers(capture)
+        assert run.status is not None
+        headers = self._for_clients(run.headers)
         entry = policy.build_entry(
             exchange.public_url,
             exchange.request,
-            capture.status,
+            run.status,
             headers,
             body,
             request_time,
@@ -283,7 +269,7 @@ class Fetcher:
         )
         if coding:
             entry = dataclasses.replace(entry, body=stored, encoding=coding)
-        tags = response_tags(capture.headers, self.settings.tag_headers)
+        tags = response_tags(run.headers, self.settings.tag_headers)
         if exchange.rule is not None:
             tags.extend(exchange.rule.tags)
         tags.extend(exchange.environ.get(ENVIRON_TAGS, ()))
@@ -295,68 +281,68 @@ class Fetcher:
         stale: CachedResponse | None,
         lock: Lock | None,
         fwd: str,
-        capture: Capture,
+        run: AppRun,
         request_time: float,
-    ) -> Iterable[bytes]:
+    ) -> Flow[Result]:
         """A body of known length within ``max_body_bytes``: read it all, store
         it, then answer. The store is done before the client hears back, so
         the next request finds it, and ``Cache-Status`` says what happened."""
         try:
-            body = capture.read_body(self.settings.max_body_bytes)
+            body: bytes | None = yield ReadBody(run, self.settings.max_body_bytes)
         except Exception:
-            served = self._instead_of_error(exchange, stale, lock)
+            served = yield from self._instead_of_error(exchange, stale, lock)
             if served is None:
                 raise
             return served
         if body is None:
-            reason = "too-large" if capture.too_large else "incomplete"
-            self.locks.release(lock, reason)
-            return self._send(exchange, capture, fwd, reason)
-        entry = self._entry(exchange, capture, body, request_time)
+            reason = "too-large" if run.too_large else "incomplete"
+            yield from self.locks.release(lock, reason)
+            return self._send(exchange, run, fwd, reason)
+        entry = self._entry(exchange, run, body, request_time)
         detail: str | None = None
         stored = False
         if entry is None:
             detail = "not-reusable"
-            self.locks.release(lock, detail)
+            yield from self.locks.release(lock, detail)
         else:
-            stored = self.save(exchange, entry, lock, entry.stored_at)
+            stored = yield from self.save(exchange, entry, lock, entry.stored_at)
             if not stored:
                 detail = "redis-unavailable"
         x_cache = _x_cache(fwd)
-        headers = self._headers(exchange, capture, fwd, x_cache, detail=detail, stored=stored)
+        headers = self._headers(exchange, run, fwd, x_cache, detail=detail, stored=stored)
         age = entry.current_age(time.time()) if stored and entry is not None else 0
         if age >= 1 and not any(name.lower() == "age" for name, _ in headers):
             # §5.1: the stored response is already this old (a slow app).
             headers.append(("Age", respond.age(age)))
-        self.recorder.response(exchange.environ, x_cache, headers, detail, capture.app_seconds)
-        return capture.respond(exchange.start_response, headers, body)
+        self.recorder.response(exchange.environ, x_cache, headers, detail, run.app_seconds)
+        return Respond(run, headers, body)
 
     def _fetch_streamed(
         self,
         exchange: Exchange,
         lock: Lock | None,
         fwd: str,
-        capture: Capture,
+        run: AppRun,
         request_time: float,
-    ) -> Iterable[bytes]:
+    ) -> Forward:
         """A body of unknown length: stream it on, keeping a copy, and store it
-        once the server has closed it complete (holding ``lock`` until then)."""
+        once the app has finished it complete (holding ``lock`` until then)."""
 
-        def store(body: bytes | None, too_large: bool) -> None:
+        def store(body: bytes | None, too_large: bool) -> Step[None]:
             if body is None:
-                reason = "too-large" if too_large else "error" if capture.failed else None
-                self.locks.release(lock, reason)
+                reason = "too-large" if too_large else "error" if run.failed else None
+                yield from self.locks.release(lock, reason)
                 return
-            entry = self._entry(exchange, capture, body, request_time)
+            entry = self._entry(exchange, run, body, request_time)
             if entry is None:
-                self.locks.release(lock, "not-reusable")
+                yield from self.locks.release(lock, "not-reusable")
             else:
-                self.save(exchange, entry, lock, entry.stored_at)
+                yield from self.save(exchange, entry, lock, entry.stored_at)
 
         x_cache = _x_cache(fwd)
-        headers = self._headers(exchange, capture, fwd, x_cache)
-        self.recorder.response(exchange.environ, x_cache, headers, None, capture.app_seconds)
-        return capture.commit(exchange.start_response, headers, self.settings.max_body_bytes, store)
+        headers = self._headers(exchange, run, fwd, x_cache)
+        self.recorder.response(exchange.environ, x_cache, headers, None, run.app_seconds)
+        return Forward(run, headers, self.settings.max_body_bytes, store)
 
     def _freshen(
         self,
@@ -367,14 +353,14 @@ class Fetcher:
         request_time: float,
         fwd: str,
         status_code: int = 304,
-    ) -> Iterable[bytes]:
+    ) -> Flow[Result]:
         """RFC 9111 §4.3.3-4: a 304 (or a 200 to a HEAD, §4.3.5) freshens the
         stored response it validates, when the response it makes could have
         been stored as a 200."""
         if not policy.validators_match(stale, headers):
             # §4.3.4: the 304 selects another response than the stored one.
-            self.purge(exchange.url)
-            return self.fetch(exchange, None, lock, fwd, revalidate=False)
+            yield from self.purge(exchange.url)
+            return (yield from self.fetch(exchange, None, lock, fwd, revalidate=False))
         response_time = time.time()
         tags = (*stale.tags, *response_tags(headers, self.settings.tag_headers))
         headers = self._for_clients(headers)
@@ -388,9 +374,9 @@ class Fetcher:
         if reason is not None:
             # The client gets what the app said (its cookie too); the stored
             # response is not updated, and not kept under what it said.
-            self.locks.release(lock, reason)
+            yield from self.locks.release(lock, reason)
             if reason in UNSHAREABLE:
-                self.purge(exchange.url)
+                yield from self.purge(exchange.url)
             now = time.time()
             status = f"fwd={fwd}; fwd-status={status_code}; detail={reason}"
             if (
@@ -401,7 +387,7 @@ class Fetcher:
                 extra = [("X-Cache", "MISS"), ("Cache-Status", exchange.cache_status(status))]
                 return exchange.answer(("304 Not Modified", headers + extra, []), "MISS", reason)
             return exchange.serve(fresh, now, "MISS", status, reason)
-        stored = self.save(exchange, fresh, lock, response_time)
+        stored = yield from self.save(exchange, fresh, lock, response_time)
         now = time.time()
         status = (
             f"fwd={fwd}; fwd-status={status_code}; {'stored; ' if stored else ''}"
@@ -411,14 +397,16 @@ class Fetcher:
 
     def save(
         self, exchange: Exchange, entry: CachedResponse, lock: Lock | None, now: float
-    ) -> bool:
+    ) -> Step[bool]:
         """Store ``entry`` and release ``lock``; True if it was stored."""
         redis_ttl = policy.redis_ttl(entry, now, exchange.settings)
         if redis_ttl <= 0:
-            self.locks.release(lock)
+            yield from self.locks.release(lock)
             return False
         variant = variant_id(entry.vary, exchange.headers) if entry.vary else ""
-        stored = self.store.save(exchange.key, entry, redis_ttl, variant, lock, exchange.occupied)
+        stored = yield from self.steps.save(
+            exchange.key, entry, redis_ttl, variant, lock, exchange.occupied
+        )
         if self.near is not None:
             # The stored version replaces what this process holds at once.
             self.near.invalidate(exchange.key)
@@ -427,13 +415,13 @@ class Fetcher:
             self.cache.index.sweep_soon()
             self.recorder.event(exchange.environ, "STORED")
         else:
-            self.locks.release(lock)
+            yield from self.locks.release(lock)
         return stored
 
     def _check_head(
         self, exchange: Exchange, entry: CachedResponse, headers: list[tuple[str, str]]
-    ) -> None:
+    ) -> Step[None]:
         """RFC 9111 §4.3.5: a HEAD response whose validators differ from the
         stored response's makes the stored response unusable."""
         if not policy.validators_match(entry, headers):
-            self.purge(exchange.url)
+            yield from self.purge(exchange.url)

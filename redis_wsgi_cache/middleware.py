@@ -1,35 +1,26 @@
 """A shared HTTP response cache for any WSGI application, stored in Redis.
 It serves GET and HEAD requests from stored responses as RFC 9111 allows, and
-stores what the application answers when that is safe."""
+stores what the application answers when that is safe. The WSGI driver of the
+request flow (:mod:`redis_wsgi_cache.flow`): blocking I/O, background work in
+a bounded thread pool."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 import typing as t
 from collections.abc import Iterable
 
-from . import compression, policy, respond
-from .background import BackgroundPool, background_environ, warn_without_threads
-from .cache import Cache
-from .coalesce import USABLE, Coalescer
-from .exchange import CACHE_NAME, ENVIRON_STARTED, Exchange, Recorder, ttl
-from .fetch import Fetcher
-from .keys import LazyHeaders, forwarded_url, primary_key, request_url
-from .near import NearCache
-from .policy import Reuse
-from .screening import ENVIRON_ORIGINAL, RAW_TARGETS, SAFE_METHODS, Screen
-from .settings import SettingsError, load_settings
-from .stats import Counters
-from .store import Lookup, RedisStore, make_client
+from .background import BackgroundPool, warn_without_threads
+from .capture import Capture
+from .effects import Answer, Background, CallApp, CloseApp, ReadBody, Respond, Sleep
+from .flow import Core, configure
+from .store import make_client
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-    from .metrics import Metrics
-    from .rules import Rule
-    from .settings import Settings
+    from .effects import Effect, Flow, Result
 
 
 def _ignore_start_response(
@@ -38,7 +29,7 @@ def _ignore_start_response(
     return lambda data: None
 
 
-class CacheMiddleware:
+class CacheMiddleware(Core):
     """Wraps a WSGI app with a shared HTTP cache kept in Redis.
 
     - GET responses are keyed by scheme, host, path and query string, the
@@ -86,63 +77,12 @@ class CacheMiddleware:
         config_file: str | os.PathLike[str] | None = None,
         **settings: t.Any,
     ) -> None:
-        self.settings = load_settings(settings, config_file=config_file)
-        if not compression.available(self.settings.compress):
-            raise SettingsError(
-                f"compress={self.settings.compress!r}: pip install 'redis-wsgi-cache[zstd]'"
-            )
-        client = client if client is not None else make_client(self.settings)
-        self.metrics: Metrics | None = None
-        if self.settings.metrics_path or self.settings.metrics_port or registry is not None:
-            from .metrics import Metrics
-
-            try:
-                self.metrics = Metrics(
-                    self.settings.prefix,
-                    registry,
-                    self.settings.metrics_port,
-                    self.settings.metrics_address,
-                )
-            except RuntimeError as error:  # prometheus_client is not installed
-                raise SettingsError(f"metrics_path, metrics_port or registry=: {error}") from None
-        self.store = RedisStore(client, self.settings, self.metrics)
-        self.cache = Cache._of(self.settings, client)
-        self.locks = Coalescer(self.store, self.settings)
-        self.screen = Screen(self.settings)
-        self.near = (
-            NearCache(
-                client,
-                self.settings.prefix,
-                self.settings.near_cache_size,
-                self.settings.near_cache_bytes,
-            )
-            if self.settings.near_cache_size
-            else None
-        )
-        # The settings each rule makes, worked out once; whether any rule
-        # bypasses (only then does a hit need the rule of its path).
-        self._rule_settings = {
-            id(rule): dataclasses.replace(self.settings, **rule.overrides)
-            for rule in self.settings.rules.rules
-            if rule.overrides
-        }
-        self._rules_bypass = any(rule.bypass for rule in self.settings.rules.rules)
+        loaded = configure(settings, config_file)
+        super().__init__(loaded, client if client is not None else make_client(loaded), registry)
+        #: The wrapped application.
+        self.app = app
         self.background = BackgroundPool(self.settings.background_workers)
-        self.stats = Counters(self.store, self.settings.stats_interval)
-        self.recorder = Recorder(self.stats, self.metrics)
-        self.fetcher = Fetcher(
-            app, self.settings, self.store, self.locks, self.cache, self.near, self.recorder
-        )
         warn_without_threads()
-
-    @property
-    def app(self) -> WSGIApplication:
-        """The wrapped application."""
-        return self.fetcher.app
-
-    @app.setter
-    def app(self, app: WSGIApplication) -> None:
-        self.fetcher.app = app
 
     def purge(self, url: str, *, soft: bool = False) -> int:
         """:meth:`Cache.purge`: every stored response for ``url``."""
@@ -160,224 +100,75 @@ class CacheMiddleware:
         """:meth:`Cache.purge_all`: every stored response of this cache."""
         return self._purged(self.cache.purge_all(soft=soft))
 
-    def _purged(self, count: int) -> int:
-        # This process's near cache forgets at once, without waiting to hear
-        # the purge back from Redis (other processes hear it in milliseconds).
-        if self.near is not None:
-            self.near.clear()
-        self.recorder.event(None, "PURGED", count)
-        return count
-
-    def health(self) -> dict[str, t.Any]:
-        """:meth:`Cache.health`, with this process's circuit breaker: for the
-        app's own health endpoint."""
-        return self.cache.health(breaker_open=not self.store.available)
-
     def close(self) -> None:
         """Add the last counts to Redis, finish background refreshes, and stop
         the lock keeper, the index sweep and the near cache's subscriber."""
-        self.stats.close()
         self.background.shutdown()
-        self.locks.close()
-        self.cache.index.close()
-        if self.near is not None:
-            self.near.close()
+        self._close_parts()
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        if self.metrics is not None:
-            environ[ENVIRON_STARTED] = time.perf_counter()
-            path = self.settings.metrics_path
-            if path and environ.get("PATH_INFO") == path:
-                return self._metrics(start_response)
-        request = policy.request_policy(environ, self.settings)
-        if request.bypass == "method":
-            if request.method in SAFE_METHODS:
-                return self.fetcher.pass_on(environ, start_response, "bypass", "method")
-            return self.fetcher.pass_unsafe(environ, start_response, self.screen)
-        screening = self.screen(environ)
-        if screening.unsafe:
-            return self.fetcher.pass_unsafe(environ, start_response, self.screen)
-        bypass = request.bypass or screening.bypass
-        rule = None
-        if self._rules_bypass:
-            rule = self._rule_of(environ)
-            if rule is not None and rule.bypass and bypass is None:
-                bypass = "rule"
-        url = self._url(environ) if bypass is None else None
-        if url is None or bypass is not None:
-            return self.fetcher.pass_on(environ, start_response, "bypass", bypass or "host", rule)
-        public_url = url
-        if screening.key_extra:
-            # The key holds the forwarding headers as they came; the entry is
-            # stored (and purged) under the URL they make.
-            forwarded = self.screen.key_environ(environ)
-            public_url = forwarded_url(forwarded, url, self.cache.normalize) or url
-            url = f"{url}\n{screening.key_extra}"
+        return self._deliver(self._run(self.handle(environ)), start_response)
 
-        key = primary_key(self.settings.prefix, url)
-        headers = LazyHeaders(environ)
-        settings = self._settings_for(rule)
-        exchange = Exchange(
-            environ, start_response, request, url, key, headers, settings, self.recorder, rule
-        )
-        exchange.public_url = public_url
-        generation = 0
-        if self.near is not None:
-            entry = self.near.get(key, headers)
-            now = time.time()
-            if entry is not None and policy.reuse(entry, request, now) == Reuse.FRESH:
-                status = f"hit; ttl={ttl(entry, now)}; detail=near"
-                return exchange.serve(entry, now, "HIT", status, "near")
-            generation = self.near.generation()
+    # -- the driver --------------------------------------------------------------------
 
-        found = self.locks.lookup(key, public_url, headers, request.may_coalesce)
-        exchange.hold(found.lock)
-        exchange.occupied = found.occupied
-        if found.outcome == "unavailable":
-            return self.fetcher.pass_on(environ, start_response, "miss", "redis-unavailable", rule)
-        if found.entry is not None and self.near is not None:
-            self.near.put(key, found.entry, headers, generation)
-        try:
-            return self._use(exchange, found)
-        except BaseException:
-            # Whatever went wrong, no lock this request took outlives it.
-            for lock in exchange.locks:
-                self.locks.release(lock, "error")
-            raise
+    def _run(self, flow: Flow[t.Any]) -> t.Any:
+        """Run a flow (or a store step) to its end, doing what it asks; an
+        exception from the app is thrown into it."""
+        reply: t.Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                effect = flow.send(reply) if error is None else flow.throw(error)
+            except StopIteration as done:
+                return done.value
+            error = None
+            try:
+                reply = self._do(effect)
+            except BaseException as raised:
+                error = raised
 
-    def _rule_of(self, environ: WSGIEnvironment) -> Rule | None:
-        return self.settings.rules.match(
-            environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
-        )
-
-    def _settings_for(self, rule: Rule | None) -> Settings:
-        """The settings that apply under ``rule`` (the cache's, without one)."""
-        return self._rule_settings.get(id(rule), self.settings)
-
-    def _url(self, environ: WSGIEnvironment) -> str | None:
-        """The request's canonical URL (None without a usable host); the query
-        the app sees loses the ignored parameters, as the key does."""
-        query = environ.get("QUERY_STRING", "")
-        if not query:
-            return request_url(environ, "")
-        for_key, for_app = self.cache.normalize(query)
-        if for_app != query:
-            original = environ.setdefault(ENVIRON_ORIGINAL, {})
-            original["QUERY_STRING"] = query
-            environ["QUERY_STRING"] = for_app
-            for name in RAW_TARGETS:
-                # The raw target the app may read says the same.
-                if name in environ:
-                    original[name] = environ[name]
-                    path = environ[name].partition("?")[0]
-                    environ[name] = f"{path}?{for_app}" if for_app else path
-        return request_url(environ, for_key)
-
-    def _metrics(self, start_response: StartResponse) -> Iterable[bytes]:
-        assert self.metrics is not None
-        content_type, body = self.metrics.exposition()
-        start_response(
-            "200 OK",
-            [
-                ("Content-Type", content_type),
-                ("Content-Length", str(len(body))),
-                ("Cache-Control", "no-store"),
-            ],
-        )
-        return [body]
-
-    def _use(self, exchange: Exchange, found: Lookup) -> Iterable[bytes]:
-        """RFC 9111 §4: serve what was found, or go to the app for it."""
-        request = exchange.request
-        entry = found.entry
-        now = time.time()
-        decision = policy.reuse(entry, request, now) if entry is not None else Reuse.MISS
-        if entry is not None and decision in (Reuse.FRESH, Reuse.STALE):
-            x_cache = "HIT" if decision == Reuse.FRESH else "STALE"
-            return exchange.serve(entry, now, x_cache, f"hit; ttl={ttl(entry, now)}")
-        if entry is not None and decision == Reuse.STALE_WHILE_REVALIDATE:
-            self._refresh_behind(exchange, found)
-            status = f"hit; ttl={ttl(entry, now)}; detail=stale-while-revalidate"
-            return exchange.serve(entry, now, "STALE", status, "stale-while-revalidate")
-        if request.only_if_cached:
-            return exchange.answer(respond.gateway_timeout(CACHE_NAME), "MISS", "only-if-cached")
-        if exchange.rule is None and self.settings.rules and not self._rules_bypass:
-            # Going to the app: the rule of the path shapes what it stores (a
-            # hit never needed it, so it is only looked for now).
-            exchange.rule = self._rule_of(exchange.environ)
-            exchange.settings = self._settings_for(exchange.rule)
-
-        fwd = policy.forwarded_because(entry, found.outcome, request, now)
-
-        lock, role = found.lock, found.role
-        if request.may_coalesce:
-            if lock is None and entry is not None and found.slot is not None:
-                role, lock = self.locks.try_lock(found.slot, entry)
-                exchange.hold(lock)
-            if lock is None and role in ("follower", "changed"):
-                waited = self.locks.wait_for_leader(
-                    exchange.key, exchange.public_url, exchange.headers, request
-                )
-                exchange.occupied = True
-                lock = exchange.hold(waited.lock)
-                now = time.time()
-                if waited.entry is not None and policy.reuse(waited.entry, request, now) in USABLE:
-                    status = f"hit; ttl={ttl(waited.entry, now)}; detail=collapsed"
-                    return exchange.serve(waited.entry, now, "HIT", status, "collapsed")
-                if lock is not None and waited.entry is not None:
-                    entry = waited.entry
-                    decision = policy.reuse(entry, request, now)
-        elif request.may_join and found.slot is not None:
-            # §5.2.1: a response made after this request arrived is as fresh
-            # as it asks; concurrent such requests share one fetch.
-            joined, lock, role = self.locks.wait_for_fresh(
-                found.slot, exchange.public_url, exchange.headers
+    def _do(self, effect: Effect) -> t.Any:
+        if isinstance(effect, CallApp):
+            capture = Capture()
+            capture.run(self.app, effect.environ)
+            return capture
+        if isinstance(effect, ReadBody):
+            return t.cast(Capture, effect.run).read_body(effect.limit)
+        if isinstance(effect, CloseApp):
+            return t.cast(Capture, effect.run).close()
+        if isinstance(effect, Sleep):
+            return time.sleep(effect.seconds)
+        if isinstance(effect, Background):
+            return self.background.submit(
+                lambda: self._in_background(effect.work()), effect.description
             )
-            exchange.hold(lock)
-            if joined is not None:
-                now = time.time()
-                status = f"fwd={fwd}; ttl={ttl(joined, now)}; detail=collapsed"
-                return exchange.serve(joined, now, "HIT", status, "collapsed")
-            exchange.fetches_for_waiters = lock is not None
-        revalidate = (
-            entry is not None
-            and entry.has_validator
-            and request.method == "GET"
-            and decision == Reuse.REVALIDATE
+        return self.store.execute(effect)
+
+    def _deliver(self, result: Result, start_response: StartResponse) -> Iterable[bytes]:
+        """Send the flow's answer to the server."""
+        if isinstance(result, Answer):
+            start_response(result.status, result.headers)
+            return result.body
+        capture = t.cast(Capture, result.run)
+        if isinstance(result, Respond):
+            return capture.respond(start_response, result.headers, result.body)
+        finish = result.finish
+        if finish is None:
+            return capture.commit(start_response, result.headers)
+        return capture.commit(
+            start_response,
+            result.headers,
+            result.keep_up_to,
+            lambda body, too_large: self._run(finish(body, too_large)),
         )
-        return self.fetcher.fetch(exchange, entry, lock, fwd, revalidate)
 
-    def _refresh_behind(self, exchange: Exchange, found: Lookup) -> None:
-        """RFC 5861 §3: refresh a stale entry in the background, once for all
-        processes (whoever takes the key's lock does it)."""
-        if not exchange.request.may_coalesce or found.entry is None or found.slot is None:
-            return
-        _, lock = self.locks.try_lock(found.slot, found.entry)
-        if lock is None:
-            return
-        environ = background_environ(exchange.environ)
-        background = dataclasses.replace(
-            exchange,
-            environ=environ,
-            start_response=_ignore_start_response,
-            request=policy.request_policy(environ, self.settings),
-            locks=[lock],
-        )
-        stale = found.entry
-
-        def refresh() -> None:
-            try:
-                body = self.fetcher.fetch(background, stale, lock, "stale", stale.has_validator)
-            except BaseException:
-                self.locks.release(lock, "error")
-                raise
-            try:
-                for _ in body:
-                    pass
-            finally:
-                close = getattr(body, "close", None)
-                if close is not None:
-                    close()
-
-        if not self.background.submit(refresh, f"refresh of {exchange.url}"):
-            self.locks.release(lock)
+    def _in_background(self, flow: Flow[Result]) -> None:
+        """Run a flow whose answer goes nowhere (a refresh), to its end."""
+        body = self._deliver(self._run(flow), _ignore_start_response)
+        try:
+            for _ in body:
+                pass
+        finally:
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()

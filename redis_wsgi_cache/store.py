@@ -287,6 +287,18 @@ class Failed:
 
 FAILED = Failed()
 LOST = Failed(lost=True)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Raised:
+    """What a driver sends :meth:`Breaker.guard` when sending a call raised."""
+
+    error: BaseException
+
+
+#: What sending a call may raise that means Redis failed (a RedisCluster that
+#: can reach no node raises a RedisClusterException, not a RedisError).
+REDIS_ERRORS = (redis.RedisError, RedisClusterException, OSError)
 # What a step gets when Redis refused a command for one key's data.
 REFUSED = Failed()
 
@@ -371,37 +383,43 @@ class Breaker:
         self.failed(error)
         return LOST
 
-    def retry(self) -> tuple[Pipeline, list[str]] | None:
-        """The purges Redis failed, to run before anything else (so that nothing
-        they would have removed is served), taken from the pending ones; None
-        if there are none."""
-        if not self.pending_purges:
-            return None
-        with self._guard:
-            keys, self.pending_purges = sorted(self.pending_purges), set()
-        now = repr(time.time())
-        commands = tuple(("EVAL", scripts.PURGE, 1, key, self.channel, now) for key in keys)
-        return Pipeline(commands), keys
-
-    def retried(
-        self, keys: list[str], replies: list[t.Any] | None, error: BaseException | None = None
-    ) -> bool:
-        """The outcome of :meth:`retry`'s pipeline for ``keys`` (None and the
-        error if it failed as a whole): purges that failed again wait for the
-        next time. Whether the others may go on."""
-        if replies is None:
-            assert error is not None
+    def guard(self, call: RedisCall) -> t.Generator[RedisCall, t.Any, t.Any]:
+        """Send ``call`` through the breaker, as a generator a driver runs: it
+        yields what to send (first the purges Redis failed, so that nothing
+        they would have removed is served) and is sent each reply, or
+        :class:`Raised` when sending raised; it returns ``call``'s reply, or a
+        :class:`Failed`."""
+        if not self.available:
+            return FAILED
+        if self.pending_purges:
             with self._guard:
-                self.pending_purges.update(keys)
-            self.failed(error)
-            return False
-        failed = {
-            key for key, reply in zip(keys, replies, strict=True) if isinstance(reply, Exception)
-        }
-        if failed:
+                keys, self.pending_purges = sorted(self.pending_purges), set()
+            now = repr(time.time())
+            replies = yield Pipeline(
+                tuple(("EVAL", scripts.PURGE, 1, key, self.channel, now) for key in keys)
+            )
+            if not self._retried(keys, replies):
+                return FAILED
+        reply = yield call
+        if isinstance(reply, Raised):
+            return self.outcome(reply.error)
+        self.succeeded()
+        return reply
+
+    def _retried(self, keys: list[str], replies: t.Any) -> bool:
+        """The outcome of the retry of the purges of ``keys``: purges that
+        failed again wait for the next time. Whether the others may go on."""
+        error: BaseException | None
+        if isinstance(replies, Raised):
+            failed, error = set(keys), replies.error
+        else:
+            outcomes = zip(keys, replies, strict=True)
+            failed = {key for key, reply in outcomes if isinstance(reply, Exception)}
+            error = next((reply for reply in replies if isinstance(reply, Exception)), None)
+        if error is not None:
             with self._guard:
                 self.pending_purges.update(failed)
-            self.failed(next(reply for reply in replies if isinstance(reply, Exception)))
+            self.failed(error)
             return False
         logger.warning("%d purges that Redis had failed are done", len(keys))
         return True
@@ -751,27 +769,18 @@ class RedisStore:
             return t.cast(T, done.value)
 
     def execute(self, call: RedisCall) -> t.Any:
-        """Send ``call`` (the purges Redis failed first); its reply, or a
-        :class:`Failed`."""
-        breaker = self.breaker
-        if not breaker.available:
-            return FAILED
-        retry = breaker.retry()
-        if retry is not None:
-            pipeline, keys = retry
-            try:
-                replies = self._send(pipeline)
-            except (redis.RedisError, RedisClusterException, OSError) as error:
-                breaker.retried(keys, None, error)
-                return FAILED
-            if not breaker.retried(keys, replies):
-                return FAILED
+        """Send ``call`` through the breaker: its reply, or a :class:`Failed`."""
+        guard = self.breaker.guard(call)
         try:
-            reply = self._send(call)
-        except (redis.RedisError, RedisClusterException, OSError) as error:
-            return breaker.outcome(error)
-        breaker.succeeded()
-        return reply
+            sent = next(guard)
+            while True:
+                try:
+                    reply = self._send(sent)
+                except REDIS_ERRORS as error:
+                    reply = Raised(error)
+                sent = guard.send(reply)
+        except StopIteration as done:
+            return done.value
 
     def _send(self, call: RedisCall) -> t.Any:
         if isinstance(call, Script):
@@ -801,46 +810,6 @@ class RedisStore:
         finally:
             self._pool.release(connection)
 
-    # -- the steps, run here -------------------------------------------------------
-
-    def lookup(
-        self, key: str, url: str, headers: Mapping[str, str], coalesce: bool = False
-    ) -> Lookup:
-        """:meth:`StoreSteps.lookup`."""
-        return self.run(self.steps.lookup(key, url, headers, coalesce))
-
-    def save(
-        self,
-        key: str,
-        entry: CachedResponse,
-        ttl: int,
-        variant: str,
-        lock: Lock | None = None,
-        occupied: bool = True,
-    ) -> bool:
-        """:meth:`StoreSteps.save`."""
-        return self.run(self.steps.save(key, entry, ttl, variant, lock, occupied))
-
-    def release(self, lock: Lock, hit_for_miss: int = 0) -> None:
-        """:meth:`StoreSteps.release`."""
-        self.run(self.steps.release(lock, hit_for_miss))
-
-    def try_lock(self, slot: Slot, seen: CachedResponse) -> tuple[str, Lock | None]:
-        """:meth:`StoreSteps.try_lock`."""
-        return self.run(self.steps.try_lock(slot, seen))
-
-    def join(self, slot: Slot, arrived: int) -> tuple[str, int, Lock | None]:
-        """:meth:`StoreSteps.join`."""
-        return self.run(self.steps.join(slot, arrived))
-
-    def now(self, slot: Slot) -> int:
-        """:meth:`StoreSteps.now`."""
-        return self.run(self.steps.now(slot))
-
-    def purge_key(self, key: str) -> bool:
-        """:meth:`StoreSteps.purge_key`."""
-        return self.run(self.steps.purge_key(key))
-
     # -- off the request path --------------------------------------------------------
 
     def renew(self, locks: list[Lock]) -> list[bool] | None:
@@ -867,7 +836,7 @@ class RedisStore:
             replies = self._send(
                 Pipeline(tuple(("EVAL", source, 1, *rest) for source, *rest in commands))
             )
-        except (redis.RedisError, RedisClusterException, OSError) as error:
+        except REDIS_ERRORS as error:
             logger.debug("Redis failed a background lock command: %s", error)
             return None
         return [reply == 1 for reply in replies]

@@ -142,9 +142,9 @@ class Clock:
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     """Freshness is decided from stored fields, so moving the cache's clock
     ages every entry without waiting."""
-    from redis_wsgi_cache import coalesce, exchange, fetch, middleware
+    from redis_wsgi_cache import coalesce, exchange, fetch, flow, middleware
 
     fake = Clock()
-    for module in (middleware, fetch, exchange, coalesce):
+    for module in (middleware, flow, fetch, exchange, coalesce):
         monkeypatch.setattr(module, "time", fake)
     return fake

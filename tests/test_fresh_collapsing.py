@@ -73,10 +73,11 @@ def test_reloads_that_all_arrive_before_the_fetch_starts_run_the_app_once(
     )
     call(middleware, "/page")
     arrived = threading.Semaphore(0)
-    join, now = middleware.store.join, middleware.store.now
+    steps = middleware.store.steps
+    join, now = steps.join, steps.now
 
     def counted_join(base, since):
-        found = join(base, since)
+        found = yield from join(base, since)
         if not since:
             arrived.release()  # a request has arrived, and joined
         return found
@@ -85,10 +86,10 @@ def test_reloads_that_all_arrive_before_the_fetch_starts_run_the_app_once(
         # The fetch starts (and is stamped) only after all fifty arrived.
         for _ in range(50):
             assert arrived.acquire(timeout=20)
-        return now(base)
+        return (yield from now(base))
 
-    middleware.store.join = counted_join
-    middleware.store.now = once_all_arrived
+    steps.join = counted_join
+    steps.now = once_all_arrived
     results = run_together(50, lambda: (time.time(), *call(middleware, "/page", pragma="no-cache")))
     assert int(redis_client.get("runs")) == 2  # the first store, and one reload
     made_after(results)

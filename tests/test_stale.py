@@ -94,10 +94,11 @@ def test_a_refresh_finishing_between_lookup_and_lock_is_not_run_again(cached, cl
     wait_until(lambda: len(app.calls) == 2)
 
     base = primary_key("t", "http://localhost/")
-    lookup = middleware.store.lookup
+    steps = middleware.store.steps
+    lookup = steps.lookup
 
     def lookup_then_the_refresh_finishes(*args, **kwargs):
-        found = lookup(*args, **kwargs)
+        found = yield from lookup(*args, **kwargs)
         assert found.entry is not None and found.entry.body == b"v1"
         app.gate.set()
         wait_until(
@@ -107,9 +108,9 @@ def test_a_refresh_finishing_between_lookup_and_lock_is_not_run_again(cached, cl
         )
         return found
 
-    middleware.store.lookup = lookup_then_the_refresh_finishes
+    steps.lookup = lookup_then_the_refresh_finishes
     _, headers, body = call(middleware)
-    middleware.store.lookup = lookup
+    steps.lookup = lookup
     assert (body, headers["X-Cache"]) == (b"v1", "STALE")
     middleware.close()  # joins any refresh this request may have started
     assert len(app.calls) == 2
