@@ -7,10 +7,11 @@ from __future__ import annotations
 import os
 import typing as t
 
+from .clients import make_client
 from .index import Index
 from .keys import QueryNormalizer, canonical_url
 from .settings import Settings, load_settings
-from .store import REDIS_ERRORS, make_client
+from .store import REDIS_ERRORS
 
 
 class Cache:

@@ -16,8 +16,9 @@ import typing as t
 
 from . import __version__
 from .cache import Cache
+from .clients import make_client
 from .settings import CONFIG_ENV, ENV_PREFIX, Settings, SettingsError, load_settings
-from .store import REDIS_ERRORS, RedisStore, make_client
+from .store import REDIS_ERRORS, RedisStore
 
 PROG = "redis-wsgi-cache"
 

@@ -98,11 +98,6 @@ class Core:
         self.recorder.event(None, "PURGED", count)
         return count
 
-    def health(self) -> dict[str, t.Any]:
-        """:meth:`Cache.health`, with this process's circuit breaker: for the
-        app's own health endpoint."""
-        return self.cache.health(breaker_open=not self.store.available)
-
     def _close_parts(self) -> None:
         """Add the last counts to Redis, and stop the lock keeper, the index
         sweep and the near cache's subscriber."""

@@ -13,9 +13,9 @@ from collections.abc import Iterable
 
 from .background import BackgroundPool, warn_without_threads
 from .capture import Capture
+from .clients import make_client
 from .effects import Answer, Background, CallApp, CloseApp, ReadBody, Respond, Sleep
 from .flow import Core, configure
-from .store import make_client
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -99,6 +99,11 @@ class CacheMiddleware(Core):
     def purge_all(self, *, soft: bool = False) -> int:
         """:meth:`Cache.purge_all`: every stored response of this cache."""
         return self._purged(self.cache.purge_all(soft=soft))
+
+    def health(self) -> dict[str, t.Any]:
+        """:meth:`Cache.health`, with this process's circuit breaker: for the
+        app's own health endpoint."""
+        return self.cache.health(breaker_open=not self.store.available)
 
     def close(self) -> None:
         """Add the last counts to Redis, finish background refreshes, and stop

@@ -15,16 +15,13 @@ import threading
 import time
 import typing as t
 from collections.abc import Mapping
-from urllib.parse import unquote, urlsplit
 
 import redis
-from redis.backoff import NoBackoff
-from redis.cluster import ClusterNode, RedisCluster
+from redis.cluster import RedisCluster
 from redis.exceptions import ClusterDownError, RedisClusterException
-from redis.retry import Retry
-from redis.sentinel import Sentinel
 
 from . import scripts
+from .clients import LazyCluster, refuse_decoding
 from .entry import FIELDS, RESPONSE_FIELDS, CachedResponse, microseconds
 from .keys import (
     digest_of,
@@ -156,88 +153,6 @@ def _fields_of(slot: Slot) -> tuple[str, ...]:
         *(name + slot.suffix for name in RESPONSE_FIELDS),
         *LOOKUP_FIELDS[len(RESPONSE_FIELDS) :],
     )
-
-
-def make_client(settings: Settings) -> redis.Redis | LazyCluster:
-    """The client the settings describe: a standalone Redis (``redis_url``), a
-    Redis Cluster (``cluster``, or a ``redis+cluster://`` URL, with seeds
-    separated by commas) or the master a set of ``sentinels`` knows as
-    ``sentinel_service``; TLS for ``rediss://`` (``tls_*``). Every call is
-    bounded by ``socket_timeout`` and never retried, so a dead Redis costs at
-    most one timeout."""
-    urls = settings.redis_url.split(",")
-    first = urlsplit(urls[0])
-    tls = first.scheme.startswith("rediss")
-    bounded: dict[str, t.Any] = {
-        "socket_timeout": settings.socket_timeout,
-        "socket_connect_timeout": settings.socket_timeout,
-        "retry": Retry(NoBackoff(), 0),
-    }
-    if tls:
-        bounded.update(
-            ssl_cert_reqs=settings.tls_verify,
-            ssl_ca_certs=settings.tls_ca_file or None,
-            ssl_certfile=settings.tls_cert_file or None,
-            ssl_keyfile=settings.tls_key_file or None,
-            ssl_check_hostname=settings.tls_verify == "required",
-        )
-    credentials = {
-        "username": unquote(first.username) if first.username else None,
-        "password": unquote(first.password) if first.password else None,
-    }
-    if settings.sentinels:
-        database = first.path.strip("/")
-        sentinel = Sentinel(
-            list(settings.sentinels),
-            sentinel_kwargs={
-                "username": settings.sentinel_username or None,
-                "password": settings.sentinel_password or None,
-                "socket_timeout": settings.socket_timeout,
-                "socket_connect_timeout": settings.socket_timeout,
-            },
-        )
-        master: redis.Redis = sentinel.master_for(
-            settings.sentinel_service,
-            db=int(database) if database else 0,
-            ssl=tls,
-            **credentials,
-            **bounded,
-        )
-        return master
-    if settings.cluster or first.scheme.endswith("+cluster"):
-        nodes = [
-            ClusterNode(urlsplit(url).hostname or "", urlsplit(url).port or 6379) for url in urls
-        ]
-        return LazyCluster(startup_nodes=nodes, ssl=tls, **credentials, **bounded)
-    return redis.Redis.from_url(urls[0], **bounded)
-
-
-class LazyCluster:
-    """A ``RedisCluster`` made on first use: making one connects to the cluster,
-    and a cluster that is down when the app starts must cost the app nothing
-    but misses (a failure to connect is a Redis failure like any other)."""
-
-    def __init__(self, **kwargs: t.Any) -> None:
-        self._kwargs = kwargs
-        self._client: RedisCluster | None = None
-        self._guard = threading.Lock()
-
-    def _cluster(self) -> RedisCluster:
-        with self._guard:
-            if self._client is None:
-                self._client = RedisCluster(**self._kwargs)
-            return self._client
-
-    def get_connection_kwargs(self) -> dict[str, t.Any]:
-        return dict(self._kwargs)
-
-    def register_script(self, script: bytes) -> t.Any:
-        # The script is registered without connecting: Script only keeps its
-        # client, to run it later (by then, the cluster's).
-        return redis.commands.core.Script(t.cast(RedisCluster, self), script)
-
-    def __getattr__(self, name: str) -> t.Any:
-        return getattr(self._cluster(), name)
 
 
 def _is_per_key(error: redis.ResponseError) -> bool:
@@ -885,16 +800,3 @@ class RedisStore:
         return {
             name.decode(): int(value) for name, value in self.client.hgetall(self.stats_key).items()
         }
-
-
-def refuse_decoding(client: t.Any) -> None:
-    """A client that decodes responses cannot hold response bodies."""
-    # get_connection_kwargs() covers RedisCluster, which has no connection_pool.
-    kwargs = getattr(client, "get_connection_kwargs", dict)() or getattr(
-        getattr(client, "connection_pool", None), "connection_kwargs", {}
-    )
-    if kwargs.get("decode_responses"):
-        raise ValueError(
-            "client: a redis client with decode_responses=True cannot hold"
-            " response bodies; pass one created with decode_responses=False"
-        )

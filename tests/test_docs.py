@@ -17,7 +17,7 @@ from paste.deploy import loadapp
 from webtest import TestApp
 
 from redis_wsgi_cache import Cache, CacheMiddleware, load_settings
-from redis_wsgi_cache.store import LazyCluster
+from redis_wsgi_cache.clients import LazyCluster
 
 DOCS = ROOT / "docs"
 EXAMPLES = DOCS / "examples"

@@ -238,7 +238,7 @@ def test_topology_settings_are_checked(name, value):
 
 def test_a_cluster_made_from_settings_does_not_connect_until_used():
     """A cluster down when the app starts: the app starts, uncached."""
-    from redis_wsgi_cache.store import make_client
+    from redis_wsgi_cache.clients import make_client
 
     client = make_client(load_settings({"redis_url": "redis+cluster://127.0.0.1:1"}, environ={}))
     with pytest.raises(Exception, match="cannot be connected"):
@@ -248,7 +248,7 @@ def test_a_cluster_made_from_settings_does_not_connect_until_used():
 def test_tls_settings_reach_the_client(tmp_path):
     """rediss:// with the TLS options: the connections the client makes carry
     them (a Sentinel's and a cluster's too)."""
-    from redis_wsgi_cache.store import make_client
+    from redis_wsgi_cache.clients import make_client
 
     ca = tmp_path / "ca.pem"
     ca.write_text("")

@@ -1,0 +1,637 @@
+"""The cache for ASGI applications (Starlette, FastAPI, Litestar, Django's ASGI
+handler): the WSGI middleware's settings, Redis layout, keys, rules and
+headers, and the same request flow (:mod:`redis_wsgi_cache.flow`), driven here
+with asyncio I/O through ``redis.asyncio``. A WSGI process and an ASGI process
+with the same settings share entries, locks and purges.
+
+The app runs in a task of its own while the flow decides what to do with its
+response, its messages passed on through a one-message queue (a body streams
+through in bounded memory). What runs off the request path (lock renewals,
+counters, the index sweep, the near cache's subscription, purges) runs in
+threads with a blocking client to the same Redis, as under WSGI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import logging
+import os
+import time
+import typing as t
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
+
+from . import scripts
+from .clients import blocking_twin, make_async_client, make_client, refuse_decoding
+from .directives import content_length, header
+from .effects import Answer, Background, CallApp, CloseApp, ReadBody, Respond, Sleep
+from .exchange import ENVIRON_BACKGROUND
+from .flow import Core, configure
+from .store import REDIS_ERRORS, SCRIPTS, Pipeline, Raised, Script
+
+if t.TYPE_CHECKING:
+    from .effects import Effect, Flow, Headers, Result
+    from .store import Breaker, RedisCall
+
+Scope = MutableMapping[str, t.Any]
+Message = MutableMapping[str, t.Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+logger = logging.getLogger("redis_wsgi_cache")
+
+# Environ names of the headers that have no HTTP_ prefix.
+_UNPREFIXED = {b"content-type": "CONTENT_TYPE", b"content-length": "CONTENT_LENGTH"}
+
+
+def _environ_key(name: bytes) -> str:
+    """The environ name of a header (``HTTP_X_FORWARDED_HOST``…)."""
+    return _UNPREFIXED.get(name) or "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+
+
+def environ_of(scope: Scope) -> dict[str, t.Any]:
+    """The WSGI environ (PEP 3333) an HTTP ``scope`` describes, for the flow's
+    decisions: its URL splits into ``SCRIPT_NAME`` (``root_path``) and
+    ``PATH_INFO`` as a WSGI server splits it, so that both kinds of process
+    make the same key; headers that repeat are joined."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
+        path = path[len(root) :]
+    environ: dict[str, t.Any] = {
+        "REQUEST_METHOD": scope["method"],
+        "SCRIPT_NAME": root.encode().decode("latin-1"),
+        "PATH_INFO": path.encode().decode("latin-1"),
+        "QUERY_STRING": scope.get("query_string", b"").decode("latin-1"),
+        "SERVER_PROTOCOL": "HTTP/" + scope.get("http_version", "1.1"),
+        "wsgi.url_scheme": scope.get("scheme", "http"),
+    }
+    server = scope.get("server")
+    if server:
+        environ["SERVER_NAME"] = str(server[0])
+        environ["SERVER_PORT"] = "" if server[1] is None else str(server[1])
+    client = scope.get("client")
+    if client:
+        environ["REMOTE_ADDR"] = str(client[0])
+    for name, value in scope["headers"]:
+        key = _environ_key(bytes(name))
+        text = bytes(value).decode("latin-1")
+        if key in environ:
+            text = environ[key] + ("; " if key == "HTTP_COOKIE" else ", ") + text
+        environ[key] = text
+    return environ
+
+
+def _is_header(key: str) -> bool:
+    return key.startswith("HTTP_") or key in ("CONTENT_TYPE", "CONTENT_LENGTH")
+
+
+def _header_name(key: str) -> bytes:
+    return key.removeprefix("HTTP_").replace("_", "-").lower().encode("latin-1")
+
+
+def app_scope(environ: dict[str, t.Any], original: dict[str, t.Any], scope: Scope) -> Scope:
+    """The scope the app is called with for ``environ``: the client's
+    ``scope`` (whose environ was ``original``), with what the flow changed in
+    the environ (the method of a refresh, a query without the ignored
+    parameters, the conditions of a revalidation, the cookies it drops), and
+    without the response extensions, which send what the cache cannot keep a
+    copy of (a file by its path, trailers…)."""
+    new = {name: value for name, value in scope.items() if name != "extensions"}
+    extensions = scope.get("extensions")
+    if extensions:
+        new["extensions"] = {
+            name: value
+            for name, value in extensions.items()
+            if not name.startswith("http.response.")
+        }
+    new["method"] = environ["REQUEST_METHOD"]
+    query = environ.get("QUERY_STRING", "")
+    if query != original.get("QUERY_STRING", ""):
+        new["query_string"] = query.encode("latin-1")
+    changed = {
+        key
+        for key in original.keys() | environ.keys()
+        if _is_header(key) and environ.get(key) != original.get(key)
+    }
+    if changed:
+        kept = [
+            (name, value)
+            for name, value in scope["headers"]
+            if _environ_key(bytes(name)) not in changed
+        ]
+        added = [
+            (_header_name(key), str(environ[key]).encode("latin-1"))
+            for key in sorted(changed)
+            if key in environ
+        ]
+        new["headers"] = kept + added
+    return new
+
+
+def status_line(code: int) -> str:
+    """The WSGI status line of an ASGI status code."""
+    try:
+        return f"{code} {http.HTTPStatus(code).phrase}"
+    except ValueError:
+        return f"{code} Unknown"
+
+
+class AppRun:
+    """One call of the ASGI app, in a task of its own: its messages come
+    through a one-message queue, so that the flow hears the status and headers
+    before anything is sent, and a body streams through in bounded memory.
+
+    A client's ``http.disconnect`` is held back from the app while its response
+    may still be stored (until it is sent, or known not to be stored, or found
+    larger than the copy kept): a fetch others wait for is finished for them.
+    """
+
+    def __init__(self, app: ASGIApp, scope: Scope, receive: Receive | None) -> None:
+        self.status: str | None = None
+        self.headers: Headers = []
+        self.failed = False
+        self.too_large = False
+        self.app_seconds = 0.0
+        self._app = app
+        self._scope = scope
+        self._upstream = receive
+        self._queue: asyncio.Queue[Message] = asyncio.Queue(maxsize=1)
+        self._task: asyncio.Task[None] | None = None
+        self._pending: list[bytes] = []
+        self._ended = False
+        self._requested = False
+        self._released = asyncio.Event()
+
+    @property
+    def status_code(self) -> int:
+        code = (self.status or "")[:3]
+        return int(code) if code.isdigit() and code.isascii() else 0
+
+    @property
+    def length_known(self) -> bool:
+        """Whether the body's length is known before reading it: a
+        ``Content-Length``, or an app that has sent it all already."""
+        return self._ended or content_length(self.headers) is not None
+
+    async def _receive(self) -> Message:
+        if self._upstream is None:
+            # A request the cache makes itself: no body, and no client.
+            if not self._requested:
+                self._requested = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await self._released.wait()
+            return {"type": "http.disconnect"}
+        message = await self._upstream()
+        if message.get("type") == "http.disconnect" and not self._released.is_set():
+            await self._released.wait()
+        return message
+
+    async def _send(self, message: Message) -> None:
+        await self._queue.put(message)
+
+    async def start(self) -> None:
+        """Call the app until it has started its response."""
+        started = time.perf_counter()
+        self._task = asyncio.create_task(
+            t.cast(Coroutine[t.Any, t.Any, None], self._app(self._scope, self._receive, self._send))
+        )
+        try:
+            message = await self._next()
+            if message is None:
+                raise RuntimeError("the application returned without starting a response")
+            if message.get("type") != "http.response.start":
+                raise RuntimeError(f"expected http.response.start, got {message.get('type')!r}")
+            self.status = status_line(int(message["status"]))
+            self.headers = [
+                (bytes(name).decode("latin-1"), bytes(value).decode("latin-1"))
+                for name, value in message.get("headers", ())
+            ]
+        except BaseException:
+            await self.close()
+            raise
+        finally:
+            self.app_seconds += time.perf_counter() - started
+
+    async def _next(self) -> Message | None:
+        """The app's next message; None once it has returned without one. Its
+        exception, if it raised."""
+        assert self._task is not None
+        if self._queue.empty():
+            if not self._task.done():
+                getter = asyncio.ensure_future(self._queue.get())
+                try:
+                    await asyncio.wait((getter, self._task), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    if not getter.done():
+                        getter.cancel()
+                if getter.done() and not getter.cancelled():
+                    return getter.result()
+            if self._queue.empty():
+                if not self._task.cancelled() and self._task.exception() is not None:
+                    self.failed = True
+                    raise t.cast(BaseException, self._task.exception())
+                return None
+        return self._queue.get_nowait()
+
+    async def _body(self) -> tuple[bytes, bool] | None:
+        """The next part of the body and whether more follows; None once the
+        app has returned (without saying its body was complete)."""
+        message = await self._next()
+        if message is None:
+            return None
+        if message.get("type") != "http.response.body":
+            self.failed = True
+            raise RuntimeError(f"expected http.response.body, got {message.get('type')!r}")
+        more = bool(message.get("more_body", False))
+        self._ended = not more
+        return bytes(message.get("body", b"")), more
+
+    async def read_body(self, limit: int) -> bytes | None:
+        """:class:`~redis_wsgi_cache.effects.ReadBody`: the whole body, if the
+        app sent it all within ``limit`` bytes and as long as its
+        ``Content-Length`` said; else None, and what was read waits to be sent
+        on. The app's exception, if it raised."""
+        started = time.perf_counter()
+        try:
+            size = sum(len(part) for part in self._pending)
+            while not self._ended and size <= limit:
+                received = await self._body()
+                if received is None:
+                    break
+                self._pending.append(received[0])
+                size += len(received[0])
+        finally:
+            self.app_seconds += time.perf_counter() - started
+        if not self._ended:
+            self.too_large = size > limit
+            return None
+        self._released.set()
+        body = b"".join(self._pending)
+        return body if _complete(self.headers, len(body)) else None
+
+    async def relay(
+        self, send: Send, status: int, headers: Headers, keep_up_to: int
+    ) -> tuple[bytes | None, bool]:
+        """Start the response with ``headers`` and stream the body to ``send``;
+        keep a copy while it stays within ``keep_up_to`` bytes. The copy, if the
+        app sent the whole body cleanly and as long as its ``Content-Length``
+        said (else None), and whether the body went past ``keep_up_to``. A
+        client that is gone stops nothing while the copy is kept."""
+        kept: list[bytes] | None = [] if keep_up_to > 0 else None
+        if kept is None:
+            self._released.set()
+        size = 0
+        client_gone = False
+
+        async def deliver(body: bytes, more: bool) -> None:
+            nonlocal client_gone, kept, size
+            size += len(body)
+            if kept is not None:
+                if size > keep_up_to:
+                    kept = None  # past the limit: give up the copy, not the response
+                    self._released.set()
+                else:
+                    kept.append(body)
+            if client_gone:
+                return
+            try:
+                await send({"type": "http.response.body", "body": body, "more_body": more})
+            except OSError:
+                client_gone = True
+                logger.debug("the client went away during the response")
+
+        try:
+            await send(
+                {"type": "http.response.start", "status": status, "headers": headers_of(headers)}
+            )
+            pending, self._pending = self._pending, []
+            for part in pending:
+                await deliver(part, True)
+            while not self._ended:
+                received = await self._body()
+                if received is None:
+                    break
+                await deliver(*received)
+                if client_gone and kept is None:
+                    break
+            if not self._ended and not client_gone:
+                await deliver(b"", False)
+        except BaseException:
+            self.failed = True
+            raise
+        finally:
+            self._released.set()
+        complete = self._ended and kept is not None and _complete(self.headers, size)
+        return (b"".join(kept) if complete and kept is not None else None), size > keep_up_to
+
+    async def close(self) -> None:
+        """:class:`~redis_wsgi_cache.effects.CloseApp`: stop the app."""
+        self._released.set()
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def wait(self) -> None:
+        """Wait for the app to return, once its response is sent (it may run
+        background work after it); its exception, if it raised."""
+        self._released.set()
+        if self._task is not None:
+            await self._task
+
+    def abandon(self) -> None:
+        """Stop the app if it still runs (the request ended otherwise)."""
+        self._released.set()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+
+def headers_of(headers: Headers) -> list[tuple[bytes, bytes]]:
+    """ASGI headers (lower-case names, as bytes) of WSGI ones."""
+    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+
+
+def _complete(headers: Headers, size: int) -> bool:
+    """A body is complete when it is as long as its Content-Length said."""
+    return header(headers, "content-length") is None or content_length(headers) == size
+
+
+async def _discard(message: Message) -> None:
+    """Where the answer of a background refresh goes."""
+
+
+class AsyncStore:
+    """The store's calls sent with a ``redis.asyncio`` client, through the
+    breaker the blocking store of the same cache uses."""
+
+    def __init__(self, client: t.Any, breaker: Breaker) -> None:
+        self.client = client
+        self.breaker = breaker
+        self._scripts = {
+            name: client.register_script(getattr(scripts, name).encode()) for name in SCRIPTS
+        }
+
+    async def execute(self, call: RedisCall) -> t.Any:
+        """Send ``call`` through the breaker: its reply, or a :class:`Failed`."""
+        guard = self.breaker.guard(call)
+        try:
+            sent = next(guard)
+            while True:
+                try:
+                    reply = await self._send(sent)
+                except REDIS_ERRORS as error:
+                    reply = Raised(error)
+                sent = guard.send(reply)
+        except StopIteration as done:
+            return done.value
+
+    async def _send(self, call: RedisCall) -> t.Any:
+        if isinstance(call, Script):
+            return await self._scripts[call.name](keys=list(call.keys), args=list(call.args))
+        if isinstance(call, Pipeline):
+            pipeline = self.client.pipeline(transaction=False)
+            for command in call.commands:
+                pipeline.execute_command(*command)
+            return await pipeline.execute(raise_on_error=False)
+        return await self.client.execute_command(*call.args)
+
+
+class _Request:
+    """One request on the ASGI side: runs its flow, doing what it asks with
+    asyncio I/O, and sends its answer."""
+
+    def __init__(
+        self, cache: CacheMiddleware, scope: Scope, receive: Receive | None, send: Send
+    ) -> None:
+        self.cache = cache
+        self.scope = scope
+        self.receive = receive
+        self.send = send
+        self.original: dict[str, t.Any] = {}
+        self.runs: list[AppRun] = []
+
+    async def serve(self, flow: Flow[Result]) -> None:
+        try:
+            await self.deliver(await self.run(flow))
+        finally:
+            for run in self.runs:
+                run.abandon()
+
+    async def run(self, flow: Flow[t.Any], error: BaseException | None = None) -> t.Any:
+        """Run a flow (or a store step) to its end; an exception from the app is
+        thrown into it. Cancelled, it unwinds (its locks released) in a task of
+        its own, since this one may not await any more."""
+        reply: t.Any = None
+        while True:
+            try:
+                effect = flow.send(reply) if error is None else flow.throw(error)
+            except StopIteration as done:
+                return done.value
+            error = None
+            try:
+                reply = await self._do(effect)
+            except Exception as raised:
+                error = raised
+            except BaseException as raised:
+                self.cache._detach(self._unwind(flow, raised))
+                raise
+
+    async def _unwind(self, flow: Flow[t.Any], error: BaseException) -> None:
+        with contextlib.suppress(type(error)):
+            await self.run(flow, error)
+
+    async def _do(self, effect: Effect) -> t.Any:
+        if isinstance(effect, CallApp):
+            background = self.receive is None or effect.environ.get(ENVIRON_BACKGROUND)
+            run = AppRun(
+                self.cache.app,
+                app_scope(effect.environ, self.original, self.scope),
+                None if background else self.receive,
+            )
+            self.runs.append(run)
+            await run.start()
+            return run
+        if isinstance(effect, ReadBody):
+            return await t.cast(AppRun, effect.run).read_body(effect.limit)
+        if isinstance(effect, CloseApp):
+            return await t.cast(AppRun, effect.run).close()
+        if isinstance(effect, Sleep):
+            return await asyncio.sleep(effect.seconds)
+        if isinstance(effect, Background):
+            return self.cache._in_background(self, effect)
+        return await self.cache._store().execute(effect)
+
+    async def deliver(self, result: Result) -> None:
+        """Send the flow's answer to the client."""
+        if isinstance(result, Answer):
+            await self.send(
+                {
+                    "type": "http.response.start",
+                    "status": int(result.status[:3]),
+                    "headers": headers_of(result.headers),
+                }
+            )
+            await self.send({"type": "http.response.body", "body": b"".join(result.body)})
+            return
+        run = t.cast(AppRun, result.run)
+        if isinstance(result, Respond):
+            await self.send(
+                {
+                    "type": "http.response.start",
+                    "status": run.status_code,
+                    "headers": headers_of(result.headers),
+                }
+            )
+            await self.send({"type": "http.response.body", "body": result.body})
+            await run.wait()
+            return
+        finish = result.finish
+        keep_up_to = result.keep_up_to if finish is not None else 0
+        body: bytes | None = None
+        too_large = False
+        try:
+            body, too_large = await run.relay(
+                self.send, run.status_code, result.headers, keep_up_to
+            )
+        finally:
+            if finish is not None:
+                await self.cache._detach(self.run(finish(body, too_large)))
+        await run.wait()
+
+
+class CacheMiddleware(Core):
+    """Wraps an ASGI 3 app with the shared HTTP cache of
+    :class:`redis_wsgi_cache.CacheMiddleware`: the same settings, rules, keys
+    and Redis layout, so that WSGI and ASGI processes share entries, locks and
+    purges. HTTP requests go through the cache; lifespan and websocket scopes
+    pass through untouched. Redis is connected on first use.
+
+    :param app: the ASGI application to wrap.
+    :param client: a ``redis.asyncio.Redis`` (or ``RedisCluster``) client to use
+        instead of one made from ``redis_url``; it must not decode responses. A
+        blocking client to the same Redis is made from its connection settings
+        for the work off the request path.
+    :param registry: a ``prometheus_client`` registry to put the metrics in.
+    :param config_file: the file whose ``[redis_wsgi_cache]`` section to read.
+    :param settings: any setting by name, as for the WSGI middleware.
+
+    .. code-block:: python
+
+        from fastapi import FastAPI
+        from redis_wsgi_cache.asgi import CacheMiddleware
+
+        app = FastAPI()
+        app.add_middleware(CacheMiddleware, redis_url="redis://localhost:6379/0")
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        client: t.Any = None,
+        registry: t.Any = None,
+        config_file: str | os.PathLike[str] | None = None,
+        **settings: t.Any,
+    ) -> None:
+        loaded = configure(settings, config_file)
+        if client is not None:
+            refuse_decoding(client)
+            blocking = blocking_twin(client, loaded)
+        else:
+            blocking = make_client(loaded)
+        super().__init__(loaded, blocking, registry)
+        #: The wrapped application.
+        self.app = app
+        self._client = client
+        self._made: list[t.Any] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._async_store: AsyncStore | None = None
+        self._tasks: set[asyncio.Task[t.Any]] = set()
+        self._refreshes = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = _Request(self, scope, receive, send)
+        environ = environ_of(scope)
+        request.original = dict(environ)
+        await request.serve(self.handle(environ))
+
+    def _store(self) -> AsyncStore:
+        """The store of the running event loop (a client made from the settings
+        belongs to the loop it first ran in)."""
+        loop = asyncio.get_running_loop()
+        if self._async_store is None or (self._client is None and self._loop is not loop):
+            client = self._client
+            if client is None:
+                client = make_async_client(self.settings)
+                self._made.append(client)
+            self._async_store = AsyncStore(client, self.store.breaker)
+            self._loop = loop
+        return self._async_store
+
+    def _detach(self, work: Coroutine[t.Any, t.Any, t.Any]) -> asyncio.Future[t.Any]:
+        """Run ``work`` in a task of its own, which a cancelled request cannot
+        stop (the release of its locks); the request may still wait for it."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return asyncio.shield(task)
+
+    def _in_background(self, request: _Request, effect: Background) -> bool:
+        """Run a refresh in a task of its own, at most ``background_workers``
+        at once and as many waiting; the rest are refused."""
+        if self._refreshes >= 2 * self.settings.background_workers:
+            return False
+        self._refreshes += 1
+        refresh = _Request(self, request.scope, None, _discard)
+        refresh.original = request.original
+
+        async def work() -> None:
+            try:
+                await refresh.serve(effect.work())
+            except Exception:
+                logger.exception("%s failed", effect.description)
+            finally:
+                self._refreshes -= 1
+
+        task = asyncio.ensure_future(work())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def purge(self, url: str, *, soft: bool = False) -> int:
+        """:meth:`Cache.purge`: every stored response for ``url``."""
+        return self._purged(await asyncio.to_thread(self.cache.purge, url, soft=soft))
+
+    async def purge_tag(self, tag: str, *, soft: bool = False) -> int:
+        """:meth:`Cache.purge_tag`: every stored response tagged ``tag``."""
+        return self._purged(await asyncio.to_thread(self.cache.purge_tag, tag, soft=soft))
+
+    async def purge_prefix(self, url_prefix: str, *, soft: bool = False) -> int:
+        """:meth:`Cache.purge_prefix`: every stored response under a URL prefix."""
+        return self._purged(await asyncio.to_thread(self.cache.purge_prefix, url_prefix, soft=soft))
+
+    async def purge_all(self, *, soft: bool = False) -> int:
+        """:meth:`Cache.purge_all`: every stored response of this cache."""
+        return self._purged(await asyncio.to_thread(self.cache.purge_all, soft=soft))
+
+    async def health(self) -> dict[str, t.Any]:
+        """:meth:`Cache.health`, with this process's circuit breaker."""
+        return await asyncio.to_thread(self.cache.health, not self.store.available)
+
+    async def aclose(self) -> None:
+        """Finish background refreshes, add the last counts to Redis, stop the
+        cache's threads and close the clients it made."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.to_thread(self._close_parts)
+        for client in self._made:
+            await client.aclose()
+        self._made.clear()
+        self._async_store = None
