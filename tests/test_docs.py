@@ -4,6 +4,7 @@ run here, against the suite's Redis; the README's example is one of them."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import runpy
 import subprocess
@@ -11,12 +12,14 @@ import sys
 import typing as t
 from pathlib import Path
 
+import httpx
 import pytest
 from conftest import GENEROUS_SOCKET_TIMEOUT, ROOT
 from paste.deploy import loadapp
 from webtest import TestApp
 
 from redis_wsgi_cache import Cache, CacheMiddleware, load_settings
+from redis_wsgi_cache.asgi import CacheMiddleware as AsgiCacheMiddleware
 from redis_wsgi_cache.clients import LazyCluster
 
 DOCS = ROOT / "docs"
@@ -60,6 +63,7 @@ def test_every_code_example_of_the_docs_is_an_example_file():
 def test_the_readme_example_is_the_docs_one():
     blocks = [body for language, body in FENCE.findall((ROOT / "README.md").read_text())]
     assert (EXAMPLES / "app.py").read_text() in blocks
+    assert (EXAMPLES / "fastapi_app.py").read_text() in blocks
 
 
 def test_app(settings_from_env):
@@ -216,3 +220,38 @@ def test_own_client(redis_cluster):
     assert app.get("/own").headers["X-Cache"] == "HIT"
     middleware.purge("http://localhost/own")
     middleware.close()
+
+
+def test_fastapi_app(settings_from_env):
+    app = run("fastapi_app.py")["app"]
+
+    async def scenario() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            assert (await client.get("/users/7")).headers["X-Cache"] == "MISS"
+            hit = await client.get("/users/7")
+            assert (hit.headers["X-Cache"], hit.json()) == ("HIT", {"id": 7})
+            assert "Surrogate-Key" not in hit.headers
+            assert (await client.post("/users/7/avatar")).status_code == 204
+            assert (await client.get("/users/7")).headers["X-Cache"] == "MISS"  # purged
+        await app.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_starlette_app(settings_from_env):
+    app = run("starlette_app.py")["app"]
+
+    async def scenario() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            assert (await client.get("/users/7")).headers["X-Cache"] == "MISS"
+            hit = await client.get("/users/7")
+            assert (hit.headers["X-Cache"], hit.json()) == ("HIT", {"id": 7})
+            assert hit.headers["Cache-Status"].startswith("redis-wsgi-cache; hit; ttl=")
+        layer = app.middleware_stack  # built by the first request
+        while not isinstance(layer, AsgiCacheMiddleware):
+            layer = layer.app
+        await layer.aclose()
+
+    asyncio.run(scenario())

@@ -65,6 +65,7 @@ def test_fifty_reloads_of_a_cached_url_run_the_app_at_most_twice(
     assert sum("detail=collapsed" in status for status in statuses) >= 48
 
 
+@pytest.mark.wsgi_only("blocks in a store step: on the ASGI side, in its event loop")
 def test_reloads_that_all_arrive_before_the_fetch_starts_run_the_app_once(
     cached, redis_server, redis_client
 ):

@@ -1,9 +1,11 @@
-"""Many processes on many hosts: two gunicorn servers (two ports standing in for
-two hosts behind one public name), each with four sync workers, serve one app
-wrapped by the cache with the near cache on, all configured by environment
-variables alone. Fifty concurrent requests for a cold URL, spread over both,
-run the view once; and a purge from another process reaches the near cache of
-every worker of both. The app is tests/many_processes_app.py."""
+"""Many processes on many hosts: two servers (two ports standing in for two
+hosts behind one public name), each with four workers, serve one app wrapped by
+the cache with the near cache on, all configured by environment variables
+alone: two gunicorn servers with sync workers, or one of them and a uvicorn
+serving the same view as an ASGI app, wrapped by the ASGI middleware. Fifty
+concurrent requests for a cold URL, spread over both, run the view once; and a
+purge from another process reaches the near cache of every worker of both.
+The app is tests/many_processes_app.py."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from pathlib import Path
 import pytest
 import redis
 from many_processes_app import KEYS_ENV, VIEW_SECONDS_ENV
+from wsgi_apps import Headers
 
 from redis_wsgi_cache import Cache
 from redis_wsgi_cache.server import RedisServer, free_port
@@ -41,28 +44,31 @@ ORIGIN_KEYS = f"{PREFIX}-origin"
 WAIT_SECONDS = 60.0
 
 
+def gunicorn(port: int) -> list[str]:
+    """A gunicorn with ``WORKERS`` sync workers serving the WSGI app."""
+    return [
+        *("gunicorn", "--workers", str(WORKERS), "--worker-class", "sync"),
+        *("--bind", f"{HOST}:{port}", "--log-level", "warning", "many_processes_app:build()"),
+    ]
+
+
+def uvicorn(port: int) -> list[str]:
+    """A uvicorn with ``WORKERS`` workers serving the ASGI app."""
+    return [
+        *("uvicorn", "--workers", str(WORKERS), "--host", HOST, "--port", str(port)),
+        *("--log-level", "warning", "--factory", "many_processes_app:build_asgi"),
+    ]
+
+
 @contextlib.contextmanager
-def gunicorn(env: dict[str, str], log: Path) -> Iterator[int]:
-    """A gunicorn with ``WORKERS`` sync workers serving the test app on a free
-    loopback port; yields the port once it answers, stops it after."""
+def serving(command: t.Callable[[int], list[str]], env: dict[str, str], log: Path) -> Iterator[int]:
+    """The server ``command`` makes, on a free loopback port; yields the port
+    once it answers, stops it after."""
     for attempt in range(3):
         port = free_port()
         with log.open("ab") as output:
             process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "gunicorn",
-                    "--workers",
-                    str(WORKERS),
-                    "--worker-class",
-                    "sync",
-                    "--bind",
-                    f"{HOST}:{port}",
-                    "--log-level",
-                    "warning",
-                    "many_processes_app:build()",
-                ],
+                [sys.executable, "-m", *command(port)],
                 env=env,
                 stdout=output,
                 stderr=subprocess.STDOUT,
@@ -72,13 +78,13 @@ def gunicorn(env: dict[str, str], log: Path) -> Iterator[int]:
             deadline = time.monotonic() + WAIT_SECONDS
             while process.poll() is None and get(port, "/health", timeout=2) is None:
                 if time.monotonic() > deadline:
-                    raise AssertionError(f"gunicorn does not answer on {port}: {tail(log)}")
+                    raise AssertionError(f"the server does not answer on {port}: {tail(log)}")
                 time.sleep(0.05)
             if process.poll() is None:
                 yield port
                 return
             if attempt == 2:
-                raise AssertionError(f"gunicorn exited at start: {tail(log)}")
+                raise AssertionError(f"the server exited at start: {tail(log)}")
         finally:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -106,7 +112,7 @@ def get(port: int, path: str, timeout: float = WAIT_SECONDS, **headers: str) -> 
     try:
         connection.request("GET", path, headers={"Host": PUBLIC_HOST, **headers})
         response = connection.getresponse()
-        return Answer(response.status, dict(response.getheaders()), response.read())
+        return Answer(response.status, Headers(response.getheaders()), response.read())
     except (OSError, http.client.HTTPException):
         return None
     finally:
@@ -132,11 +138,14 @@ def all_at_once(targets: list[tuple[int, str, dict[str, str]]]) -> list[Answer |
     return answers
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["wsgi", "wsgi+asgi"])
 def servers(
-    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+    redis_server: RedisServer,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
 ) -> Iterator[list[int]]:
-    """Two gunicorn servers configured by environment variables alone."""
+    """Two servers configured by environment variables alone: two gunicorn, or
+    a gunicorn and a uvicorn."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("REDIS_WSGI")}
     env.update(
         {
@@ -154,8 +163,12 @@ def servers(
             ),
         }
     )
-    logs = tmp_path_factory.mktemp("gunicorn")
-    with gunicorn(env, logs / "one.log") as one, gunicorn(env, logs / "two.log") as two:
+    logs = tmp_path_factory.mktemp("servers")
+    other = uvicorn if request.param == "wsgi+asgi" else gunicorn
+    with (
+        serving(gunicorn, env, logs / "one.log") as one,
+        serving(other, env, logs / "two.log") as two,
+    ):
         yield [one, two]
 
 

@@ -309,6 +309,7 @@ def test_exc_info_is_passed_on_and_the_response_not_stored(cached, redis_client)
     assert stored_entries(redis_client) == []
 
 
+@pytest.mark.wsgi_only("start_response with exc_info is WSGI's")
 def test_exc_info_after_headers_are_sent_reaches_the_server(cached, redis_client):
     def erring(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain")])

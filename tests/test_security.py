@@ -101,6 +101,7 @@ def test_entries_of_another_url_with_the_same_key_are_not_served(cached, redis_c
     assert origin.count == 2
 
 
+@pytest.mark.wsgi_only("an ASGI status is an int, its headers bytes")
 @pytest.mark.parametrize(
     ("status", "headers"),
     [

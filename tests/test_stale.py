@@ -81,6 +81,7 @@ def test_stale_while_revalidate_answers_at_once_then_refreshes(
     middleware.close()
 
 
+@pytest.mark.wsgi_only("blocks in a store step: on the ASGI side, in its event loop")
 def test_a_refresh_finishing_between_lookup_and_lock_is_not_run_again(cached, clock, redis_client):
     """A request that read the stale entry just before a refresh stored its
     replacement (and freed the lock) must not start a second refresh."""

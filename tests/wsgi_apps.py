@@ -197,6 +197,23 @@ def slow_counting_app(redis_url: str, counter: str, seconds: float, stamped: boo
     return app
 
 
+class Headers(dict[str, str]):
+    """Response headers by name, whatever its case (the ASGI side sends names
+    in lower case); of a repeated header, the last."""
+
+    def __init__(self, pairs: Iterable[tuple[str, str]]) -> None:
+        super().__init__((name.lower(), value) for name, value in pairs)
+
+    def __getitem__(self, name: str) -> str:
+        return super().__getitem__(name.lower())
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and super().__contains__(name.lower())
+
+    def get(self, name: str, default: t.Any = None) -> t.Any:  # type: ignore[override]
+        return super().get(name.lower(), default)
+
+
 def call(
     app: t.Any, path: str = "/", environ: dict[str, str] | None = None, **headers: str
 ) -> tuple[str, dict[str, str], bytes]:
@@ -221,7 +238,7 @@ def call(
     body = app(
         environ,
         lambda status, response_headers, exc_info=None: started.append(
-            (status, dict(response_headers))
+            (status, Headers(response_headers))
         ),
     )
     try:
