@@ -29,7 +29,7 @@ from test_faults import SilentServer
 from webtest import TestApp
 from wsgi_apps import Origin, held_locks, stored_entries, wait_until
 
-from redis_wsgi_cache import Cache, SettingsError
+from redis_wsgi_cache import Cache, SettingsError, add_tags
 from redis_wsgi_cache import CacheMiddleware as WsgiCacheMiddleware
 from redis_wsgi_cache.asgi import CacheMiddleware
 from redis_wsgi_cache.server import RedisServer, free_port
@@ -376,6 +376,23 @@ def test_a_wsgi_fetch_in_progress_serves_the_asgi_requests(redis_server, redis_c
 # -- bodies --------------------------------------------------------------------------
 
 
+# A GET of /stream, as a server would call the app with it.
+STREAM_SCOPE = {
+    "type": "http",
+    "asgi": {"version": "3.0"},
+    "http_version": "1.1",
+    "method": "GET",
+    "scheme": "http",
+    "path": "/stream",
+    "raw_path": b"/stream",
+    "root_path": "",
+    "query_string": b"",
+    "headers": [(b"host", b"testserver")],
+    "server": ("testserver", 80),
+    "client": ("127.0.0.1", 50000),
+}
+
+
 def streaming_app(parts: int, part: bytes) -> Starlette:
     async def stream(request: Request) -> Response:
         async def body() -> AsyncIterator[bytes]:
@@ -428,21 +445,7 @@ def test_a_longer_stream_passes_through_in_bounded_memory(redis_server, redis_cl
             if message["type"] == "http.response.body":
                 received += len(message.get("body", b""))
 
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "GET",
-            "scheme": "http",
-            "path": "/stream",
-            "raw_path": b"/stream",
-            "root_path": "",
-            "query_string": b"",
-            "headers": [(b"host", b"testserver")],
-            "server": ("testserver", 80),
-            "client": ("127.0.0.1", 50000),
-        }
-        await app(scope, receive, send)
+        await app(dict(STREAM_SCOPE), receive, send)
         await app.aclose()
 
     tracemalloc.start()
@@ -465,20 +468,6 @@ def test_a_client_gone_mid_response_loses_nothing_for_others(redis_server, redis
     app's response is still read to its end and stored for the others, and
     the lock is released."""
     app = CacheMiddleware(streaming_app(16, b"z" * 4096), redis_url=redis_server.url, prefix="t")
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/stream",
-        "raw_path": b"/stream",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"testserver")],
-        "server": ("testserver", 80),
-        "client": ("127.0.0.1", 50000),
-    }
 
     async def scenario() -> None:
         gone = asyncio.Event()
@@ -498,7 +487,7 @@ def test_a_client_gone_mid_response_loses_nothing_for_others(redis_server, redis
                 raise OSError("the client went away")
 
         with contextlib.suppress(OSError):
-            await app(dict(scope), receive, send)
+            await app(dict(STREAM_SCOPE), receive, send)
         async with client_of(app) as client:
             answer = await client.get("/stream")
             assert answer.content == b"z" * 65536
@@ -651,3 +640,31 @@ def test_a_given_asyncio_client_is_used(redis_server, redis_client):
     asyncio.run(scenario())
     assert calls == ["/x"]
     assert redis_client.keys("given:*")
+
+
+def test_tags_from_code_and_from_headers_are_purged(redis_server, redis_client):
+    async def tagged(request: Request) -> Response:
+        add_tags(request.scope, "user-7")
+        return PlainTextResponse("from code", headers=FRESH)
+
+    async def header(request: Request) -> Response:
+        return PlainTextResponse("by header", headers={**FRESH, "Surrogate-Key": "user-7 users"})
+
+    app = CacheMiddleware(
+        Starlette(routes=[Route("/code", tagged), Route("/header", header)]),
+        redis_url=redis_server.url,
+        prefix="t",
+    )
+
+    async def scenario() -> None:
+        async with client_of(app) as client:
+            for path in ("/code", "/header"):
+                assert (await client.get(path)).headers["X-Cache"] == "MISS"
+                hit = await client.get(path)
+                assert hit.headers["X-Cache"] == "HIT"
+                assert "Surrogate-Key" not in hit.headers
+            assert await app.purge_tag("user-7") == 2
+            assert (await client.get("/code")).headers["X-Cache"] == "MISS"
+            assert (await client.get("/header")).headers["X-Cache"] == "MISS"
+
+    asyncio.run(scenario())

@@ -222,15 +222,21 @@ def test_own_client(redis_cluster):
     middleware.close()
 
 
+async def miss_then_hit(client: httpx.AsyncClient) -> httpx.Response:
+    """GET /users/7 twice: a miss, then a hit of the user; the hit."""
+    assert (await client.get("/users/7")).headers["X-Cache"] == "MISS"
+    hit = await client.get("/users/7")
+    assert (hit.headers["X-Cache"], hit.json()) == ("HIT", {"id": 7})
+    return hit
+
+
 def test_fastapi_app(settings_from_env):
     app = run("fastapi_app.py")["app"]
 
     async def scenario() -> None:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-            assert (await client.get("/users/7")).headers["X-Cache"] == "MISS"
-            hit = await client.get("/users/7")
-            assert (hit.headers["X-Cache"], hit.json()) == ("HIT", {"id": 7})
+            hit = await miss_then_hit(client)
             assert "Surrogate-Key" not in hit.headers
             assert (await client.post("/users/7/avatar")).status_code == 204
             assert (await client.get("/users/7")).headers["X-Cache"] == "MISS"  # purged
@@ -245,9 +251,7 @@ def test_starlette_app(settings_from_env):
     async def scenario() -> None:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-            assert (await client.get("/users/7")).headers["X-Cache"] == "MISS"
-            hit = await client.get("/users/7")
-            assert (hit.headers["X-Cache"], hit.json()) == ("HIT", {"id": 7})
+            hit = await miss_then_hit(client)
             assert hit.headers["Cache-Status"].startswith("redis-wsgi-cache; hit; ttl=")
         layer = app.middleware_stack  # built by the first request
         while not isinstance(layer, AsgiCacheMiddleware):
