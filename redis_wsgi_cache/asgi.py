@@ -75,7 +75,8 @@ def environ_of(scope: Scope) -> dict[str, t.Any]:
     if raw is not None:
         # What an app reading the raw target sees: screened as under WSGI.
         query = environ["QUERY_STRING"]
-        environ["RAW_URI"] = bytes(raw).decode("latin-1") + (f"?{query}" if query else "")
+        path_only = bytes(raw).partition(b"?")[0]  # (should a server leave the query in)
+        environ["RAW_URI"] = path_only.decode("latin-1") + (f"?{query}" if query else "")
     server = scope.get("server")
     if server:
         environ["SERVER_NAME"] = str(server[0])

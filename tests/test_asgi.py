@@ -668,3 +668,35 @@ def test_tags_from_code_and_from_headers_are_purged(redis_server, redis_client):
             assert (await client.get("/header")).headers["X-Cache"] == "MISS"
 
     asyncio.run(scenario())
+
+
+def test_a_raw_path_spelled_otherwise_bypasses(redis_server, redis_client):
+    """What an app reading ``raw_path`` sees must be what the key says: a
+    ``raw_path`` that is another spelling of ``path`` bypasses the cache, as
+    ``RAW_URI`` does under WSGI; the usual spelling of any path is cached."""
+    calls: list[str] = []
+    app = CacheMiddleware(counted_app(calls), redis_url=redis_server.url, prefix="t")
+
+    async def get(path: str, raw_path: bytes, query: bytes = b"") -> str:
+        sent: list[dict[str, t.Any]] = []
+
+        async def receive() -> dict[str, t.Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, t.Any]) -> None:
+            sent.append(message)
+
+        scope = {**STREAM_SCOPE, "path": path, "raw_path": raw_path, "query_string": query}
+        await app(scope, receive, send)
+        return dict(sent[0]["headers"])[b"cache-status"].decode()
+
+    async def scenario() -> None:
+        assert "detail=raw-uri" in await get("/a/b", b"/a%2Fb")
+        assert "detail=raw-uri" in await get("/a", b"/%61")
+        for path, raw in (("/café", b"/caf%C3%A9"), ("/a b", b"/a%20b"), ("/x", b"/x?q=1")):
+            assert "stored" in await get(path, raw, b"q=1")
+            assert "; hit" in await get(path, raw, b"q=1")
+        await app.aclose()
+
+    asyncio.run(scenario())
+    assert calls == ["/a", "/café", "/a b", "/x"]  # (/a/b is a 404 of the router)
