@@ -151,6 +151,15 @@ def scope_of(environ: dict[str, t.Any]) -> Scope:
     }
 
 
+async def _cancel_the_rest() -> None:
+    """Cancel what still runs on the loop (apps whose requests ended), and
+    wait for it to end."""
+    tasks = asyncio.all_tasks() - {asyncio.current_task()}
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 class AsgiAsWsgi:
     """The ASGI middleware, called as a WSGI app (the response whole, once it is
     sent), on an event loop in a thread of its own; its purge verbs and
@@ -189,6 +198,7 @@ class AsgiAsWsgi:
 
     def close(self) -> None:
         self.run(self.middleware.aclose())
+        self.run(_cancel_the_rest())
         assert self._loop is not None and self._thread is not None
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()

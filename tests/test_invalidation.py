@@ -258,22 +258,24 @@ def test_indexes_have_no_expiry_and_are_swept_once_their_entries_expired(cached,
 
 def test_the_sweep_removes_what_indexes_entries_redis_evicted(cached, redis_client):
     origin = Origin(headers=[("Cache-Control", "max-age=60"), ("Surrogate-Key", "k")])
-    middleware = cached(origin, prefix="t")
+    # A prefix of its own: no other index of the process (of a middleware not
+    # yet collected) sweeps what this test sweeps by hand.
+    middleware = cached(origin, prefix="swept")
     for n in range(5):
         call(middleware, f"/page/{n}")
     middleware.cache.index.close()  # the background sweep: this test sweeps by hand
     # As if Redis had evicted two entries, and /page/4 were stored again since
     # (in the same bucket: its first store's member is left behind).
-    redis_client.delete(entry_key("/page/0"), entry_key("/page/1"))
-    redis_client.delete(entry_key("/page/4"))
+    redis_client.delete(swept_key("/page/0"), swept_key("/page/1"))
+    redis_client.delete(swept_key("/page/4"))
     call(middleware, "/page/4")
-    url_registry, _ = index_registries("t")
-    (bucket,) = [bucket_key("t", m.decode()) for m in redis_client.zrange(url_registry, 0, -1)]
+    url_registry, _ = index_registries("swept")
+    (bucket,) = [bucket_key("swept", m.decode()) for m in redis_client.zrange(url_registry, 0, -1)]
     assert redis_client.zcard(bucket) == 6
     checked, removed = middleware.cache.index.sweep()
     assert (checked, removed) == (6 + 5, 3 + 2)
     assert redis_client.zcard(bucket) == 3
-    assert redis_client.zcard(tag_index_key("t", "k")) == 3
+    assert redis_client.zcard(tag_index_key("swept", "k")) == 3
     assert middleware.purge_all() == 3
 
 
@@ -295,6 +297,10 @@ def test_the_sweep_keeps_a_tag_index_stored_to_meanwhile(cached, redis_client):
 
 def entry_key(path: str) -> str:
     return primary_key("t", f"http://localhost{path}")
+
+
+def swept_key(path: str) -> str:
+    return primary_key("swept", f"http://localhost{path}")
 
 
 # -- query normalisation -------------------------------------------------------------------
