@@ -156,7 +156,10 @@ def test_a_django_asgi_app(redis_server, redis_client):
 def uvicorn_serving(app: t.Any) -> Iterator[str]:
     """``app`` served by uvicorn in a thread; its base URL while it runs."""
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    # Without a Date of uvicorn's own, a hit has one: the stored response's.
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", date_header=False
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run)
     thread.start()
@@ -197,6 +200,8 @@ def test_fifty_cold_requests_over_http_run_the_app_once(redis_server, redis_clie
     assert {(a.status_code, a.text) for a in answers} == {(200, "user 3")}
     outcomes = collections.Counter(a.headers["X-Cache"] for a in answers)
     assert outcomes == {"MISS": 1, "HIT": 49}, outcomes
+    hits = [a for a in answers if a.headers["X-Cache"] == "HIT"]
+    assert {len(a.headers.get_list("Date")) for a in hits} == {1}
     # The lifespan's shutdown closed the cache: its threads are stopped.
     assert cache.near is not None and not cache.near.online
     assert held_locks(redis_client) == []

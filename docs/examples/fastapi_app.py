@@ -19,5 +19,6 @@ async def set_avatar(user_id: int) -> None:
 
 # Settings by keyword, REDIS_WSGI_CACHE_* variable or setup.cfg's [redis_wsgi_cache],
 # as for the WSGI middleware. Redis is connected on first use; the cache closes
-# itself when the server shuts the app down. Serve with: uvicorn fastapi_app:app
+# itself when the server shuts the app down.
+# Serve with: uvicorn fastapi_app:app --no-date-header (a hit keeps its own Date)
 app = CacheMiddleware(api)
