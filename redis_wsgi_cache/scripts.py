@@ -254,13 +254,15 @@ return marked
 )
 
 # Index upkeep, shared by SAVE and the cluster's index scripts: zadd adds to a
-# sorted set, replacing a key of another type (never one of ours); tag adds an
-# entry's digest to a tag index, clears it of expired members and registers it.
+# sorted set, replacing a key of another type (never one of ours), and fails
+# the step on any other refusal (out of memory: deleting the index first would
+# lose what it lists, and let the step write on); tag adds an entry's digest to
+# a tag index, clears it of expired members and registers it.
 _INDEX = """
 local function zadd(key, ...)
   local done = redis.pcall('ZADD', key, ...)
   if type(done) == 'table' and done.err then
-    redis.call('DEL', key)
+    if string.find(done.err, 'WRONGTYPE', 1, true) then redis.call('DEL', key) end
     redis.call('ZADD', key, ...)
   end
 end

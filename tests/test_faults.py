@@ -17,7 +17,7 @@ from webtest import TestApp
 from wsgi_apps import Origin, call, held_locks, stall_during_the_lock_command
 
 from redis_wsgi_cache import CacheMiddleware
-from redis_wsgi_cache.keys import primary_key
+from redis_wsgi_cache.keys import bucket_key, index_registries, primary_key, tag_index_key
 from redis_wsgi_cache.server import RedisServer, free_port
 
 
@@ -255,6 +255,38 @@ def test_a_refused_save_is_not_announced(own_redis):
     # The lock outlives the refused request by at most its lease.
     lock = primary_key("rwc", "http://localhost/") + ":lock"
     assert admin.pttl(lock) <= 1000
+    admin.close()
+
+
+def test_a_save_refused_for_memory_leaves_the_indexes_whole(own_redis):
+    """Out of memory under ``noeviction``, a save is refused whole: the URL
+    bucket and the tag index that list other entries keep them, so that purges
+    still reach those entries."""
+    origin = Origin(headers=[("Cache-Control", "max-age=60"), ("Surrogate-Key", "k")])
+    admin = redis.Redis.from_url(own_redis.url)
+    middleware = CacheMiddleware(origin, redis_url=own_redis.url, socket_timeout=10)
+    app = TestApp(middleware)
+    for n in range(3):
+        assert "stored" in app.get(f"/p/{n}").headers["Cache-Status"]
+    save = middleware.store._scripts["SAVE"]
+
+    def save_when_full(*args, **kwargs):
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", 1)
+        return save(*args, **kwargs)
+
+    middleware.store._scripts["SAVE"] = save_when_full
+    response = app.get("/p/3")
+    assert response.status_int == 200
+    assert "stored" not in response.headers["Cache-Status"]
+    admin.config_set("maxmemory", 0)
+    url_registry, _ = index_registries("rwc")
+    (bucket,) = [bucket_key("rwc", m.decode()) for m in admin.zrange(url_registry, 0, -1)]
+    assert len(admin.zrange(bucket, 0, -1)) == 3
+    assert admin.zcard(tag_index_key("rwc", "k")) == 3
+    assert middleware.purge_tag("k") == 3
+    assert not admin.exists(*[primary_key("rwc", f"http://localhost/p/{n}") for n in range(3)])
+    middleware.close()
     admin.close()
 
 

@@ -5,6 +5,7 @@ query normalisation; per-path rules. Against the suite's Redis."""
 from __future__ import annotations
 
 import time
+from decimal import Decimal
 
 import pytest
 from conftest import cli
@@ -264,19 +265,42 @@ def test_the_sweep_removes_what_indexes_entries_redis_evicted(cached, redis_clie
     for n in range(5):
         call(middleware, f"/page/{n}")
     middleware.cache.index.close()  # the background sweep: this test sweeps by hand
-    # As if Redis had evicted two entries, and /page/4 were stored again since
-    # (in the same bucket: its first store's member is left behind).
-    redis_client.delete(swept_key("/page/0"), swept_key("/page/1"))
-    redis_client.delete(swept_key("/page/4"))
-    call(middleware, "/page/4")
     url_registry, _ = index_registries("swept")
     (bucket,) = [bucket_key("swept", m.decode()) for m in redis_client.zrange(url_registry, 0, -1)]
+    # As if Redis had evicted two entries, and /page/4, first stored a second
+    # earlier, were stored again since (in the same bucket: its first store's
+    # member is left behind). Two stores within a millisecond share a member.
+    redis_client.delete(swept_key("/page/0"), swept_key("/page/1"))
+    redis_client.delete(swept_key("/page/4"))
+    low = b"http://localhost/page/4\x00"
+    (first,) = redis_client.zrangebylex(bucket, b"[" + low, b"[" + low + b"\xff")
+    url, _, stamp = first.partition(b"\x00")
+    redis_client.zrem(bucket, first)
+    redis_client.zadd(bucket, {url + b"\x00" + str(Decimal(stamp.decode()) - 1).encode(): 0})
+    call(middleware, "/page/4")
     assert redis_client.zcard(bucket) == 6
     checked, removed = middleware.cache.index.sweep()
     assert (checked, removed) == (6 + 5, 3 + 2)
     assert redis_client.zcard(bucket) == 3
     assert redis_client.zcard(tag_index_key("swept", "k")) == 3
     assert middleware.purge_all() == 3
+
+
+def test_an_index_key_of_another_type_is_replaced(cached, redis_client):
+    """What holds an index's name but is no sorted set was never ours: the next
+    store replaces it, and purges find what that store listed."""
+    origin = Origin(headers=[("Cache-Control", "max-age=60"), ("Surrogate-Key", "k")])
+    middleware = cached(origin, prefix="other")
+    call(middleware, "/a")
+    url_registry, tag_registry = index_registries("other")
+    (bucket,) = [bucket_key("other", m.decode()) for m in redis_client.zrange(url_registry, 0, -1)]
+    for key in (bucket, url_registry, tag_registry, tag_index_key("other", "k")):
+        redis_client.set(key, "not an index")
+    call(middleware, "/b")
+    assert redis_client.zcard(bucket) == redis_client.zcard(tag_index_key("other", "k")) == 1
+    assert middleware.purge_tag("k") == 1
+    assert middleware.purge_prefix("http://localhost/") == 0
+    assert call(middleware, "/b")[1]["X-Cache"] == "MISS"
 
 
 def test_the_sweep_keeps_a_tag_index_stored_to_meanwhile(cached, redis_client):
