@@ -168,7 +168,8 @@ def test_every_key_of_one_url_lands_in_one_slot(cluster, wrap):
     )
     leader.start()
     try:
-        wait_until(lambda: any(k.endswith(b":lock") for k in cluster.all_keys(f"{key}*")))
+        # The hit-for-miss marker is a ":lock" key too: wait for the leader's beside it.
+        wait_until(lambda: sum(k.endswith(b":lock") for k in cluster.all_keys(f"{key}*")) == 2)
         placed = {port: keys for port, keys in cluster.keys(f"{key}*").items() if keys}
     finally:
         origin.gate.set()
