@@ -155,37 +155,61 @@ class AppRun:
     through a one-message queue, so that the flow hears the status and headers
     before anything is sent, and a body streams through in bounded memory.
 
-    A client's ``http.disconnect`` is held back from the app while its response
-    may still be stored (until it is sent, or known not to be stored, or found
-    larger than the copy kept): a fetch others wait for is finished for them.
+    A client's leaving (``http.disconnect`` from ``receive``, or ``OSError``
+    from ``send``) is held back from the app while a copy of its response is
+    kept for the store, for at most ``finish_after_disconnect`` seconds: a
+    fetch others wait for is finished for them, within that time. Then the
+    copy is given up, and the app hears it as it would without the cache.
     """
 
-    def __init__(self, app: ASGIApp, scope: Scope, receive: Receive | None) -> None:
+    def __init__(
+        self, app: ASGIApp, scope: Scope, receive: Receive | None, finish_after: float
+    ) -> None:
         self.status: str | None = None
         self.headers: Headers = []
         self.failed = False
         self.too_large = False
+        self.in_parts = False
         self.app_seconds = 0.0
         self._app = app
         self._scope = scope
         self._upstream = receive
+        self._finish_after = finish_after
         self._queue: asyncio.Queue[Message] = asyncio.Queue(maxsize=1)
         self._task: asyncio.Task[None] | None = None
         self._pending: list[bytes] = []
         self._ended = False
         self._requested = False
+        # Set once no copy of the body is kept (or it is complete): the app
+        # may hear that its client left.
         self._released = asyncio.Event()
+        self._gone = False
+        self._send_error: OSError | None = None
+        self._copy_given_up = False
+        self._give_up: asyncio.TimerHandle | None = None
 
     @property
     def status_code(self) -> int:
         code = (self.status or "")[:3]
         return int(code) if code.isdigit() and code.isascii() else 0
 
-    @property
-    def length_known(self) -> bool:
-        """Whether the body's length is known before reading it: a
-        ``Content-Length``, or an app that has sent it all already."""
-        return self._ended or content_length(self.headers) is not None
+    def _client_left(self, error: OSError | None = None) -> None:
+        """The client is gone: the copy kept for the store is given up within
+        ``finish_after_disconnect`` seconds, and a later ``send`` of the app
+        raises as the server's did."""
+        if error is not None and self._send_error is None:
+            self._send_error = error
+        if self._gone:
+            return
+        self._gone = True
+        logger.debug("the client went away during the response")
+        if not self._released.is_set():
+            loop = asyncio.get_running_loop()
+            self._give_up = loop.call_later(self._finish_after, self._give_up_copy)
+
+    def _give_up_copy(self) -> None:
+        self._copy_given_up = True
+        self._released.set()
 
     async def _receive(self) -> Message:
         if self._upstream is None:
@@ -196,11 +220,14 @@ class AppRun:
             await self._released.wait()
             return {"type": "http.disconnect"}
         message = await self._upstream()
-        if message.get("type") == "http.disconnect" and not self._released.is_set():
+        if message.get("type") == "http.disconnect":
+            self._client_left()
             await self._released.wait()
         return message
 
     async def _send(self, message: Message) -> None:
+        if self._send_error is not None and self._released.is_set():
+            raise OSError(*self._send_error.args)
         await self._queue.put(message)
 
     async def start(self) -> None:
@@ -262,25 +289,27 @@ class AppRun:
 
     async def read_body(self, limit: int) -> bytes | None:
         """:class:`~redis_wsgi_cache.effects.ReadBody`: the whole body, if the
-        app sent it all within ``limit`` bytes and as long as its
-        ``Content-Length`` said; else None, and what was read waits to be sent
-        on. The app's exception, if it raised."""
+        app's first body message ends it, within ``limit`` bytes and as long
+        as its ``Content-Length`` said; else None, and what was read waits to
+        be sent on (:attr:`in_parts` when more is to come). The app's
+        exception, if it raised."""
         started = time.perf_counter()
         try:
-            size = sum(len(part) for part in self._pending)
-            while not self._ended and size <= limit:
+            if not self._ended:
                 received = await self._body()
                 if received is None:
-                    break
+                    return None
                 self._pending.append(received[0])
-                size += len(received[0])
+                if not self._ended:
+                    self.in_parts = True
+                    return None
         finally:
             self.app_seconds += time.perf_counter() - started
-        if not self._ended:
-            self.too_large = size > limit
-            return None
         self._released.set()
         body = b"".join(self._pending)
+        if len(body) > limit:
+            self.too_large = True
+            return None
         return body if _complete(self.headers, len(body)) else None
 
     async def relay(
@@ -290,29 +319,27 @@ class AppRun:
         keep a copy while it stays within ``keep_up_to`` bytes. The copy, if the
         app sent the whole body cleanly and as long as its ``Content-Length``
         said (else None), and whether the body went past ``keep_up_to``. A
-        client that is gone stops nothing while the copy is kept."""
+        client that is gone stops the body, once no copy is kept."""
         kept: list[bytes] | None = [] if keep_up_to > 0 else None
         if kept is None:
             self._released.set()
         size = 0
-        client_gone = False
 
         async def deliver(body: bytes, more: bool) -> None:
-            nonlocal client_gone, kept, size
+            nonlocal kept, size
             size += len(body)
             if kept is not None:
-                if size > keep_up_to:
-                    kept = None  # past the limit: give up the copy, not the response
+                if size > keep_up_to or self._copy_given_up:
+                    kept = None  # give up the copy, not the response
                     self._released.set()
                 else:
                     kept.append(body)
-            if client_gone:
+            if self._gone:
                 return
             try:
                 await send({"type": "http.response.body", "body": body, "more_body": more})
-            except OSError:
-                client_gone = True
-                logger.debug("the client went away during the response")
+            except OSError as error:
+                self._client_left(error)
 
         try:
             await send(
@@ -322,13 +349,13 @@ class AppRun:
             for part in pending:
                 await deliver(part, True)
             while not self._ended:
+                if self._gone and kept is None:
+                    break
                 received = await self._body()
                 if received is None:
                     break
                 await deliver(*received)
-                if client_gone and kept is None:
-                    break
-            if not self._ended and not client_gone:
+            if not self._ended and not self._gone:
                 await deliver(b"", False)
         except BaseException:
             self.failed = True
@@ -360,6 +387,8 @@ class AppRun:
     def abandon(self) -> None:
         """Stop the app if it still runs (the request ended otherwise)."""
         self._released.set()
+        if self._give_up is not None:
+            self._give_up.cancel()
         if self._task is not None and not self._task.done():
             self._task.cancel()
 
@@ -504,6 +533,7 @@ class _Request:
                 self.cache.app,
                 app_scope(effect.environ, self.original, self.scope),
                 None if background or self.body is None else self.body.receiver(),
+                self.cache.settings.finish_after_disconnect,
             )
             self.runs.append(run)
             await run.start()

@@ -36,6 +36,7 @@ class Capture:
         self.headers: Headers = []
         self.failed = False
         self.too_large = False
+        self.in_parts = False
         #: seconds spent in the app before the response was handed on
         self.app_seconds = 0.0
         self._pending: list[bytes] = []
@@ -98,39 +99,53 @@ class Capture:
         if close is not None:
             close()
 
-    @property
-    def length_known(self) -> bool:
-        """Whether the body's length is known before reading it: a
-        ``Content-Length``, a list body, or an app that has finished already."""
-        return (
-            self._exhausted
-            or isinstance(self._app_iter, (list, tuple))
-            or content_length(self.headers) is not None
-        )
-
     def read_body(self, limit: int) -> bytes | None:
-        """Read the rest of the body, then close the app iterable. The body, if
-        the app finished cleanly within ``limit`` bytes and as long as its
-        ``Content-Length`` said; else None, and what was read waits to be
-        streamed by :meth:`commit`. An exception from the app (or its
-        ``close()``) is raised after the iterable is closed."""
+        """Read the body if the app hands it over whole, then close the app
+        iterable. The body, if the app finished cleanly within ``limit`` bytes
+        and as long as its ``Content-Length`` said; else None, and what was read
+        waits to be streamed by :meth:`commit`. A body sent in parts (one whose
+        first part is not all its ``Content-Length`` says, or of unknown length
+        from an iterator) is not waited for: None, with :attr:`in_parts`. An
+        exception from the app (or its ``close()``) is raised after the
+        iterable is closed."""
         started = time.perf_counter()
         try:
             return self._read_body(limit)
         finally:
             self.app_seconds += time.perf_counter() - started
 
-    def _read_body(self, limit: int) -> bytes | None:
-        size = sum(len(chunk) for chunk in self._pending)
+    def _next_part(self) -> int:
+        """Read the app's next part into what waits to be sent: its length, or
+        -1 once the app has no more."""
         try:
-            while size <= limit:
-                try:
-                    chunk = next(self._rest)
-                except StopIteration:
-                    self._exhausted = True
-                    break
-                self._pending.append(chunk)
-                size += len(chunk)
+            chunk = next(self._rest)
+        except StopIteration:
+            self._exhausted = True
+            return -1
+        self._pending.append(chunk)
+        return len(chunk)
+
+    def _handed_over_whole(self) -> bool:
+        """Whether the body is all at hand (a list, an app that has finished),
+        or its first part is as long as its ``Content-Length`` says."""
+        if self._exhausted or isinstance(self._app_iter, (list, tuple)):
+            return True
+        length = content_length(self.headers)
+        if length is None:
+            return False
+        size = sum(len(chunk) for chunk in self._pending)
+        if size < length:
+            size += self._next_part()
+        return size >= length or self._exhausted
+
+    def _read_body(self, limit: int) -> bytes | None:
+        try:
+            if not self._handed_over_whole():
+                self.in_parts = True
+                return None
+            size = sum(len(chunk) for chunk in self._pending)
+            while size <= limit and (read := self._next_part()) >= 0:
+                size += read
         except BaseException:
             self.failed = True
             self.close()

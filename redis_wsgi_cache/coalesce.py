@@ -16,6 +16,7 @@ queued while it stalled.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -50,6 +51,7 @@ LASTING_REASONS = frozenset(
         "status",
         "too-large",
         "error",
+        "stream",
     }
 )
 FIRST_POLL = 0.002
@@ -127,6 +129,20 @@ class Coalescer:
         self._forget(lock)
         hit_for_miss = self.settings.hit_for_miss if reason in LASTING_REASONS else 0
         yield from self.steps.release(lock, hit_for_miss)
+
+    def streaming(self, lock: Lock | None, wait: float) -> None:
+        """The fetch holding ``lock`` streams its body, which may never end:
+        the requests waiting on it wait ``wait`` seconds more at most. Then,
+        unless the fetch has stored or given up the lock by then, the key is
+        marked hit-for-miss in the lock's place (they go to the app at once;
+        the fetch may still store what it gets)."""
+        if lock is None or lock.done:
+            return
+        with self._guard:
+            if id(lock) not in self._held:
+                return
+            lock.release_at = time.monotonic() + wait
+        self._wake.set()
 
     def saved(self, lock: Lock | None) -> None:
         """``lock`` was released by the save that stored its fetch."""
@@ -241,22 +257,32 @@ class Coalescer:
     def _keep_leases(self) -> None:
         """While any lock is held or lost: renew the leases of held locks every
         ``RENEW_EVERY`` seconds (and stop renewing those older than
-        ``lock_timeout``), and try to release lost ones every
+        ``lock_timeout``), mark hit-for-miss those of streams whose wait is
+        over (:meth:`streaming`), and try to release lost ones every
         ``RELEASE_LOST_EVERY`` seconds until two releases were answered."""
-        renewed = 0.0
+        renewed = time.monotonic()  # the locks just taken have a whole lease
         while not self._stop.is_set():
             with self._guard:
                 idle = not self._held and not self._lost
                 pause = RELEASE_LOST_EVERY if self._lost else RENEW_EVERY
+                release_at = min(
+                    (lock.release_at for lock in self._held.values()), default=math.inf
+                )
             if idle:
                 self._wake.wait()
                 self._wake.clear()
+                renewed = time.monotonic()
                 continue
-            self._stop.wait(pause)
+            self._wake.wait(max(0.0, min(pause, release_at - time.monotonic())))
+            self._wake.clear()
             now = time.monotonic()
+            streams = []
             with self._guard:
                 for number, lock in list(self._held.items()):
-                    if now - lock.taken >= self.settings.lock_timeout:
+                    if lock.release_at <= now:
+                        del self._held[number]
+                        streams.append(lock)
+                    elif now - lock.taken >= self.settings.lock_timeout:
                         del self._held[number]
                         logger.debug("stopped renewing %s after lock_timeout", lock.key)
                 due = now - renewed >= RENEW_EVERY - RELEASE_LOST_EVERY / 2
@@ -265,6 +291,8 @@ class Coalescer:
                     if now - since >= GIVE_UP_LOST_AFTER:
                         del self._lost[number]
                 lost = [record[0] for record in self._lost.values()]
+            if streams:
+                self.store.mark_hit_for_miss(streams, self.settings.hit_for_miss)
             if held:
                 self.store.renew(held)
                 renewed = now

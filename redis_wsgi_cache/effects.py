@@ -29,14 +29,13 @@ class AppRun(t.Protocol):
     failed: bool
     #: the body was found longer than the limit it was read with
     too_large: bool
+    #: the app sends its body in parts, which stream on as they come
+    in_parts: bool
     #: seconds spent in the app before the response was handed on
     app_seconds: float
 
     @property
     def status_code(self) -> int: ...
-
-    @property
-    def length_known(self) -> bool: ...
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -56,10 +55,14 @@ class CallApp:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ReadBody:
-    """Read the rest of the body of ``run``, then finish the app: the body if
-    the app finished cleanly within ``limit`` bytes and as long as its
-    ``Content-Length`` said, else None (what was read then waits to be sent
-    on). An exception from the app is thrown into the flow."""
+    """Read the body of ``run`` if the app hands it over whole (a list of
+    parts, a first part as long as its ``Content-Length``, a first ASGI
+    message that ends it), then finish the app: that body if the app finished
+    cleanly within ``limit`` bytes and as long as its ``Content-Length`` said,
+    else None. Never waits for a second part: a body sent in parts is None
+    with ``run.in_parts``, and streams on as the app sends it. What was read
+    and not returned waits to be sent on. An exception from the app is thrown
+    into the flow."""
 
     run: AppRun
     limit: int

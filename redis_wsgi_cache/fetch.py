@@ -176,9 +176,7 @@ class Fetcher:
         if detail is not None:
             yield from self.locks.release(lock, detail)
             return self._send(exchange, run, fwd, detail)
-        if run.length_known:
-            return (yield from self._fetch_whole(exchange, stale, lock, fwd, run, request_time))
-        return self._fetch_streamed(exchange, lock, fwd, run, request_time)
+        return (yield from self._fetch_body(exchange, stale, lock, fwd, run, request_time))
 
     def _instead_of_error(
         self, exchange: Exchange, stale: CachedResponse | None, lock: Lock | None
@@ -231,7 +229,7 @@ class Fetcher:
         if detail is not None:
             cache_status += f"; detail={detail}"
         return [
-            *self._for_clients(run.headers),
+            *policy.end_to_end(self._for_clients(run.headers)),
             ("X-Cache", x_cache),
             ("Cache-Status", exchange.cache_status(cache_status)),
         ]
@@ -275,7 +273,7 @@ class Fetcher:
         tags.extend(exchange.environ.get(ENVIRON_TAGS, ()))
         return dataclasses.replace(entry, tags=tuple(dict.fromkeys(tags))) if tags else entry
 
-    def _fetch_whole(
+    def _fetch_body(
         self,
         exchange: Exchange,
         stale: CachedResponse | None,
@@ -284,9 +282,10 @@ class Fetcher:
         run: AppRun,
         request_time: float,
     ) -> Flow[Result]:
-        """A body of known length within ``max_body_bytes``: read it all, store
-        it, then answer. The store is done before the client hears back, so
-        the next request finds it, and ``Cache-Status`` says what happened."""
+        """A body the app hands over whole, within ``max_body_bytes``: store it,
+        then answer. The store is done before the client hears back, so the
+        next request finds it, and ``Cache-Status`` says what happened. A body
+        sent in parts streams on instead (:meth:`_fetch_streamed`)."""
         try:
             body: bytes | None = yield ReadBody(run, self.settings.max_body_bytes)
         except Exception:
@@ -294,6 +293,8 @@ class Fetcher:
             if served is None:
                 raise
             return served
+        if body is None and run.in_parts:
+            return self._fetch_streamed(exchange, lock, fwd, run, request_time)
         if body is None:
             reason = "too-large" if run.too_large else "incomplete"
             yield from self.locks.release(lock, reason)
@@ -325,8 +326,10 @@ class Fetcher:
         run: AppRun,
         request_time: float,
     ) -> Forward:
-        """A body of unknown length: stream it on, keeping a copy, and store it
-        once the app has finished it complete (holding ``lock`` until then)."""
+        """A body sent in parts: stream it on as it comes, keeping a copy, and
+        store it once the app has finished it complete. ``lock`` is held until
+        then, but the requests waiting on it wait at most ``stream_wait``
+        seconds more: a stream may not end (:meth:`Coalescer.streaming`)."""
 
         def store(body: bytes | None, too_large: bool) -> Step[None]:
             if body is None:
@@ -339,6 +342,7 @@ class Fetcher:
             else:
                 yield from self.save(exchange, entry, lock, entry.stored_at)
 
+        self.locks.streaming(lock, exchange.settings.stream_wait)
         x_cache = _x_cache(fwd)
         headers = self._headers(exchange, run, fwd, x_cache)
         self.recorder.response(exchange.environ, x_cache, headers, None, run.app_seconds)

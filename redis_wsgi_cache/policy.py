@@ -14,6 +14,7 @@ from werkzeug.http import (
     parse_etags,
     parse_if_range_header,
     parse_list_header,
+    parse_options_header,
     parse_range_header,
     parse_set_header,
     unquote_etag,
@@ -306,6 +307,8 @@ def not_storable_reason(
         return "vary-star"
     if status == 206 or header(headers, "content-range") is not None:
         return "partial-content"
+    if is_stream(headers):
+        return "stream"
     explicit = bool({"s-maxage", "max-age"} & directives.keys()) or (
         not targeted and header(headers, "expires") is not None
     )
@@ -325,17 +328,35 @@ def not_storable_reason(
     return None
 
 
+def is_stream(headers: Headers) -> bool:
+    """Whether a response is a channel rather than a document, never stored and
+    never waited for: server-sent events (``text/event-stream``), or what its
+    app marks as unbuffered with nginx's ``X-Accel-Buffering: no``."""
+    content_type = header(headers, "content-type")
+    if content_type and parse_options_header(content_type)[0].lower() == "text/event-stream":
+        return True
+    buffering = header(headers, "x-accel-buffering")
+    return buffering is not None and buffering.strip().lower() == "no"
+
+
+def end_to_end(headers: Headers, also: t.AbstractSet[str] = frozenset()) -> Headers:
+    """``headers`` without the hop-by-hop fields, those ``Connection`` names
+    (RFC 9110 §7.6.1) and the lower-case names in ``also``: what a cache
+    stores, and sends on of a response it fetched."""
+    connection = header_values(headers, "connection")
+    dropped = HOP_BY_HOP | also
+    if connection:
+        dropped = dropped | {name.lower() for name in parse_set_header(connection)}
+    return [(name, value) for name, value in headers if name.lower() not in dropped]
+
+
 def stored_headers(headers: Headers, response_time: float) -> Headers:
     """The headers kept in the cache: hop-by-hop fields (and those ``Connection``
     names) removed, ``Age`` left to be recomputed, ``Date`` added if missing
     (RFC 9110 §6.6.1)."""
     if not all(type(name) is str and type(value) is str for name, value in headers):
         raise ValueError("header names and values must be strings (PEP 3333)")
-    connection = header_values(headers, "connection")
-    dropped = HOP_BY_HOP | {"age"}
-    if connection:
-        dropped = dropped | {name.lower() for name in parse_set_header(connection)}
-    kept = [(name, value) for name, value in headers if name.lower() not in dropped]
+    kept = end_to_end(headers, {"age"})
     if header(kept, "date") is None:
         kept.append(("Date", http_date(response_time)))
     return kept

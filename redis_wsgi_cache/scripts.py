@@ -135,12 +135,14 @@ return 0
 )
 
 # KEYS[1]: a lock. ARGV[1]: the token, ARGV[2]: seconds to mark its base
-# hit-for-miss (0: none), in the lock's place, unless another request holds it.
+# hit-for-miss (0: none), in the lock's place, unless another request holds it
+# (or, with ARGV[3] 'held', unless the token no longer holds it).
 RELEASE = (
     _LOCKS
     + """
 local held = holds(KEYS[1], ARGV[1])
-if (tonumber(ARGV[2]) or 0) > 0 and (held or redis.call('EXISTS', KEYS[1]) == 0) then
+local free = ARGV[3] ~= 'held' and redis.call('EXISTS', KEYS[1]) == 0
+if (tonumber(ARGV[2]) or 0) > 0 and (held or free) then
   redis.call('SET', KEYS[1], 'hfm', 'EX', ARGV[2])
 elseif held then
   redis.call('DEL', KEYS[1])

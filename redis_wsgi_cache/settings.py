@@ -50,6 +50,8 @@ class Settings:
     breaker_cooldown: float = 5.0
     lock_timeout: float = 10.0
     hit_for_miss: int = 30
+    stream_wait: float = 1.0
+    finish_after_disconnect: float = 5.0
     stale_while_revalidate: int = 0
     stale_if_error: int = 0
     grace: int = 10
@@ -296,6 +298,11 @@ _PARSERS: dict[str, tuple[Callable[[str], t.Any], str]] = {
     "breaker_cooldown": (_non_negative_seconds, "a number of seconds >= 0 and < 86400"),
     "lock_timeout": (_positive_seconds, "a number of seconds > 0 and < 3600"),
     "hit_for_miss": _DURATION,
+    "stream_wait": (_non_negative_seconds, "a number of seconds >= 0 and < 86400"),
+    "finish_after_disconnect": (
+        _non_negative_seconds,
+        "a number of seconds >= 0 and < 86400",
+    ),
     "stale_while_revalidate": _DURATION,
     "stale_if_error": _DURATION,
     "grace": _DURATION,

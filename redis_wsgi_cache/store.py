@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import re
 import threading
@@ -98,6 +99,8 @@ class Lock:
     taken: float = dataclasses.field(default_factory=time.monotonic)
     started: int = 0
     done: bool = False
+    #: when (``time.monotonic``) the requests waiting on it stop waiting
+    release_at: float = math.inf
 
     @property
     def key(self) -> str:
@@ -740,6 +743,18 @@ class RedisStore:
         False if Redis failed."""
         return (
             self._pipelined([(scripts.RELEASE, lock.key, lock.token, 0) for lock in locks])
+            is not None
+        )
+
+    def mark_hit_for_miss(self, locks: list[Lock], seconds: int) -> bool:
+        """Put a hit-for-miss marker of ``seconds`` in the place of each of
+        ``locks`` still held (none if ``seconds`` is 0: the lock is released),
+        in one pipelined round trip, off the request path; False if Redis
+        failed. A lock given up, or saved with, meanwhile is left alone."""
+        return (
+            self._pipelined(
+                [(scripts.RELEASE, lock.key, lock.token, seconds, "held") for lock in locks]
+            )
             is not None
         )
 

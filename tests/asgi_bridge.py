@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 from redis_wsgi_cache.asgi import CacheMiddleware as AsgiCacheMiddleware
 from redis_wsgi_cache.asgi import Message, Receive, Scope, Send, environ_of, status_line
+from redis_wsgi_cache.directives import content_length
 
 # The app's threads: enough for every request of a concurrency test at once.
 _THREADS = ThreadPoolExecutor(max_workers=128, thread_name_prefix="wsgi-app")
@@ -110,12 +111,20 @@ class WsgiAsAsgi:
 
         result = self.app(environ, start_response)
         try:
+            parts = 0
+            ended = False
             for part in result:
                 begin()
-                if part:
-                    push({"type": "http.response.body", "body": part, "more_body": True})
+                if not part or ended:
+                    continue
+                # A first part as long as the Content-Length is the whole body,
+                # which ASGI frameworks send as one message.
+                ended = parts == 0 and content_length(head[0][1]) == len(part)
+                parts += 1
+                push({"type": "http.response.body", "body": part, "more_body": not ended})
             begin()
-            push({"type": "http.response.body", "body": b"", "more_body": False})
+            if not ended:
+                push({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             close = getattr(result, "close", None)
             if close is not None:

@@ -259,3 +259,32 @@ def test_starlette_app(settings_from_env):
         await layer.aclose()
 
     asyncio.run(scenario())
+
+
+def test_streams_flask(settings_from_env):
+    app = TestApp(run("streams_flask.py")["app"])
+    first, second = app.get("/events"), app.get("/events")
+    assert first.text == second.text == "".join(f"data: tick {n}\n\n" for n in range(3))
+    assert [r.headers["X-Cache"] for r in (first, second)] == ["MISS", "MISS"]
+    assert second.headers["Cache-Status"].endswith("fwd-status=200; detail=stream")
+    export = app.get("/export.csv")
+    assert export.headers["X-Cache"] == "MISS"
+    assert app.get("/export.csv").headers["X-Cache"] == "HIT"
+
+
+def test_streams_starlette(settings_from_env):
+    app = run("streams_starlette.py")["app"]
+
+    async def scenario() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            for path, body in (("/events", "data: tick 0"), ("/tokens", "a stream of tokens")):
+                answers = [await client.get(path) for _ in range(2)]
+                assert all(a.text.startswith(body) for a in answers)
+                assert all("detail=stream" in a.headers["Cache-Status"] for a in answers)
+        layer = app.middleware_stack
+        while not isinstance(layer, AsgiCacheMiddleware):
+            layer = layer.app
+        await layer.aclose()
+
+    asyncio.run(scenario())

@@ -147,6 +147,26 @@ def test_responses_that_are_never_stored(cached, redis_client, status, headers, 
     assert stored_entries(redis_client) == []
 
 
+@pytest.mark.parametrize("length", [True, False], ids=["whole", "in-parts"])
+def test_a_miss_drops_hop_by_hop_fields(cached, redis_client, length):
+    """RFC 9110 §7.6.1: the fields of one hop are not sent on, from a miss as
+    from a hit (an ASGI server would send them, or refuse them)."""
+    hop = [("Connection", "X-Hop"), ("X-Hop", "1"), ("Keep-Alive", "timeout=5")]
+
+    def origin(environ, start_response):
+        sized = [("Content-Length", "4")] if length else []
+        start_response("200 OK", [("Content-Type", "text/plain"), *sized, *hop])
+        yield b"bo"
+        yield b"dy"
+
+    app = TestApp(cached(origin))
+    for x_cache in ("MISS", "HIT"):
+        response = app.get("/")
+        assert response.headers["X-Cache"] == x_cache
+        assert response.body == b"body"
+        assert not {"connection", "x-hop", "keep-alive"} & {n.lower() for n in response.headers}
+
+
 def test_cacheable_statuses_setting_allows_more_statuses(cached, redis_client):
     origin = Origin(status="404 Not Found")
     app = TestApp(cached(origin, cacheable_statuses="200,404"))

@@ -337,6 +337,18 @@ def test_initial_age(headers, request_time, response_time, expected):
         ),
         pytest.param({}, 304, [("Cache-Control", "max-age=5")], "status", id="§3-304"),
         pytest.param({"range": "bytes=0-1"}, 200, [], "range", id="§3.3-range-request"),
+        pytest.param(
+            {},
+            200,
+            [("Content-Type", "Text/Event-Stream; charset=utf-8"), ("Cache-Control", "max-age=5")],
+            "stream",
+            id="event-stream",
+        ),
+        pytest.param({}, 200, [("X-Accel-Buffering", " No")], "stream", id="unbuffered"),
+        pytest.param({}, 200, [("X-Accel-Buffering", "yes")], None, id="buffered"),
+        pytest.param(
+            {}, 200, [("Content-Type", "text/event-streams")], None, id="not-an-event-stream"
+        ),
     ],
 )
 def test_not_storable_reason(request_headers, status, headers, expected):
@@ -378,6 +390,8 @@ def test_hop_by_hop_headers_are_not_stored():
         ("X-Kept", "1"),
     ]
     assert policy.stored_headers(headers, NOW) == [("Date", date()), ("X-Kept", "1")]
+    # What a fetch sends on loses the same fields, and keeps Age and Date as they are.
+    assert policy.end_to_end(headers) == [("Age", "5"), ("Date", date()), ("X-Kept", "1")]
 
 
 def test_missing_date_is_added():

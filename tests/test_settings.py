@@ -40,6 +40,8 @@ def test_every_setting_has_an_environment_variable():
         "breaker_cooldown": "2",
         "lock_timeout": "1.5",
         "hit_for_miss": "4",
+        "stream_wait": "0.25",
+        "finish_after_disconnect": "2.5",
         "stale_while_revalidate": "5",
         "stale_if_error": "6",
         "grace": "11",
@@ -80,6 +82,7 @@ def test_every_setting_has_an_environment_variable():
     assert settings.ignore_request_no_cache is True
     assert settings.socket_timeout == 0.5
     assert settings.lock_timeout == 1.5
+    assert (settings.stream_wait, settings.finish_after_disconnect) == (0.25, 2.5)
     assert settings.near_cache_size == 100
     assert settings.cookie_requests == "cache"
     assert settings.ignored_cookies == ("_ga*", "consent")
