@@ -77,7 +77,12 @@ def users_app(calls: list[str]) -> Starlette:
 def test_starlette_add_middleware(redis_server, redis_client):
     calls: list[str] = []
     app = users_app(calls)
-    app.add_middleware(CacheMiddleware, redis_url=redis_server.url, prefix="t")
+    app.add_middleware(
+        CacheMiddleware,
+        redis_url=redis_server.url,
+        prefix="t",
+        socket_timeout=GENEROUS_SOCKET_TIMEOUT,
+    )
 
     async def scenario() -> None:
         async with client_of(app) as client:
@@ -110,7 +115,12 @@ def test_fastapi_add_middleware(redis_server, redis_client):
         response.headers["Cache-Control"] = "max-age=60"
         return {"item_id": item_id}
 
-    app.add_middleware(CacheMiddleware, redis_url=redis_server.url, prefix="t")
+    app.add_middleware(
+        CacheMiddleware,
+        redis_url=redis_server.url,
+        prefix="t",
+        socket_timeout=GENEROUS_SOCKET_TIMEOUT,
+    )
 
     async def scenario() -> None:
         async with client_of(app) as client:
@@ -134,7 +144,12 @@ def test_a_django_asgi_app(redis_server, redis_client):
     from django.core.asgi import get_asgi_application
 
     calls.clear()
-    app = CacheMiddleware(get_asgi_application(), redis_url=redis_server.url, prefix="t")
+    app = CacheMiddleware(
+        get_asgi_application(),
+        redis_url=redis_server.url,
+        prefix="t",
+        socket_timeout=GENEROUS_SOCKET_TIMEOUT,
+    )
 
     async def scenario() -> None:
         async with client_of(app) as client:
@@ -186,7 +201,13 @@ def test_fifty_cold_requests_over_http_run_the_app_once(redis_server, redis_clie
     app, the others wait for its response; the cache closes at shutdown."""
     calls: list[str] = []
     app = slow_users_app(calls)
-    app.add_middleware(CacheMiddleware, redis_url=redis_server.url, prefix="t", near_cache_size=10)
+    app.add_middleware(
+        CacheMiddleware,
+        redis_url=redis_server.url,
+        prefix="t",
+        socket_timeout=GENEROUS_SOCKET_TIMEOUT,
+        near_cache_size=10,
+    )
     with uvicorn_serving(app) as base:
 
         async def fifty() -> list[httpx.Response]:
@@ -225,7 +246,12 @@ def test_lifespan_and_websockets_pass_through(redis_server, redis_client):
         return PlainTextResponse("page", headers=FRESH)
 
     app = Starlette(routes=[Route("/", page), WebSocketRoute("/ws", echo)], lifespan=lifespan)
-    app.add_middleware(CacheMiddleware, redis_url=redis_server.url, prefix="t")
+    app.add_middleware(
+        CacheMiddleware,
+        redis_url=redis_server.url,
+        prefix="t",
+        socket_timeout=GENEROUS_SOCKET_TIMEOUT,
+    )
 
     def conversation(
         scope: dict[str, t.Any], incoming: list[dict[str, t.Any]]
@@ -283,7 +309,11 @@ def test_lifespan_and_websockets_pass_through(redis_server, redis_client):
 
 def test_wsgi_and_asgi_share_entries_locks_and_purges(redis_server, redis_client):
     origin = Origin(headers=[("Cache-Control", "max-age=60")], body=b"from wsgi")
-    wsgi = TestApp(WsgiCacheMiddleware(origin, redis_url=redis_server.url, prefix="t"))
+    wsgi = TestApp(
+        WsgiCacheMiddleware(
+            origin, redis_url=redis_server.url, prefix="t", socket_timeout=GENEROUS_SOCKET_TIMEOUT
+        )
+    )
     asgi_calls: list[str] = []
 
     async def page(request: Request) -> Response:
@@ -291,9 +321,12 @@ def test_wsgi_and_asgi_share_entries_locks_and_purges(redis_server, redis_client
         return PlainTextResponse("from asgi", headers=FRESH)
 
     app = CacheMiddleware(
-        Starlette(routes=[Route("/{name}", page)]), redis_url=redis_server.url, prefix="t"
+        Starlette(routes=[Route("/{name}", page)]),
+        redis_url=redis_server.url,
+        prefix="t",
+        socket_timeout=GENEROUS_SOCKET_TIMEOUT,
     )
-    cache = Cache(redis_url=redis_server.url, prefix="t")
+    cache = Cache(redis_url=redis_server.url, prefix="t", socket_timeout=GENEROUS_SOCKET_TIMEOUT)
 
     async def scenario() -> None:
         async with client_of(app) as client:
@@ -332,7 +365,10 @@ def test_a_wsgi_fetch_in_progress_serves_the_asgi_requests(redis_server, redis_c
         return [b"wsgi"]
 
     wsgi = WsgiCacheMiddleware(
-        gated, redis_url=redis_server.url, prefix="t", socket_timeout=GENEROUS_SOCKET_TIMEOUT
+        gated,
+        redis_url=redis_server.url,
+        prefix="t",
+        socket_timeout=GENEROUS_SOCKET_TIMEOUT,
     )
     fetching = threading.Thread(
         target=TestApp(wsgi).get, args=("/slow",), kwargs={"headers": {"Host": "testserver"}}
@@ -410,7 +446,12 @@ def streaming_app(parts: int, part: bytes) -> Starlette:
 
 
 def test_a_streamed_body_is_stored_once_complete(redis_server, redis_client):
-    app = CacheMiddleware(streaming_app(64, b"x" * 1024), redis_url=redis_server.url, prefix="t")
+    app = CacheMiddleware(
+        streaming_app(64, b"x" * 1024),
+        redis_url=redis_server.url,
+        prefix="t",
+        socket_timeout=GENEROUS_SOCKET_TIMEOUT,
+    )
 
     async def scenario() -> None:
         async with client_of(app) as client:
@@ -429,7 +470,11 @@ def test_a_longer_stream_passes_through_in_bounded_memory(redis_server, redis_cl
     part = b"y" * 65536
     parts = 1024
     app = CacheMiddleware(
-        streaming_app(parts, part), redis_url=redis_server.url, prefix="t", max_body_bytes=2**20
+        streaming_app(parts, part),
+        redis_url=redis_server.url,
+        prefix="t",
+        socket_timeout=GENEROUS_SOCKET_TIMEOUT,
+        max_body_bytes=2**20,
     )
     received = 0
 
@@ -472,7 +517,12 @@ def test_a_client_gone_mid_response_loses_nothing_for_others(redis_server, redis
     """The first client leaves after the first part of a streamed body: the
     app's response is still read to its end and stored for the others, and
     the lock is released."""
-    app = CacheMiddleware(streaming_app(16, b"z" * 4096), redis_url=redis_server.url, prefix="t")
+    app = CacheMiddleware(
+        streaming_app(16, b"z" * 4096),
+        redis_url=redis_server.url,
+        prefix="t",
+        socket_timeout=GENEROUS_SOCKET_TIMEOUT,
+    )
 
     async def scenario() -> None:
         gone = asyncio.Event()
@@ -516,7 +566,10 @@ def test_a_request_cancelled_while_the_app_runs_leaves_no_lock(redis_server, red
         return PlainTextResponse("page", headers=FRESH)
 
     app = CacheMiddleware(
-        Starlette(routes=[Route("/page", page)]), redis_url=redis_server.url, prefix="t"
+        Starlette(routes=[Route("/page", page)]),
+        redis_url=redis_server.url,
+        prefix="t",
+        socket_timeout=GENEROUS_SOCKET_TIMEOUT,
     )
 
     async def scenario() -> None:
@@ -680,7 +733,12 @@ def test_a_raw_path_spelled_otherwise_bypasses(redis_server, redis_client):
     ``raw_path`` that is another spelling of ``path`` bypasses the cache, as
     ``RAW_URI`` does under WSGI; the usual spelling of any path is cached."""
     calls: list[str] = []
-    app = CacheMiddleware(counted_app(calls), redis_url=redis_server.url, prefix="t")
+    app = CacheMiddleware(
+        counted_app(calls),
+        redis_url=redis_server.url,
+        prefix="t",
+        socket_timeout=GENEROUS_SOCKET_TIMEOUT,
+    )
 
     async def get(path: str, raw_path: bytes, query: bytes = b"") -> str:
         sent: list[dict[str, t.Any]] = []
