@@ -233,18 +233,32 @@ def gunicorn(
         "warning",
         app,
     ]
+    with server_process(command, port, env, log, answers, timeout, f"gunicorn for {app}"):
+        yield port
+
+
+@contextlib.contextmanager
+def server_process(
+    command: list[str],
+    port: int,
+    env: dict[str, str],
+    log: t.IO[bytes],
+    answers: Callable[[int], bool],
+    timeout: float,
+    label: str,
+) -> Iterator[None]:
+    """Run a server ``command`` that listens on ``port``, its output to
+    ``log``, until ``answers(port)``; stop it (SIGTERM, then SIGKILL) after."""
     process = subprocess.Popen(command, env=env, stdout=log, stderr=log, cwd=ROOT)
     try:
         deadline = time.monotonic() + timeout
         while not answers(port):
             if process.poll() is not None:
-                raise BenchmarkError(f"gunicorn for {app} exited at start:\n{tail(log)}")
+                raise BenchmarkError(f"{label} exited at start:\n{tail(log)}")
             if time.monotonic() > deadline:
-                raise BenchmarkError(
-                    f"gunicorn for {app} did not answer on port {port}:\n{tail(log)}"
-                )
+                raise BenchmarkError(f"{label} did not answer on port {port}:\n{tail(log)}")
             time.sleep(0.05)
-        yield port
+        yield
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)

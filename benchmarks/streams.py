@@ -14,8 +14,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,7 +23,7 @@ import redis
 
 from redis_wsgi_cache.server import RedisServer, free_port
 
-from .common import HOST, ROOT, BenchmarkError, tail
+from .common import HOST, BenchmarkError, server_process
 
 STOP_WITHIN = 5.0
 
@@ -43,6 +41,15 @@ def _server(kind: str, port: int) -> list[str]:
     ]
 
 
+def _answers(port: int) -> bool:
+    probe = http.client.HTTPConnection(HOST, port, timeout=1)
+    with contextlib.suppress(OSError), contextlib.closing(probe):
+        probe.request("GET", "/missing")
+        probe.getresponse().read()
+        return True
+    return False
+
+
 @contextlib.contextmanager
 def serving(kind: str, cached: bool, redis_url: str) -> Iterator[int]:
     """The apps of ``kind`` (wsgi, asgi) served on a free port, with the cache
@@ -55,27 +62,11 @@ def serving(kind: str, cached: bool, redis_url: str) -> Iterator[int]:
         "REDIS_WSGI_CACHE_REDIS_URL": redis_url,
         "REDIS_WSGI_CACHE_CONFIG": os.devnull,
     }
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(_server(kind, port), env=env, stdout=log, stderr=log, cwd=ROOT)
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                probe = http.client.HTTPConnection(HOST, port, timeout=1)
-                with contextlib.suppress(OSError), contextlib.closing(probe):
-                    probe.request("GET", "/missing")
-                    probe.getresponse().read()
-                    break
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise BenchmarkError(f"{kind} server did not start:\n{tail(log)}")
-                time.sleep(0.05)
-            yield port
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    with (
+        tempfile.TemporaryFile() as log,
+        server_process(_server(kind, port), port, env, log, _answers, 30, f"{kind} server"),
+    ):
+        yield port
 
 
 class Reader:
