@@ -19,7 +19,7 @@ import redis
 import redis_wsgi_cache
 from redis_wsgi_cache.server import RedisServer
 
-from . import capacity, contenders, http_load, inprocess, memory, report, stampede
+from . import against, capacity, contenders, http_load, inprocess, memory, report, stampede
 from .common import BenchmarkError
 
 SECTIONS = ("inprocess", "http", "stampede", "memory", "capacity")
@@ -142,7 +142,54 @@ def main(argv: list[str] | None = None) -> int:
         choices=SECTIONS,
         help="run only this measure (repeatable); default: all",
     )
+    compare = parser.add_argument_group(
+        "comparing with a git ref",
+        "--against REF measures the in-process hits of the working tree and of REF (any"
+        " git ref) in one interleaved run, in two workers pinned with redis-server to one"
+        " CPU, and prints both with their ratio (--quick: 5 rounds x 200)",
+    )
+    compare.add_argument("--against", metavar="REF", help="the git ref to compare with")
+    compare.add_argument(
+        "--rounds", type=int, help=f"with --against: rounds (default {against.DEFAULT_ROUNDS})"
+    )
+    compare.add_argument(
+        "--batch",
+        type=int,
+        help=f"with --against: requests per batch (default {against.DEFAULT_BATCH})",
+    )
+    compare.add_argument(
+        "--cpu",
+        type=int,
+        default=against.DEFAULT_CPU,
+        help=f"with --against: the CPU to pin to (default {against.DEFAULT_CPU})",
+    )
+    compare.add_argument(
+        "--contenders",
+        metavar="NAMES",
+        help="with --against: comma-separated, of " + ", ".join(against.CONTENDERS),
+    )
     args = parser.parse_args(argv)
+    if args.against is not None:
+        if args.only:
+            parser.error("--only does not apply with --against (see --contenders)")
+        try:
+            names = against.parse_contenders(args.contenders)
+        except ValueError as error:
+            parser.error(str(error))
+        quick = args.quick
+        try:
+            return against.run(
+                args.against,
+                rounds=args.rounds or (against.QUICK_ROUNDS if quick else against.DEFAULT_ROUNDS),
+                batch=args.batch or (against.QUICK_BATCH if quick else against.DEFAULT_BATCH),
+                cpu=args.cpu,
+                names=names,
+            )
+        except BenchmarkError as error:
+            print(f"\nbenchmark failed: {error}", file=sys.stderr)
+            return 1
+    if args.rounds or args.batch or args.contenders or args.cpu != against.DEFAULT_CPU:
+        parser.error("--rounds, --batch, --cpu and --contenders apply with --against only")
     chosen = [section for section in SECTIONS if section in (args.only or SECTIONS)]
     plan = QUICK if args.quick else FULL
     started = time.monotonic()
