@@ -22,13 +22,15 @@ import time
 import typing as t
 from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 
+import redis
+
 from . import scripts
 from .clients import blocking_twin, make_async_client, make_client, refuse_decoding
 from .directives import content_length, header
 from .effects import Answer, Background, CallApp, CloseApp, ReadBody, Respond, Sleep
 from .exchange import ENVIRON_BACKGROUND
 from .flow import Core, configure
-from .store import REDIS_ERRORS, SCRIPTS, Pipeline, Raised, Script
+from .store import REDIS_ERRORS, SCRIPTS, Command, PackedCommands, Pipeline, Raised, Script
 from .tags import ENVIRON_TAGS
 
 if t.TYPE_CHECKING:
@@ -407,19 +409,86 @@ async def _discard(message: Message) -> None:
     """Where the answer of a background refresh goes."""
 
 
+class AsyncConnections:
+    """The asyncio twin of :class:`~redis_wsgi_cache.store.Connections`:
+    connections for single commands, made like those of the client's ``pool``
+    but kept apart from it, each command packed once, and the client's
+    ``socket_timeout`` kept by one ``asyncio.timeout`` around the command's
+    round trip (redis-py's own costs a task for each send). The connections
+    belong to the event loop that made them."""
+
+    def __init__(self, pool: t.Any) -> None:
+        kwargs = dict(pool.connection_kwargs)
+        self._timeout: float | None = kwargs.get("socket_timeout")
+        kwargs["socket_timeout"] = None
+        self._class: t.Any = pool.connection_class
+        self._kwargs = kwargs
+        self._idle: list[t.Any] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._packed = PackedCommands()
+
+    async def command(self, args: tuple[t.Any, ...]) -> t.Any:
+        """Send one command and read its reply."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._idle, self._loop = [], loop
+        try:
+            connection, reused = self._idle.pop(), True
+        except IndexError:
+            connection, reused = self._class(**self._kwargs), False
+        packed = self._packed.of(connection, args)
+        while True:
+            try:
+                async with asyncio.timeout(self._timeout):
+                    if not reused:
+                        await connection.connect()
+                    await connection.send_packed_command(packed, check_health=False)
+                    reply = await connection.read_response()
+            except redis.ResponseError:
+                self._idle.append(connection)  # an error reply: still in step
+                raise
+            except redis.ConnectionError:
+                await connection.disconnect(nowait=True)
+                if reused:
+                    reused = False  # closed while idle: once more, connected anew
+                    continue
+                raise
+            except BaseException:
+                await connection.disconnect(nowait=True)
+                raise
+            self._idle.append(connection)
+            return reply
+
+    async def close(self) -> None:
+        """Close the idle connections (those of another loop are dropped)."""
+        idle, self._idle = self._idle, []
+        if self._loop is asyncio.get_running_loop():
+            for connection in idle:
+                await connection.disconnect()
+
+
 class AsyncStore:
     """The store's calls sent with a ``redis.asyncio`` client, through the
-    breaker the blocking store of the same cache uses."""
+    breaker the blocking store of the same cache uses; single commands on
+    :class:`AsyncConnections` (a cluster client routes them itself)."""
 
     def __init__(self, client: t.Any, breaker: Breaker) -> None:
         self.client = client
         self.breaker = breaker
+        pool = getattr(client, "connection_pool", None)
+        self.connections = AsyncConnections(pool) if pool is not None else None
         self._scripts = {
             name: client.register_script(getattr(scripts, name).encode()) for name in SCRIPTS
         }
 
     async def execute(self, call: RedisCall) -> t.Any:
         """Send ``call`` through the breaker: its reply, or a :class:`Failed`."""
+        if type(call) is Command and self.breaker.clear:
+            # The hit path: what the guard does, without a generator.
+            try:
+                return await self._command(call.args)
+            except REDIS_ERRORS as error:
+                return self.breaker.outcome(error)
         guard = self.breaker.guard(call)
         try:
             sent = next(guard)
@@ -440,7 +509,12 @@ class AsyncStore:
             for command in call.commands:
                 pipeline.execute_command(*command)
             return await pipeline.execute(raise_on_error=False)
-        return await self.client.execute_command(*call.args)
+        return await self._command(call.args)
+
+    async def _command(self, args: tuple[t.Any, ...]) -> t.Any:
+        if self.connections is None:
+            return await self.client.execute_command(*args)
+        return await self.connections.command(args)
 
 
 class RequestBody:
@@ -558,7 +632,10 @@ class _Request:
                     "headers": headers_of(result.headers),
                 }
             )
-            await self.send({"type": "http.response.body", "body": b"".join(result.body)})
+            *parts, last = result.body or [b""]
+            for part in parts:
+                await self.send({"type": "http.response.body", "body": part, "more_body": True})
+            await self.send({"type": "http.response.body", "body": last})
             return
         run = t.cast(AppRun, result.run)
         if isinstance(result, Respond):
@@ -733,6 +810,8 @@ class CacheMiddleware(Core):
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.to_thread(self._close_parts)
+        if self._async_store is not None and self._async_store.connections is not None:
+            await self._async_store.connections.close()
         for client in self._made:
             await client.aclose()
         self._made.clear()

@@ -86,7 +86,7 @@ def _inspect(args: argparse.Namespace) -> int:
                         "tags": list(entry.tags),
                         "etag": entry.etag,
                         "last_modified": entry.last_modified,
-                        "body_bytes": len(entry.body),
+                        "body_bytes": entry.body_length,
                         "headers": entry.headers,
                     }
                 )

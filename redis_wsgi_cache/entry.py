@@ -77,7 +77,8 @@ class CachedResponse:
     url: str
     status: str
     headers: list[tuple[str, str]]
-    body: bytes
+    #: the body, in the parts it was stored in (one, but for long bodies)
+    body_parts: tuple[bytes, ...]
     stored_at: float
     initial_age: float
     freshness_lifetime: float
@@ -99,6 +100,16 @@ class CachedResponse:
     @property
     def status_code(self) -> int:
         return int(self.status[:3])
+
+    @property
+    def body(self) -> bytes:
+        """The whole body (its parts joined: a copy, unless it has one part)."""
+        parts = self.body_parts
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    @property
+    def body_length(self) -> int:
+        return sum(len(part) for part in self.body_parts)
 
     @property
     def has_validator(self) -> bool:
@@ -135,7 +146,7 @@ class CachedResponse:
                 name == "Content-Length"
                 and "L" not in derived
                 and not self.encoding
-                and value == str(len(self.body))
+                and value == str(self.body_length)
             ):
                 derived += "L"
             else:
@@ -191,23 +202,22 @@ class CachedResponse:
             if not set(flags) <= _ALL_FLAGS:
                 raise EntryFormatError("unknown flags")
             chunks = body_values[: int(count)] if count in ("1", "2", "3", "4") else [None]
-            pieces = [chunk for chunk in chunks if chunk is not None]
+            pieces = tuple(chunk for chunk in chunks if chunk is not None)
             if len(pieces) != len(chunks):
                 raise EntryFormatError("missing body")
-            body = pieces[0] if len(pieces) == 1 else b"".join(pieces)
             headers = header_lines(lines.decode("utf-8"))
             stored_seconds = _seconds(stored_at, MAX_TIMESTAMP)
             for letter in reversed([letter for letter in flags if letter in _DERIVED]):
                 if letter == "D":
                     headers.append(("Date", http_date(stored_seconds)))
                 else:
-                    headers.append(("Content-Length", str(len(body))))
+                    headers.append(("Content-Length", str(sum(len(part) for part in pieces))))
             codings = [_CODINGS[letter] for letter in flags if letter in _CODINGS]
             entry = cls(
                 url=url.decode("utf-8"),
                 status=status,
                 headers=headers,
-                body=body,
+                body_parts=pieces,
                 stored_at=stored_seconds,
                 initial_age=_seconds(age, MAX_SECONDS),
                 freshness_lifetime=_seconds(fresh, MAX_SECONDS),

@@ -266,7 +266,7 @@ class Fetcher:
             self.settings.compress, self.settings.compress_min_bytes, headers, body
         )
         if coding:
-            entry = dataclasses.replace(entry, body=stored, encoding=coding)
+            entry = dataclasses.replace(entry, body_parts=(stored,), encoding=coding)
         tags = response_tags(run.headers, self.settings.tag_headers)
         if exchange.rule is not None:
             tags.extend(exchange.rule.tags)

@@ -106,6 +106,7 @@ class Core:
         self.cache.index.close()
         if self.near is not None:
             self.near.close()
+        self.store.close()
 
     # -- the flow of a request --------------------------------------------------------
 

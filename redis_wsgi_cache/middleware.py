@@ -16,11 +16,13 @@ from .capture import Capture
 from .clients import make_client
 from .effects import Answer, Background, CallApp, CloseApp, ReadBody, Respond, Sleep
 from .flow import Core, configure
+from .store import REDIS_CALLS
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
     from .effects import Effect, Flow, Result
+    from .store import RedisCall
 
 
 def _ignore_start_response(
@@ -133,6 +135,8 @@ class CacheMiddleware(Core):
                 error = raised
 
     def _do(self, effect: Effect) -> t.Any:
+        if type(effect) in REDIS_CALLS:
+            return self.store.execute(t.cast("RedisCall", effect))
         if isinstance(effect, CallApp):
             capture = Capture()
             capture.run(self.app, effect.environ)
@@ -147,7 +151,7 @@ class CacheMiddleware(Core):
             return self.background.submit(
                 lambda: self._in_background(effect.work()), effect.description
             )
-        return self.store.execute(effect)
+        raise TypeError(f"not an effect: {effect!r}")
 
     def _deliver(self, result: Result, start_response: StartResponse) -> Iterable[bytes]:
         """Send the flow's answer to the server."""

@@ -39,7 +39,7 @@ _INSTANCES: weakref.WeakSet[NearCache] = weakref.WeakSet()
 def entry_size(entry: CachedResponse) -> int:
     """The bytes an entry counts for against ``max_bytes``: body, URL and header fields."""
     return (
-        len(entry.body)
+        entry.body_length
         + len(entry.url)
         + sum(len(name) + len(value) for name, value in entry.headers)
     )

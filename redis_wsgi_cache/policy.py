@@ -386,7 +386,7 @@ def build_entry(
         url=url,
         status=status,
         headers=kept,
-        body=body,
+        body_parts=(body,),
         stored_at=response_time,
         initial_age=initial_age(headers, request_time, response_time),
         freshness_lifetime=0.0 if fresh.no_cache else fresh.lifetime,

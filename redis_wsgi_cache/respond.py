@@ -31,6 +31,10 @@ def from_entry(
     headers alone for HEAD, else the whole response; ``extra`` headers added."""
     if policy.is_conditional(environ) and policy.not_modified(entry, environ):
         return "304 Not Modified", policy.not_modified_headers(entry.headers) + extra, []
+    if not entry.encoding and not byte_range:
+        # The stored parts as they are: a long body is not joined (copied).
+        sent = [] if environ.get("REQUEST_METHOD") == "HEAD" else list(entry.body_parts)
+        return entry.status, entry.headers + extra, sent
     headers, body = entry.headers, entry.body
     if entry.encoding:
         headers, body = compression.representation(

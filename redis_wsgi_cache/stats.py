@@ -32,6 +32,8 @@ class Counters:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._pid = 0
+        # The flushing thread runs (in this process: a forked child starts its own).
+        self._running = False
         _INSTANCES.add(self)
 
     def count(self, outcome: str, reason: str | None = None, amount: int = 1) -> None:
@@ -43,7 +45,7 @@ class Counters:
             self._counts[outcome] += amount
             if reason is not None:
                 self._counts[f"{outcome}:{reason}"] += amount
-        if self._pid != os.getpid():
+        if not self._running:
             self._start()
 
     def flush(self) -> None:
@@ -69,6 +71,7 @@ class Counters:
                 # A forked child: the parent's counts are the parent's to add.
                 self._counts.clear()
             self._pid = os.getpid()
+            self._running = True
         threading.Thread(target=self._run, name="redis-wsgi-cache counters", daemon=True).start()
 
     def _run(self) -> None:
@@ -80,6 +83,7 @@ class Counters:
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
         self._wake = threading.Event()
+        self._running = False
 
 
 @atexit.register

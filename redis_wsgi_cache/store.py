@@ -15,6 +15,7 @@ import re
 import threading
 import time
 import typing as t
+import weakref
 from collections.abc import Mapping
 
 import redis
@@ -143,6 +144,8 @@ _VARIANTS = re.compile(rb"([0-9a-f]+):([0-9]+)")
 LOOKUP_FIELDS = (*FIELDS, "y")
 # Primary keys whose Vary names a process remembers (forgotten all at once).
 VARY_MEMO_SIZE = 10_000
+# Commands whose packed bytes a process remembers (forgotten all at once).
+PACKED_MEMO_SIZE = 10_000
 # Entries whose decoding a process remembers, with the bytes they came from, so
 # that a hit on unchanged bytes skips parsing them again (forgotten all at once).
 DECODED_MEMO_SIZE = 1_000
@@ -193,6 +196,8 @@ class Pipeline:
 
 
 RedisCall = Command | Script | Pipeline
+#: The types of :data:`RedisCall`, for a driver's dispatch.
+REDIS_CALLS = frozenset({Command, Script, Pipeline})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -253,6 +258,12 @@ class Breaker:
     def available(self) -> bool:
         """False while the circuit breaker is open."""
         return self._healthy or time.monotonic() >= self._closed_at
+
+    @property
+    def clear(self) -> bool:
+        """Redis answered the last command, and no purge waits to be retried:
+        a command may go straight to Redis (:meth:`guard` adds nothing)."""
+        return self._healthy and not self.pending_purges
 
     def failed(self, error: BaseException) -> None:
         """Open the breaker; warn, unless this outage was reported less than
@@ -446,7 +457,7 @@ class StoreSteps:
             return (yield from self._miss("miss", slot, coalesce, unusable=True))
         if entry.url != url:
             return (yield from self._miss("miss", slot, coalesce, unusable=True))
-        if len(entry.body) <= DECODED_MEMO_BODY:
+        if entry.body_length <= DECODED_MEMO_BODY:
             if len(self._decoded) >= DECODED_MEMO_SIZE:
                 self._decoded.clear()
             self._decoded[slot.base] = (values, entry)
@@ -644,6 +655,90 @@ class StoreSteps:
         )
 
 
+class PackedCommands:
+    """Commands packed once each (the packing costs as much as a round trip):
+    at most ``PACKED_MEMO_SIZE``, forgotten all at once."""
+
+    def __init__(self) -> None:
+        self._packed: dict[tuple[t.Any, ...], list[bytes]] = {}
+
+    def of(self, connection: t.Any, args: tuple[t.Any, ...]) -> list[bytes]:
+        """``args`` packed by ``connection``'s packer, or as they were before."""
+        packed = self._packed.get(args)
+        if packed is None:
+            packed = connection.pack_command(*args)
+            if len(self._packed) >= PACKED_MEMO_SIZE:
+                self._packed.clear()
+            self._packed[args] = packed
+        return packed
+
+
+class Connections:
+    """Connections for single commands on the request path (a hit's one
+    ``HMGET``), made like those of the client's ``pool`` but kept apart from
+    it: taken and given back without the pool's bookkeeping, and each distinct
+    command packed once, which together cost more than the round trip itself.
+    Idle connections are connected (one that fails is dropped); one found
+    closed when reused (Redis restarted, or its idle ``timeout`` passed) is
+    connected anew, once; a forked child starts with none."""
+
+    def __init__(self, pool: redis.ConnectionPool) -> None:
+        self._pool = pool
+        self._idle: list[t.Any] = []
+        self._packed = PackedCommands()
+        _CONNECTIONS.add(self)
+
+    def command(self, args: tuple[t.Any, ...]) -> t.Any:
+        """Send one command and read its reply."""
+        try:
+            connection, reused = self._idle.pop(), True
+        except IndexError:
+            connection, reused = self._pool.connection_class(**self._pool.connection_kwargs), False
+        packed = self._packed.of(connection, args)
+        while True:
+            try:
+                if not reused:
+                    connection.connect()  # as the pool does (a Sentinel's finds its master)
+                connection.send_packed_command(packed, check_health=False)
+                reply = connection.read_response()
+            except redis.ResponseError:
+                self._idle.append(connection)  # an error reply: still in step
+                raise
+            except redis.ConnectionError:
+                connection.disconnect()
+                if reused:
+                    reused = False  # closed while idle: once more, connected anew
+                    continue
+                raise
+            except BaseException:
+                connection.disconnect()
+                raise
+            self._idle.append(connection)
+            return reply
+
+    def close(self) -> None:
+        """Close the idle connections."""
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.disconnect()
+
+    def forget(self) -> None:
+        """In a forked child: the parent's connections are the parent's."""
+        self._idle = []
+
+
+_CONNECTIONS: weakref.WeakSet[Connections] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for connections in list(_CONNECTIONS):
+        connections.forget()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class RedisStore:
     """Stored responses in Redis, through a blocking client: :class:`StoreSteps`
     run with :meth:`run`, and what runs off the request path (lock renewals,
@@ -660,7 +755,9 @@ class RedisStore:
         self.steps = StoreSteps(
             settings, self.breaker, isinstance(client, RedisCluster | LazyCluster)
         )
-        self._pool = client.connection_pool if isinstance(client, redis.Redis) else None
+        self._connections = (
+            Connections(client.connection_pool) if isinstance(client, redis.Redis) else None
+        )
         # Scripts as bytes: their digests are worked out here, without a client
         # that would connect to find its encoding.
         self._scripts = {
@@ -688,6 +785,12 @@ class RedisStore:
 
     def execute(self, call: RedisCall) -> t.Any:
         """Send ``call`` through the breaker: its reply, or a :class:`Failed`."""
+        if type(call) is Command and self.breaker.clear:
+            # The hit path: what the guard does, without a generator.
+            try:
+                return self._command(*call.args)
+            except REDIS_ERRORS as error:
+                return self.breaker.outcome(error)
         guard = self.breaker.guard(call)
         try:
             sent = next(guard)
@@ -711,22 +814,17 @@ class RedisStore:
         return self._command(*call.args)
 
     def _command(self, *args: t.Any) -> t.Any:
-        """One command on a pooled connection, without the client's retry and
-        instrumentation layers: the hit path's one round trip. A cluster client
+        """One command, without the client's retry and instrumentation layers
+        (:class:`Connections`): the hit path's one round trip. A cluster client
         (no single pool) routes the command itself."""
-        if self._pool is None:
+        if self._connections is None:
             return self.client.execute_command(*args)
-        connection = self._pool.get_connection()
-        try:
-            connection.send_command(*args)
-            return connection.read_response()
-        except redis.ResponseError:
-            raise  # an error reply: the connection is still in step
-        except BaseException:
-            connection.disconnect()
-            raise
-        finally:
-            self._pool.release(connection)
+        return self._connections.command(args)
+
+    def close(self) -> None:
+        """Close the connections of the request path."""
+        if self._connections is not None:
+            self._connections.close()
 
     # -- off the request path --------------------------------------------------------
 

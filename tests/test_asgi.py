@@ -763,3 +763,46 @@ def test_a_raw_path_spelled_otherwise_bypasses(redis_server, redis_client):
 
     asyncio.run(scenario())
     assert calls == ["/a", "/café", "/a b", "/x"]  # (/a/b is a 404 of the router)
+
+
+def test_a_long_body_is_sent_a_message_a_stored_part(redis_server, redis_client):
+    """A hit on a body stored in parts sends each part as a message, as it was
+    read: the body is never joined into one more copy."""
+    body = bytes(range(256)) * 3906 + b"!" * 64  # 1,000,000 bytes: three parts
+    app = CacheMiddleware(
+        streaming_app(1, body),
+        redis_url=redis_server.url,
+        prefix="t",
+        socket_timeout=GENEROUS_SOCKET_TIMEOUT,
+    )
+    sent: list[dict[str, t.Any]] = []
+
+    async def send(message: dict[str, t.Any]) -> None:
+        sent.append(dict(message))
+
+    async def request() -> None:
+        requested = False
+
+        async def receive() -> dict[str, t.Any]:
+            nonlocal requested
+            if not requested:
+                requested = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await asyncio.Event().wait()  # the client stays
+            raise AssertionError("unreachable")
+
+        await app(dict(STREAM_SCOPE), receive, send)
+
+    async def scenario() -> None:
+        await request()
+        sent.clear()
+        await request()
+        await app.aclose()
+
+    asyncio.run(scenario())
+    (key,) = stored_entries(redis_client)
+    stored = [part for part in redis_client.hmget(key, "b", "b1", "b2", "b3") if part]
+    assert len(stored) > 1
+    bodies = [m for m in sent if m["type"] == "http.response.body"]
+    assert [m["body"] for m in bodies] == stored
+    assert [m.get("more_body", False) for m in bodies] == [True] * (len(stored) - 1) + [False]

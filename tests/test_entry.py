@@ -20,7 +20,7 @@ ENTRY = CachedResponse(
     url="http://example.com/é",
     status="200 OK",
     headers=[("Content-Type", "text/plain"), ("X-Twice", "1"), ("X-Twice", "2"), ("ETag", 'W/"e"')],
-    body=b"\x00\xffbody",
+    body_parts=(b"\x00\xffbody",),
     stored_at=1_800_000_000.5,
     initial_age=3.0,
     freshness_lifetime=60.0,
@@ -80,7 +80,7 @@ def test_a_small_response_fits_redis_compact_encoding():
             ("Content-Length", "24"),
             ("Date", http_date(stored_at)),
         ],
-        body=b'{"id":1,"name":"Alice"}\n',
+        body_parts=(b'{"id":1,"name":"Alice"}\n',),
         stored_at=stored_at,
         initial_age=0.0,
         freshness_lifetime=60.0,
@@ -120,7 +120,7 @@ def test_a_compressed_body_keeps_its_length_header():
 @pytest.mark.parametrize("length", [0, 63, 4096, 16_000, 16_384, 20_480, 100_000, 1 << 20])
 def test_body_round_trips_whatever_its_split(length):
     body = bytes(range(256)) * (length // 256) + b"x" * (length % 256)
-    entry = dataclasses.replace(ENTRY, body=body)
+    entry = dataclasses.replace(ENTRY, body_parts=(body,))
     assert read_back(entry).body == body
     assert len(body_chunks(body)) <= len(BODY_FIELDS)
 

@@ -374,3 +374,48 @@ def test_an_invalidation_redis_refused_is_done_once_it_answers(own_redis):
     assert middleware.store.pending_purges == 0
     assert (response.headers["X-Cache"], response.body) == ("MISS", b"version 3")
     admin.close()
+
+
+def test_a_connection_redis_closed_while_idle_is_connected_anew(cached, redis_client):
+    """Redis closes the cache's idle connections (a restart, its idle
+    ``timeout``, CLIENT KILL): the next hit reconnects at once, rather than
+    failing and opening the circuit breaker."""
+    middleware = cached(Origin(headers=[("Cache-Control", "max-age=60")]), prefix="t")
+    call(middleware, "/page")
+    assert call(middleware, "/page")[1]["X-Cache"] == "HIT"
+    killed = redis_client.client_kill_filter(_type="normal", skipme=True)
+    assert killed >= 1
+    for _ in range(3):
+        _, headers, body = call(middleware, "/page")
+        assert (headers["X-Cache"], body) == ("HIT", b"hello")
+    assert middleware.store.available
+
+
+@pytest.mark.wsgi_only("forks the process that runs the WSGI middleware")
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_never_shares_a_connection_with_its_parent(cached, redis_client):
+    """A server that forks its workers after the app was loaded (gunicorn
+    --preload): each process's hits go on connections of its own, so that no
+    reply reaches the other (each reads its own page, many times over)."""
+    origin = Origin(headers=[("Cache-Control", "max-age=60")])
+    origin.body = lambda environ: environ["PATH_INFO"].encode()
+    middleware = cached(origin, prefix="t")
+    for path in ("/parent", "/child"):
+        call(middleware, path)
+        assert call(middleware, path)[1]["X-Cache"] == "HIT"
+
+    def hits(path: str) -> set[tuple[str, bytes]]:
+        answers = (call(middleware, path) for _ in range(300))
+        return {(headers["X-Cache"], body) for _, headers, body in answers}
+
+    child = os.fork()
+    if child == 0:
+        ok = False
+        try:
+            ok = hits("/child") == {("HIT", b"/child")}
+        finally:
+            os._exit(0 if ok else 1)
+    answers = hits("/parent")
+    _, status = os.waitpid(child, 0)
+    assert answers == {("HIT", b"/parent")}
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -408,3 +408,31 @@ def test_bring_your_own_client(redis_server, redis_client):
     app.get("/")
     assert app.get("/").headers["X-Cache"] == "HIT"
     assert all(key.startswith(b"own:") for key in stored_entries(redis_client))
+
+
+@pytest.mark.parametrize("length", [100_000, 1_000_000])
+def test_a_long_body_is_served_as_the_parts_it_was_stored_in(
+    cached, redis_client, pytestconfig, length
+):
+    """A body long enough to be stored in parts (format 6) comes back whole
+    and exact, its parts sent as they were read: never joined into one more
+    copy of the body, whose allocation would double a hit's memory."""
+    body = bytes(range(256)) * (length // 256) + b"!" * (length % 256)
+    app = TestApp(cached(Origin(body), max_body_bytes=2**21))
+    app.get("/long")
+    response = app.get("/long")
+    assert (response.headers["X-Cache"], response.body) == ("HIT", body)
+    assert response.headers["Content-Length"] == str(length)
+    (key,) = stored_entries(redis_client)
+    parts = redis_client.hmget(key, "b", "b1", "b2", "b3")
+    stored = [part for part in parts if part is not None]
+    assert len(stored) > 1 and b"".join(stored) == body
+    sent: list[bytes] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info=None):
+        return sent.append
+
+    if pytestconfig.getoption("middleware") == "wsgi":
+        environ = {**app.get("/long").request.environ}
+        sent.extend(app.app(environ, start_response))
+        assert sent == stored  # (the ASGI side sends a message a part: tests/test_asgi.py)

@@ -65,7 +65,7 @@ def response(
         url=url,
         status="200 OK",
         headers=[("Content-Type", "text/plain")],
-        body=body,
+        body_parts=(body,),
         stored_at=time.time() if stored_at is None else stored_at,
         initial_age=0.0,
         freshness_lifetime=fresh,
@@ -350,7 +350,7 @@ near.get(key, {})
 deadline = time.monotonic() + 10
 while not near.online and time.monotonic() < deadline:
     time.sleep(0.005)
-entry = CachedResponse("http://a.example/", "200 OK", [], b"hello", time.time(), 0.0, 60.0)
+entry = CachedResponse("http://a.example/", "200 OK", [], (b"hello",), time.time(), 0.0, 60.0)
 near.put(key, entry, {}, near.generation())
 print("ready" if near.get(key, {}) is entry else "not cached", flush=True)
 deadline = time.monotonic() + 10

@@ -34,7 +34,7 @@ def entry(**changes) -> CachedResponse:
         url="http://localhost/",
         status="200 OK",
         headers=[("Content-Type", "text/plain"), ("Date", date())],
-        body=b"body",
+        body_parts=(b"body",),
         stored_at=NOW,
         initial_age=0.0,
         freshness_lifetime=100.0,
