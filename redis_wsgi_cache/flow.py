@@ -37,6 +37,10 @@ if t.TYPE_CHECKING:
     from .store import Lock, Lookup
 
 
+# Keys a process remembers the URL of (forgotten all at once).
+KEY_MEMO_SIZE = 10_000
+
+
 def configure(settings: dict[str, t.Any], config_file: str | os.PathLike[str] | None) -> Settings:
     """The settings of a middleware: keyword arguments over the environment
     over the config file; a clear error for any that cannot work."""
@@ -89,6 +93,8 @@ class Core:
         self.stats = Counters(self.store, settings.stats_interval)
         self.recorder = Recorder(self.stats, self.metrics)
         self.fetcher = Fetcher(settings, self.locks, self.cache, self.near, self.recorder)
+        # The keys of URLs (a digest each), remembered.
+        self._keys: dict[str, str] = {}
 
     def _purged(self, count: int) -> int:
         # This process's near cache forgets at once, without waiting to hear
@@ -142,7 +148,11 @@ class Core:
             public_url = forwarded_url(forwarded, url, self.cache.normalize) or url
             url = f"{url}\n{screening.key_extra}"
 
-        key = primary_key(self.settings.prefix, url)
+        key = self._keys.get(url)
+        if key is None:
+            if len(self._keys) >= KEY_MEMO_SIZE:
+                self._keys.clear()
+            key = self._keys[url] = primary_key(self.settings.prefix, url)
         headers = LazyHeaders(environ)
         settings = self._settings_for(rule)
         exchange = Exchange(environ, request, url, key, headers, settings, self.recorder, rule)

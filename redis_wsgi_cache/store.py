@@ -24,7 +24,7 @@ from redis.exceptions import ClusterDownError, RedisClusterException
 
 from . import scripts
 from .clients import LazyCluster, refuse_decoding
-from .entry import FIELDS, RESPONSE_FIELDS, CachedResponse, microseconds
+from .entry import BODY_FIELDS, FIELDS, RESPONSE_FIELDS, CachedResponse, microseconds
 from .keys import (
     digest_of,
     index_member,
@@ -146,10 +146,26 @@ LOOKUP_FIELDS = (*FIELDS, "y")
 VARY_MEMO_SIZE = 10_000
 # Commands whose packed bytes a process remembers (forgotten all at once).
 PACKED_MEMO_SIZE = 10_000
-# Entries whose decoding a process remembers, with the bytes they came from, so
-# that a hit on unchanged bytes skips parsing them again (forgotten all at once).
+# Entries whose decoding a process remembers, with the bytes they came from (for
+# a longer body, its version: :func:`_version_of`), so that a hit on unchanged
+# bytes skips parsing them again (forgotten all at once).
 DECODED_MEMO_SIZE = 1_000
 DECODED_MEMO_BODY = 16 * 1024
+
+
+# Where the body's parts are among the values of FIELDS.
+_BODY = slice(len(RESPONSE_FIELDS) - len(BODY_FIELDS), len(RESPONSE_FIELDS))
+
+
+def _version_of(values: list[bytes | None]) -> tuple[t.Any, ...]:
+    """What tells one stored version of a response from another but its body's
+    bytes: every other field (the meta field ``v`` holds when it was stored),
+    and the length of each part of the body."""
+    return (
+        *values[: _BODY.start],
+        *values[_BODY.stop :],
+        *(None if part is None else len(part) for part in values[_BODY]),
+    )
 
 
 def _fields_of(slot: Slot) -> tuple[str, ...]:
@@ -386,7 +402,7 @@ class StoreSteps:
         self.cluster = cluster
         self.registries = index_registries(settings.prefix)
         self._vary_names: dict[str, tuple[str, ...]] = {}
-        self._decoded: dict[str, tuple[list[bytes | None], CachedResponse]] = {}
+        self._decoded: dict[str, tuple[list[bytes | None] | tuple[t.Any, ...], CachedResponse]] = {}
 
     def lookup(
         self, key: str, url: str, headers: Mapping[str, str], coalesce: bool = False
@@ -447,9 +463,16 @@ class StoreSteps:
             outcome = "vary-miss" if names else "miss"
             return (yield from self._miss(outcome, slot, coalesce, occupied=occupied))
         decoded = self._decoded.get(slot.base)
-        if decoded is not None and decoded[0] == values:
-            # The same bytes as last time: reuse what they decoded to.
-            return Lookup("hit", decoded[1], slot)
+        if decoded is not None:
+            seen, entry = decoded
+            if seen == values:
+                # The same bytes as last time: reuse what they decoded to.
+                return Lookup("hit", entry, slot)
+            if seen == _version_of(values):
+                # The same stored version of a long body, in new bytes objects
+                # (comparing them would cost as much as decoding them).
+                parts = tuple(part for part in values[_BODY] if part is not None)
+                return Lookup("hit", dataclasses.replace(entry, body_parts=parts), slot)
         try:
             entry = CachedResponse.from_values(values, names)
         except ValueError as error:
@@ -457,10 +480,15 @@ class StoreSteps:
             return (yield from self._miss("miss", slot, coalesce, unusable=True))
         if entry.url != url:
             return (yield from self._miss("miss", slot, coalesce, unusable=True))
+        if len(self._decoded) >= DECODED_MEMO_SIZE:
+            self._decoded.clear()
         if entry.body_length <= DECODED_MEMO_BODY:
-            if len(self._decoded) >= DECODED_MEMO_SIZE:
-                self._decoded.clear()
             self._decoded[slot.base] = (values, entry)
+        else:  # (without its body: the memo stays small)
+            self._decoded[slot.base] = (
+                _version_of(values),
+                dataclasses.replace(entry, body_parts=()),
+            )
         return Lookup("hit", entry, slot)
 
     def _miss(

@@ -436,3 +436,20 @@ def test_a_long_body_is_served_as_the_parts_it_was_stored_in(
         environ = {**app.get("/long").request.environ}
         sent.extend(app.app(environ, start_response))
         assert sent == stored  # (the ASGI side sends a message a part: tests/test_asgi.py)
+
+
+def test_a_long_body_stored_again_is_served_new(cached, redis_client):
+    """A process remembers what a long body's stored version decoded to (not
+    its bytes): another version of the same length and headers, stored after
+    a purge, is served with its own bytes."""
+    origin = Origin(b"a" * 100_000)
+    middleware = cached(origin, max_body_bytes=2**21)
+    app = TestApp(middleware)
+    app.get("/long")
+    assert app.get("/long").body == b"a" * 100_000
+    origin.body = b"b" * 100_000
+    middleware.purge("http://localhost/long")
+    app.get("/long")
+    for _ in range(2):
+        response = app.get("/long")
+        assert (response.headers["X-Cache"], response.body) == ("HIT", b"b" * 100_000)
