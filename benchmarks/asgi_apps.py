@@ -17,14 +17,17 @@ from starlette.routing import Route
 
 from redis_wsgi_cache.asgi import CacheMiddleware
 
-from .common import TTL, USER, USER_PATH
+from .common import RAW_KEY, TTL, USER, USER_PATH
 
 BARE = "starlette"
 OURS = "ours"
 HISHEL = "hishel"
 FASTAPI_CACHE = "fastapi-cache"
+FLOOR = "floor"
+#: The caches, and the bare app.
 CONTENDERS = (BARE, OURS, HISHEL, FASTAPI_CACHE)
 LABELS = {
+    FLOOR: "Starlette + one redis.asyncio GET of 50 B (floor)",
     BARE: "Starlette, no cache",
     OURS: "redis-wsgi-cache ASGI (Redis)",
     HISHEL: "hishel ASGICacheMiddleware (Redis storage)",
@@ -46,6 +49,16 @@ def starlette_users(runs: Runs, delay: float) -> Starlette:
         if delay:
             await asyncio.sleep(delay)
         return JSONResponse(USER, headers=CACHE_CONTROL)
+
+    return Starlette(routes=[Route(USER_PATH, user)])
+
+
+def one_get(redis_url: str) -> Starlette:
+    """The floor of a hit: the endpoint answers what one GET reads."""
+    client = redis.asyncio.Redis.from_url(redis_url)
+
+    async def user(request: Request) -> Response:
+        return Response(await client.get(RAW_KEY), media_type="application/json")
 
     return Starlette(routes=[Route(USER_PATH, user)])
 
@@ -74,6 +87,8 @@ def make(contender: str, redis_url: str, runs: Runs, delay: float = 0.0) -> t.An
     """The ASGI app of ``contender``, counting its endpoint's runs in ``runs``."""
     if contender == BARE:
         return starlette_users(runs, delay)
+    if contender == FLOOR:
+        return one_get(redis_url)
     if contender == OURS:
         return CacheMiddleware(starlette_users(runs, delay), redis_url=redis_url, prefix="ours")
     if contender == HISHEL:

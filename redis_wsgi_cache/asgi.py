@@ -49,9 +49,24 @@ logger = logging.getLogger("redis_wsgi_cache")
 _UNPREFIXED = {b"content-type": "CONTENT_TYPE", b"content-length": "CONTENT_LENGTH"}
 
 
+# Short header names and pairs a process has translated, remembered (at most
+# so many, forgotten all at once: clients choose the names, apps the values).
+_NAMES: dict[bytes, str] = {}
+_PAIRS: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+TRANSLATED_MEMO_SIZE = 4096
+TRANSLATED_MEMO_LENGTH = 128
+
+
 def _environ_key(name: bytes) -> str:
     """The environ name of a header (``HTTP_X_FORWARDED_HOST``…)."""
-    return _UNPREFIXED.get(name) or "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+    key = _NAMES.get(name)
+    if key is None:
+        key = _UNPREFIXED.get(name) or "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+        if len(name) <= TRANSLATED_MEMO_LENGTH:
+            if len(_NAMES) >= TRANSLATED_MEMO_SIZE:
+                _NAMES.clear()
+            _NAMES[name] = key
+    return key
 
 
 def environ_of(scope: Scope) -> dict[str, t.Any]:
@@ -87,7 +102,7 @@ def environ_of(scope: Scope) -> dict[str, t.Any]:
     if client:
         environ["REMOTE_ADDR"] = str(client[0])
     for name, value in scope["headers"]:
-        key = _environ_key(bytes(name))
+        key = _environ_key(name if type(name) is bytes else bytes(name))
         text = bytes(value).decode("latin-1")
         if key in environ:
             text = environ[key] + ("; " if key == "HTTP_COOKIE" else ", ") + text
@@ -397,7 +412,17 @@ class AppRun:
 
 def headers_of(headers: Headers) -> list[tuple[bytes, bytes]]:
     """ASGI headers (lower-case names, as bytes) of WSGI ones."""
-    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+    if len(_PAIRS) >= TRANSLATED_MEMO_SIZE:
+        _PAIRS.clear()
+    return [_PAIRS.get(pair) or _encoded(pair) for pair in headers]
+
+
+def _encoded(pair: tuple[str, str]) -> tuple[bytes, bytes]:
+    name, value = pair
+    encoded = (name.lower().encode("latin-1"), value.encode("latin-1"))
+    if len(name) + len(value) <= TRANSLATED_MEMO_LENGTH:
+        _PAIRS[pair] = encoded
+    return encoded
 
 
 def _complete(headers: Headers, size: int) -> bool:

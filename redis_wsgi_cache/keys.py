@@ -28,7 +28,7 @@ _DEFAULT_PORTS = {"http": ":80", "https": ":443"}
 # What a path keeps unencoded (RFC 3986 §3.3 pchar and "/").
 PATH_SAFE = "/:@!$&'()*+,;=-._~"
 # A path that quote() would leave as it is.
-_PLAIN_PATH = re.compile(r"[A-Za-z0-9/:@!$&'()*+,;=._~-]*")
+PLAIN_PATH = re.compile(r"[A-Za-z0-9/:@!$&'()*+,;=._~-]*")
 _AROUND_COMMAS = re.compile(r"[ \t]*,[ \t]*")
 # What a query's names and values keep unencoded: RFC 3986 §3.4 query characters,
 # less the "&", "=" and "+" that delimit and encode them.
@@ -104,7 +104,7 @@ def request_url(environ: WSGIEnvironment, query: str | None = None) -> str | Non
     if not _HOST.fullmatch(host):
         return None
     path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "") or "/"
-    if not _PLAIN_PATH.fullmatch(path):
+    if not PLAIN_PATH.fullmatch(path):
         path = quote(path.encode("latin-1"), safe=PATH_SAFE)
     host = _without_default_port(scheme, host)
     if query is None:

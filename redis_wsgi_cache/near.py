@@ -101,14 +101,15 @@ class NearCache:
         self._generation = 0
         self._online = False
         self._closed = False
-        self._pid = 0  # the process the subscriber runs in; 0 before it first starts
+        # The subscriber was started in this process (a forked child starts its own).
+        self._started_here = False
         self._stop = threading.Event()
         _INSTANCES.add(self)
 
     @property
     def online(self) -> bool:
         """True only while the invalidation subscription is confirmed live."""
-        return self._online and self._pid == os.getpid()
+        return self._online and self._started_here
 
     def generation(self) -> int:
         """The count of invalidations, clears and changes of :attr:`online` so far."""
@@ -213,12 +214,12 @@ class NearCache:
         """Start the subscriber in this process, unless it runs already or the
         cache is closed. In a forked child, the parent's entries are dropped:
         invalidations may be missed until the child's own subscription is live."""
-        if self._closed or self._pid == os.getpid():
+        if self._closed or self._started_here:
             return
         self._clear()
         self._online = False
         self._stop = threading.Event()
-        self._pid = os.getpid()
+        self._started_here = True
         threading.Thread(
             target=self._subscribe,
             args=(self._stop,),
@@ -229,6 +230,7 @@ class NearCache:
     def _after_fork_in_child(self) -> None:
         # A thread of the parent may have held the lock when it forked.
         self._lock = threading.Lock()
+        self._started_here = False
 
     # -- the subscriber thread -------------------------------------------------
 

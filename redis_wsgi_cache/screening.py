@@ -27,7 +27,7 @@ import fnmatch
 import typing as t
 from urllib.parse import quote
 
-from .keys import PATH_SAFE
+from .keys import PATH_SAFE, PLAIN_PATH
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
@@ -67,8 +67,10 @@ def raw_target_differs(environ: WSGIEnvironment) -> bool:
         if raw is None:
             continue
         path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
-        spelled = quote(path.encode("latin-1", "replace"), safe=PATH_SAFE)
         query = environ.get("QUERY_STRING", "")
+        if raw == (f"{path}?{query}" if query else path) and PLAIN_PATH.fullmatch(path):
+            continue  # (most requests: nothing in the path to percent-encode)
+        spelled = quote(path.encode("latin-1", "replace"), safe=PATH_SAFE)
         if raw != (f"{spelled}?{query}" if query else spelled):
             return True
     return False
@@ -108,11 +110,12 @@ class Screen:
 
     def key_extra(self, environ: WSGIEnvironment) -> str:
         """What the request's ``key_headers`` add to its key ("" for nothing)."""
-        return "\n".join(
+        present = [
             f"{name}: {environ[environ_name]}"
             for name, environ_name in self.key_headers
             if environ_name in environ
-        )
+        ]
+        return "\n".join(present) if present else ""
 
     def key_environ(self, environ: WSGIEnvironment) -> dict[str, str]:
         """The request's ``key_headers``, as environ entries."""
