@@ -50,6 +50,7 @@ OURS = "ours"
 OURS_NEAR = "ours-near"
 WSGI_GET = "wsgi-get"
 WSGI_CONSTANT = "wsgi-constant"
+WSGI_CONSTANT_HIT = "wsgi-constant-hit"
 
 LABELS = {
     FLASK: "bare Flask (uncached)",
@@ -59,6 +60,7 @@ LABELS = {
     OURS_NEAR: "redis-wsgi-cache + near cache",
     WSGI_GET: "plain WSGI app + redis-py GET",
     WSGI_CONSTANT: "plain WSGI app, constant body (ceiling)",
+    WSGI_CONSTANT_HIT: "the same, with a hit's six headers (ceiling of a hit)",
 }
 CACHED = frozenset({FLASK_CACHING, DJANGO, OURS, OURS_NEAR})
 VIEWS = ("users", "slow", "stream", "stream-gen")
@@ -174,6 +176,27 @@ def _wsgi_constant_app() -> WSGIApplication:
     return app
 
 
+def _wsgi_constant_hit_app() -> WSGIApplication:
+    """The HTTP ceiling of a cache's answer: a constant body with the headers a
+    hit carries (the stored response's, and Age, X-Cache and Cache-Status), each
+    of which the server handles too."""
+    body = RAW_VALUE
+    headers = [
+        ("Content-Type", "application/json"),
+        ("Content-Length", str(len(body))),
+        ("Date", "Sun, 06 Dec 2026 06:00:00 GMT"),
+        ("Age", "1"),
+        ("X-Cache", "HIT"),
+        ("Cache-Status", "redis-wsgi-cache; hit; ttl=3599; detail=near"),
+    ]
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+        start_response("200 OK", list(headers))
+        return [body]
+
+    return app
+
+
 def build(key: str, redis_url: str, *, shared_counters: bool = False) -> Contender:
     """The contender ``key`` on ``redis_url``. With ``shared_counters`` the
     cached contenders count view runs in Redis (for gunicorn workers)."""
@@ -215,4 +238,6 @@ def build(key: str, redis_url: str, *, shared_counters: bool = False) -> Contend
         return Contender(key, _wsgi_get_app(redis_url), counters)
     if key == WSGI_CONSTANT:
         return Contender(key, _wsgi_constant_app(), counters)
+    if key == WSGI_CONSTANT_HIT:
+        return Contender(key, _wsgi_constant_hit_app(), counters)
     raise ValueError(f"unknown contender {key!r}")

@@ -225,7 +225,12 @@ def _view_runs(client: redis.Redis, key: str) -> int:
 
 
 def run(redis_url: str, rounds: int, seconds: float) -> tuple[list[Served], str]:
-    keys = [contenders.WSGI_CONSTANT, contenders.WSGI_GET, *contenders.wsgi_contenders()]
+    keys = [
+        contenders.WSGI_CONSTANT,
+        contenders.WSGI_CONSTANT_HIT,
+        contenders.WSGI_GET,
+        *contenders.wsgi_contenders(),
+    ]
     served = [Served(key, contenders.LABELS[key]) for key in keys]
     client = redis.Redis.from_url(redis_url)
     generator = run_wrk if load_generator() == "wrk" else run_python_load
