@@ -23,6 +23,7 @@ import typing as t
 from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 
 import redis
+from redis.asyncio.sentinel import SentinelConnectionPool as AsyncSentinelConnectionPool
 
 from . import scripts
 from .clients import blocking_twin, make_async_client, make_client, refuse_decoding
@@ -500,8 +501,11 @@ class AsyncStore:
     def __init__(self, client: t.Any, breaker: Breaker) -> None:
         self.client = client
         self.breaker = breaker
+        # A cluster client routes each command, and a Sentinel's pool moves its
+        # connections to a new master: both keep their own.
         pool = getattr(client, "connection_pool", None)
-        self.connections = AsyncConnections(pool) if pool is not None else None
+        plain = pool is not None and not isinstance(pool, AsyncSentinelConnectionPool)
+        self.connections = AsyncConnections(pool) if plain else None
         self._scripts = {
             name: client.register_script(getattr(scripts, name).encode()) for name in SCRIPTS
         }

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 import redis
 from redis.cluster import RedisCluster
 from redis.exceptions import ClusterDownError, RedisClusterException
+from redis.sentinel import SentinelConnectionPool
 
 from . import scripts
 from .clients import LazyCluster, refuse_decoding
@@ -783,8 +784,13 @@ class RedisStore:
         self.steps = StoreSteps(
             settings, self.breaker, isinstance(client, RedisCluster | LazyCluster)
         )
+        # A cluster client routes each command, and a Sentinel's pool moves its
+        # connections to a new master: both keep their own.
+        pool = client.connection_pool if isinstance(client, redis.Redis) else None
         self._connections = (
-            Connections(client.connection_pool) if isinstance(client, redis.Redis) else None
+            Connections(pool)
+            if pool is not None and not isinstance(pool, SentinelConnectionPool)
+            else None
         )
         # Scripts as bytes: their digests are worked out here, without a client
         # that would connect to find its encoding.
