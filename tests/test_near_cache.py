@@ -328,7 +328,10 @@ def test_offline_while_redis_is_down_and_back_after(caplog: pytest.LogCaptureFix
         server = RedisServer(server.port, redis_binary()).start()
         assert wait_until(lambda: near.online)
         assert near.get(key(A), {}) is None
-        assert any(m.startswith("near cache online again") for m in caplog.messages)
+        # (said by the subscriber thread just after it goes online)
+        assert wait_until(
+            lambda: any(m.startswith("near cache online again") for m in caplog.messages)
+        )
     finally:
         near.close()
         near.client.close()
