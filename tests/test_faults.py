@@ -392,7 +392,6 @@ def test_a_connection_redis_closed_while_idle_is_connected_anew(cached, redis_cl
 
 
 @pytest.mark.wsgi_only("forks the process that runs the WSGI middleware")
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_child_never_shares_a_connection_with_its_parent(cached, redis_client):
     """A server that forks its workers after the app was loaded (gunicorn
     --preload): each process's hits go on connections of its own, so that no
