@@ -27,7 +27,7 @@ from redis.asyncio.sentinel import SentinelConnectionPool as AsyncSentinelConnec
 
 from . import scripts
 from .clients import blocking_twin, make_async_client, make_client, refuse_decoding
-from .directives import content_length, header
+from .directives import body_complete
 from .effects import Answer, Background, CallApp, CloseApp, ReadBody, Respond, Sleep
 from .exchange import ENVIRON_BACKGROUND
 from .flow import Core, configure
@@ -328,7 +328,7 @@ class AppRun:
         if len(body) > limit:
             self.too_large = True
             return None
-        return body if _complete(self.headers, len(body)) else None
+        return body if body_complete(self.headers, len(body)) else None
 
     async def relay(
         self, send: Send, status: int, headers: Headers, keep_up_to: int
@@ -380,7 +380,7 @@ class AppRun:
             raise
         finally:
             self._released.set()
-        complete = self._ended and kept is not None and _complete(self.headers, size)
+        complete = self._ended and kept is not None and body_complete(self.headers, size)
         return (b"".join(kept) if complete and kept is not None else None), size > keep_up_to
 
     async def close(self) -> None:
@@ -424,11 +424,6 @@ def _encoded(pair: tuple[str, str]) -> tuple[bytes, bytes]:
     if len(name) + len(value) <= TRANSLATED_MEMO_LENGTH:
         _PAIRS[pair] = encoded
     return encoded
-
-
-def _complete(headers: Headers, size: int) -> bool:
-    """A body is complete when it is as long as its Content-Length said."""
-    return header(headers, "content-length") is None or content_length(headers) == size
 
 
 async def _discard(message: Message) -> None:

@@ -11,7 +11,7 @@ import time
 import typing as t
 from collections.abc import Callable, Iterable, Iterator
 
-from .directives import content_length, header
+from .directives import body_complete, content_length
 
 if t.TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -135,7 +135,7 @@ class Capture:
             return False
         size = sum(len(chunk) for chunk in self._pending)
         if size < length:
-            size += self._next_part()
+            size += max(self._next_part(), 0)
         return size >= length or self._exhausted
 
     def _read_body(self, limit: int) -> bytes | None:
@@ -160,7 +160,7 @@ class Capture:
             self.failed = True
             raise
         body = b"".join(self._pending)
-        if self.failed or not _complete(self.headers, len(body)):
+        if self.failed or not body_complete(self.headers, len(body)):
             return None
         return body
 
@@ -259,17 +259,10 @@ class _Stream:
                     self.finished
                     and not self.capture.failed
                     and self.kept is not None
-                    and _complete(self.capture.headers, self.size)
+                    and body_complete(self.capture.headers, self.size)
                 )
                 on_close, self.on_close = self.on_close, None
                 on_close(
                     b"".join(self.kept) if complete and self.kept is not None else None,
                     self.size > self.limit,
                 )
-
-
-def _complete(headers: Headers, size: int) -> bool:
-    """A body is complete when it is as long as its Content-Length said."""
-    if header(headers, "content-length") is None:
-        return True
-    return content_length(headers) == size

@@ -44,6 +44,12 @@ def content_length(headers: Headers) -> int | None:
     return non_negative_integer(value.strip(" \t")) if value is not None else None
 
 
+def body_complete(headers: Headers, size: int) -> bool:
+    """Whether a body of ``size`` bytes is as long as its ``Content-Length``
+    said (any body is, without one)."""
+    return header(headers, "content-length") is None or content_length(headers) == size
+
+
 def header_values(headers: Headers, name: str) -> str | None:
     """All values of a header joined as one list (RFC 9110 §5.3)."""
     values = [value for key, value in headers if key.lower() == name]

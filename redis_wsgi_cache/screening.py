@@ -115,7 +115,7 @@ class Screen:
             for name, environ_name in self.key_headers
             if environ_name in environ
         ]
-        return "\n".join(present) if present else ""
+        return "\n".join(present)
 
     def key_environ(self, environ: WSGIEnvironment) -> dict[str, str]:
         """The request's ``key_headers``, as environ entries."""

@@ -727,7 +727,7 @@ class Connections:
         while True:
             try:
                 if not reused:
-                    connection.connect()  # as the pool does (a Sentinel's finds its master)
+                    connection.connect()
                 connection.send_packed_command(packed, check_health=False)
                 reply = connection.read_response()
             except redis.ResponseError:

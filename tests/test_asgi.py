@@ -445,6 +445,22 @@ def streaming_app(parts: int, part: bytes) -> Starlette:
     return Starlette(routes=[Route("/stream", stream)])
 
 
+def staying_client() -> t.Callable[[], t.Awaitable[dict[str, t.Any]]]:
+    """The ``receive`` of a client that sends a request without a body, then
+    stays until the response is over."""
+    requested = False
+
+    async def receive() -> dict[str, t.Any]:
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    return receive
+
+
 def test_a_streamed_body_is_stored_once_complete(redis_server, redis_client):
     app = CacheMiddleware(
         streaming_app(64, b"x" * 1024),
@@ -480,22 +496,13 @@ def test_a_longer_stream_passes_through_in_bounded_memory(redis_server, redis_cl
 
     async def request() -> None:
         nonlocal received
-        sent = False
-
-        async def receive() -> dict[str, t.Any]:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": b"", "more_body": False}
-            await asyncio.Event().wait()
-            raise AssertionError("unreachable")
 
         async def send(message: dict[str, t.Any]) -> None:
             nonlocal received
             if message["type"] == "http.response.body":
                 received += len(message.get("body", b""))
 
-        await app(dict(STREAM_SCOPE), receive, send)
+        await app(dict(STREAM_SCOPE), staying_client(), send)
         await app.aclose()
 
     tracemalloc.start()
@@ -780,23 +787,10 @@ def test_a_long_body_is_sent_a_message_a_stored_part(redis_server, redis_client)
     async def send(message: dict[str, t.Any]) -> None:
         sent.append(dict(message))
 
-    async def request() -> None:
-        requested = False
-
-        async def receive() -> dict[str, t.Any]:
-            nonlocal requested
-            if not requested:
-                requested = True
-                return {"type": "http.request", "body": b"", "more_body": False}
-            await asyncio.Event().wait()  # the client stays
-            raise AssertionError("unreachable")
-
-        await app(dict(STREAM_SCOPE), receive, send)
-
     async def scenario() -> None:
-        await request()
+        await app(dict(STREAM_SCOPE), staying_client(), send)
         sent.clear()
-        await request()
+        await app(dict(STREAM_SCOPE), staying_client(), send)
         await app.aclose()
 
     asyncio.run(scenario())
