@@ -73,6 +73,7 @@ GET_50 = "get-50"
 GET_1MB = "get-1mb"
 AGET_50 = "aget-50"
 HMGET_FLOOR = "hmget-floor"
+HMGET_FLOOR_1MB = "hmget-floor-1mb"
 FLASK_CACHING = "flask-caching"
 CONTENDERS = {
     SMALL: "WSGI hit, 26-byte JSON, default settings (default_ttl=600)",
@@ -83,6 +84,7 @@ CONTENDERS = {
     GET_1MB: "control: redis-py GET, 1,000,000 B",
     AGET_50: "control: redis.asyncio GET, 50 B, same loop",
     HMGET_FLOOR: "control: plain WSGI app, one HMGET of the small entry's fields",
+    HMGET_FLOOR_1MB: "control: plain WSGI app, one HMGET of the 1 MB entry's fields, sent as parts",
     FLASK_CACHING: "control: Flask-Caching @cached (RedisCache), same JSON",
 }
 # Measured with each tree's own redis_wsgi_cache; the others are controls.
@@ -92,6 +94,7 @@ DERIVED = (
     (SMALL, FLASK_CACHING),
     (SMALL, HMGET_FLOOR),
     (ONE_MB, GET_1MB),
+    (ONE_MB, HMGET_FLOOR_1MB),
     (ASGI_SMALL, AGET_50),
 )
 
@@ -461,7 +464,9 @@ class Worker:
         if name == AGET_50:
             return self._aget(f"{self.base}araw50", RAW_50)
         if name == HMGET_FLOOR:
-            return self._hmget_floor(entry)
+            return self._hmget_floor(entry, SMALL, USER_PATH, SMALL_BODY)
+        if name == HMGET_FLOOR_1MB:
+            return self._hmget_floor(entry, ONE_MB, BLOB_PATH, BLOB)
         if name == FLASK_CACHING:
             return self._flask_caching()
         raise ValueError(f"unknown contender {name!r}")
@@ -611,41 +616,48 @@ class Worker:
             run=lambda count: loop.run_until_complete(atimed(request, count)), check=check
         )
 
-    def _hmget_floor(self, entry: dict[str, t.Any]) -> Measure:
-        """A plain WSGI app doing one HMGET of the fields the small entry is
-        stored in (its own tree's entry: the fields may differ by format)."""
+    def _hmget_floor(self, entry: dict[str, t.Any], hit: str, path: str, body: bytes) -> Measure:
+        """A plain WSGI app doing one HMGET of the fields the entry of the
+        ``hit`` contender is stored in (its own tree's entry: the fields may
+        differ by format). The small entry's values are joined into one body;
+        a long body is sent as the parts it came in, as a hit sends it."""
         assert self.client is not None
-        if SMALL not in self.measures:  # the entry to read: store it
-            small = self._wsgi_hit(f"{self.base}small", USER_PATH, SMALL_BODY, "application/json")
-            self.measures[SMALL] = small
-            self.before[SMALL] = small.runs()
+        if hit not in self.measures:  # the entry to read: store it
+            self.measures[hit] = self._build(hit, entry)
+            self.before[hit] = self.measures[hit].runs()
         key = None
-        for candidate in self.client.scan_iter(match=f"{self.base}small:*", count=1000):
+        for candidate in self.client.scan_iter(match=f"{self.base}{hit}:*", count=1000):
             if self.client.type(candidate) != b"hash":
                 continue
-            if any(SMALL_BODY in value for value in self.client.hgetall(candidate).values()):
+            values = self.client.hgetall(candidate).values()
+            if any(value.endswith(path.encode()) for value in values):  # its URL
                 key = candidate
                 break
         if key is None:
-            raise CheckFailed("hmget-floor: no hash under the small prefix holds the JSON")
+            raise CheckFailed(f"hmget floor: no hash under the {hit} prefix holds the body")
         fields = sorted(t.cast(list[bytes], self.client.hkeys(key)))
-        entry["fields"] = [field.decode(errors="replace") for field in fields]
+        if hit == SMALL:
+            entry["fields"] = [field.decode(errors="replace") for field in fields]
         client = redis.Redis.from_url(self.url)
         self.closers.append(client.close)
         hmget = t.cast(Callable[[t.Any, list[bytes]], list[bytes | None]], client.hmget)
         expected = b"".join(value for value in hmget(key, fields) if value is not None)
+        if len(expected) < len(body):
+            raise CheckFailed(f"hmget floor of {hit}: the entry does not hold the body")
+        join = len(body) < 2**16
 
         def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
             values = hmget(key, fields)
             start_response("200 OK", [])
-            return [b"".join(value for value in values if value is not None)]
+            parts = [value for value in values if value is not None]
+            return [b"".join(parts)] if join else parts
 
-        environ = make_environ(USER_PATH)
+        environ = make_environ(path)
 
         def check() -> None:
             got = fetch(app, environ)
             if got.body != expected:
-                raise CheckFailed("hmget-floor: the entry changed")
+                raise CheckFailed(f"hmget floor of {hit}: the entry changed")
 
         return Measure(run=lambda count: timed(lambda: call(app, environ), count), check=check)
 

@@ -87,7 +87,7 @@ class Background:
 Effect = t.Union["RedisCall", Sleep, CallApp, ReadBody, CloseApp, Background]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Answer:
     """The flow's answer: a response the cache made (from a stored entry, or
     its own), sent as it is."""

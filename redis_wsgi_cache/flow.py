@@ -154,7 +154,7 @@ class Core:
                 self._keys.clear()
             key = self._keys[url] = primary_key(self.settings.prefix, url)
         headers = LazyHeaders(environ)
-        settings = self._settings_for(rule)
+        settings = self.settings if rule is None else self._settings_for(rule)
         exchange = Exchange(environ, request, url, key, headers, settings, self.recorder, rule)
         exchange.public_url = public_url
         generation = 0

@@ -10,6 +10,7 @@ operator says, the others percent-encoded one way and, by default, sorted)."""
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import re
 import typing as t
@@ -93,23 +94,35 @@ def request_url(environ: WSGIEnvironment, query: str | None = None) -> str | Non
     does, and ``query`` (the normalised query) if given, else the request's as it
     is. None when the request has no usable host (one with characters a host
     cannot have must not share a key)."""
-    scheme = environ["wsgi.url_scheme"].lower()
     host = environ.get("HTTP_HOST")
     if not host:
         host = environ.get("SERVER_NAME", "")
         port = environ.get("SERVER_PORT")
         if port:
             host = f"{host}:{port}"
-    host = host.lower()
-    if not _HOST.fullmatch(host):
+    origin = _origin(environ["wsgi.url_scheme"], host) if len(host) <= _MAX_HOST else None
+    if origin is None:
         return None
     path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "") or "/"
     if not PLAIN_PATH.fullmatch(path):
         path = quote(path.encode("latin-1"), safe=PATH_SAFE)
-    host = _without_default_port(scheme, host)
     if query is None:
         query = environ.get("QUERY_STRING")
-    return f"{scheme}://{host}{path}?{query}" if query else f"{scheme}://{host}{path}"
+    return f"{origin}{path}?{query}" if query else f"{origin}{path}"
+
+
+# The longest host a key is made for: a 253-octet DNS name (RFC 1035) and a port.
+_MAX_HOST = 259
+
+
+@functools.lru_cache(maxsize=256)
+def _origin(scheme: str, host: str) -> str | None:
+    """``scheme://host`` as a key has it, or None for a host that cannot be one
+    (remembered: a process sees few)."""
+    scheme, host = scheme.lower(), host.lower()
+    if not _HOST.fullmatch(host):
+        return None
+    return f"{scheme}://{_without_default_port(scheme, host)}"
 
 
 def canonical_url(url: str, normalize: QueryNormalizer | None = None) -> str:

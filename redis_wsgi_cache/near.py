@@ -122,7 +122,8 @@ class NearCache:
     def get(self, key: str, headers: Mapping[str, str]) -> CachedResponse | None:
         """The entry held for ``key`` and the variant ``headers`` select, or None."""
         with self._lock:
-            self._start_subscriber()
+            if not self._started_here:
+                self._start_subscriber()
             record = self._records.get(key)
             if not self._online or record is None:
                 return None

@@ -53,6 +53,7 @@ class Screening:
 
 
 PASS = Screening()
+RAW_URI = Screening("raw-uri")
 
 
 # Where servers pass on the request target as it came (gunicorn, uWSGI, mod_wsgi).
@@ -89,23 +90,35 @@ class Screen:
         self.key_headers = [(name, _environ_name(name)) for name in sorted(settings.key_headers)]
         self.ignored_cookies = settings.ignored_cookies
         self.pass_cookies = settings.cookie_requests == "pass"
+        # The environ names any of whose presence needs a closer look.
+        self._rare = frozenset(
+            [
+                "HTTP_TRANSFER_ENCODING",
+                "HTTP_COOKIE",
+                *(environ_name for _, environ_name in self.bypass_headers + self.key_headers),
+            ]
+        )
 
     def __call__(self, environ: WSGIEnvironment) -> Screening:
         """Screen a GET or HEAD request. May remove ignored cookies from
         ``environ`` (the original value is kept under ``ENVIRON_ORIGINAL``)."""
         length = environ.get("CONTENT_LENGTH")
-        if (length and length.strip() != "0") or "HTTP_TRANSFER_ENCODING" in environ:
+        if length and length.strip() != "0":
             return Screening("request-body")
-        for name, environ_name in self.bypass_headers:
-            value = environ.get(environ_name)
-            if value is not None:
-                unsafe = name in METHOD_OVERRIDES and value.strip().upper() not in SAFE_METHODS
-                return Screening(name, unsafe)
-        if "HTTP_COOKIE" in environ and self._cookies(environ):
-            return Screening("cookie")
+        rare = not self._rare.isdisjoint(environ)
+        if rare:
+            if "HTTP_TRANSFER_ENCODING" in environ:
+                return Screening("request-body")
+            for name, environ_name in self.bypass_headers:
+                value = environ.get(environ_name)
+                if value is not None:
+                    unsafe = name in METHOD_OVERRIDES and value.strip().upper() not in SAFE_METHODS
+                    return Screening(name, unsafe)
+            if "HTTP_COOKIE" in environ and self._cookies(environ):
+                return Screening("cookie")
         if raw_target_differs(environ):
-            return Screening("raw-uri")
-        extra = self.key_extra(environ)
+            return RAW_URI
+        extra = self.key_extra(environ) if rare else ""
         return Screening(key_extra=extra) if extra else PASS
 
     def key_extra(self, environ: WSGIEnvironment) -> str:

@@ -48,6 +48,17 @@ def environ(**values: str) -> dict[str, str]:
         ),
         pytest.param({"HTTP_HOST": "bad host"}, None, id="invalid-host"),
         pytest.param({"HTTP_HOST": "a.example\r\nX: y"}, None, id="header-injection"),
+        pytest.param(
+            {"HTTP_HOST": f"{'a' * 63}.{'b' * 63}.{'c' * 63}.{'d' * 61}:65535"},
+            f"http://{'a' * 63}.{'b' * 63}.{'c' * 63}.{'d' * 61}:65535/",
+            id="longest-host-name",
+        ),
+        pytest.param({"HTTP_HOST": "a" * 260}, None, id="longer-than-a-host-name"),
+        pytest.param(
+            {"HTTP_HOST": "Example.COM", "wsgi.url_scheme": "HTTPS"},
+            "https://example.com/",
+            id="scheme-case",
+        ),
     ],
 )
 def test_request_url(values, expected):
