@@ -714,6 +714,8 @@ class CacheMiddleware(Core):
         app.add_middleware(CacheMiddleware, redis_url="redis://localhost:6379/0")
     """
 
+    driver = "asgi"
+
     def __init__(
         self,
         app: ASGIApp,

@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import functools
 import json
+import socket
 import sys
 import time
 import typing as t
@@ -53,6 +54,8 @@ def _config(args: argparse.Namespace) -> int:
             value = ",".join(str(v) for v in sorted(value))
         elif isinstance(value, tuple):
             value = ", ".join(value)
+        elif field.name == "purge_token" and value:
+            value = "(set, not shown)"
         elif field.name == "rules":
             value = "".join(f"\n    {rule.pattern} {rule.overrides or ''}" for rule in value.rules)
         print(f"{field.name} = {value}")
@@ -61,35 +64,13 @@ def _config(args: argparse.Namespace) -> int:
 
 def _inspect(args: argparse.Namespace) -> int:
     cache = _cache(args)
-    store = RedisStore(cache.client, cache.settings)
-    now = time.time()
     found: list[dict[str, t.Any]] = []
     for url in args.url:
         try:
-            canonical = cache.canonical_url(url)
+            cache.canonical_url(url)
         except ValueError as error:
             raise _UsageError(f"inspect: {error}") from None
-        for primary in cache.index.keys_of(canonical):
-            for key, entry, redis_ttl in store.entries_of(primary):
-                if entry is None:
-                    found.append({"key": key, "readable": False})
-                    continue
-                found.append(
-                    {
-                        "key": key,
-                        "url": entry.url,
-                        "status": entry.status,
-                        "age": round(entry.current_age(now), 3),
-                        "ttl": round(entry.ttl(now), 3),
-                        "redis_ttl": redis_ttl,
-                        "vary": list(entry.vary),
-                        "tags": list(entry.tags),
-                        "etag": entry.etag,
-                        "last_modified": entry.last_modified,
-                        "body_bytes": entry.body_length,
-                        "headers": entry.headers,
-                    }
-                )
+        found += cache.inspect(url)
     print(json.dumps(found, indent=2))
     return 0 if found else 1
 
@@ -154,22 +135,31 @@ def _purge(args: argparse.Namespace) -> int:
     if sum(chosen) != 1:
         raise _UsageError("purge: give URLs, or --tag, --prefix or --all (one of them)")
     cache = _cache(args)
+    origin = f"{PROG} purge on {socket.gethostname()}"
     verb = "marked stale" if args.soft else "purged"
     total = 0
     targets: list[tuple[str, t.Callable[[], int]]]
     if args.all:
         everything = f"everything under {cache.settings.prefix}:"
-        targets = [(everything, lambda: cache.purge_all(soft=args.soft))]
+        targets = [(everything, lambda: cache.purge_all(soft=args.soft, origin=origin))]
     elif args.url_prefix is not None:
         prefix = args.url_prefix
-        targets = [(f"URLs under {prefix}", lambda: cache.purge_prefix(prefix, soft=args.soft))]
+        targets = [
+            (
+                f"URLs under {prefix}",
+                lambda: cache.purge_prefix(prefix, soft=args.soft, origin=origin),
+            )
+        ]
     elif args.tag:
         targets = [
-            (f"tag {tag}", functools.partial(cache.purge_tag, tag, soft=args.soft))
+            (f"tag {tag}", functools.partial(cache.purge_tag, tag, soft=args.soft, origin=origin))
             for tag in args.tag
         ]
     else:
-        targets = [(url, functools.partial(cache.purge, url, soft=args.soft)) for url in args.url]
+        targets = [
+            (url, functools.partial(cache.purge, url, soft=args.soft, origin=origin))
+            for url in args.url
+        ]
     for what, purge in targets:
         try:
             count = purge()

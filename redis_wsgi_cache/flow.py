@@ -61,6 +61,9 @@ class Core:
     :param registry: a ``prometheus_client`` registry for the metrics.
     """
 
+    #: the server interface a subclass drives the flow with, as reported
+    driver = "core"
+
     def __init__(self, settings: Settings, client: t.Any, registry: t.Any) -> None:
         self.settings = settings
         self.metrics: Metrics | None = None
@@ -90,7 +93,9 @@ class Core:
             if rule.overrides
         }
         self._rules_bypass = any(rule.bypass for rule in settings.rules.rules)
-        self.stats = Counters(self.store, settings.stats_interval)
+        self.stats = Counters(
+            self.store, settings.stats_interval, settings.stats_history, self._describe
+        )
         self.recorder = Recorder(self.stats, self.metrics)
         self.fetcher = Fetcher(settings, self.locks, self.cache, self.near, self.recorder)
         # The keys of URLs (a digest each), remembered.
@@ -103,6 +108,27 @@ class Core:
             self.near.clear()
         self.recorder.event(None, "PURGED", count)
         return count
+
+    def _describe(self) -> dict[str, str | int | float]:
+        """What this process reports with its counts, for the dashboard: its
+        server interface, circuit breaker and near cache."""
+        breaker = self.store.breaker
+        report: dict[str, str | int | float] = {
+            "driver": self.driver,
+            "breaker": "closed" if breaker.available else "open",
+            "redis_failures": breaker.failures,
+            "last_failure": round(breaker.failed_at, 3),
+            "pending_purges": len(breaker.pending_purges),
+        }
+        if self.near is not None:
+            report.update(
+                near_entries=len(self.near),
+                near_bytes=self.near.held_bytes,
+                near_max_entries=self.near.max_entries,
+                near_max_bytes=self.near.max_bytes,
+                near_online=int(self.near.online),
+            )
+        return report
 
     def _close_parts(self) -> None:
         """Add the last counts to Redis, and stop the lock keeper, the index

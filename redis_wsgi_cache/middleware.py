@@ -70,6 +70,8 @@ class CacheMiddleware(Core):
         app.wsgi_app = CacheMiddleware(app.wsgi_app, default_ttl=60)
     """
 
+    driver = "wsgi"
+
     def __init__(
         self,
         app: WSGIApplication,
