@@ -11,7 +11,7 @@ import os
 import time
 import typing as t
 
-from . import compression, policy, respond
+from . import compression, policy, purging, respond
 from .background import background_environ
 from .cache import Cache
 from .coalesce import USABLE, Coalescer
@@ -98,6 +98,8 @@ class Core:
         )
         self.recorder = Recorder(self.stats, self.metrics)
         self.fetcher = Fetcher(settings, self.locks, self.cache, self.near, self.recorder)
+        # PURGE requests carrying this token are the cache's to answer.
+        self._purge_token = settings.purge_token
         # The keys of URLs (a digest each), remembered.
         self._keys: dict[str, str] = {}
 
@@ -149,6 +151,8 @@ class Core:
             path = self.settings.metrics_path
             if path and environ.get("PATH_INFO") == path:
                 return self._metrics()
+        if self._purge_token and purging.is_purge(environ, self._purge_token):
+            return (yield from purging.purge(environ, self.cache, self.screen, self._purged))
         request = policy.request_policy(environ, self.settings)
         if request.bypass == "method":
             if request.method in SAFE_METHODS:
