@@ -1,6 +1,6 @@
 """The redis-wsgi-cache command, for operators: the settings in effect, what the
-cache did, whether it can work, what it holds for a URL, purging, and serving an
-app behind it. Settings are read as the middleware reads them (environment,
+cache did, whether it can work, what it holds for a URL, purging, serving an
+app behind it, and a dashboard. Settings are read as the middleware reads them (environment,
 then setup.cfg or --config), with --redis-url, --key-prefix and --set
 NAME=VALUE on top."""
 
@@ -128,6 +128,15 @@ def _serve(args: argparse.Namespace) -> int:
     from .serve import serve
 
     return serve(args.app, _settings(args), args.host, args.port, args.threads, args.private_redis)
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from .dashboard import PublicWithoutToken, serve
+
+    try:
+        return serve(_settings(args), args.host, args.port, args.threads)
+    except PublicWithoutToken as error:
+        raise _UsageError(f"dashboard: {error}") from None
 
 
 def _purge(args: argparse.Namespace) -> int:
@@ -273,6 +282,20 @@ def _parser() -> argparse.ArgumentParser:
     purge.add_argument("--all", action="store_true", help="every response of this cache")
     purge.add_argument("--soft", action="store_true", help="mark stale instead of deleting")
     purge.set_defaults(run=_purge)
+    dashboard = command(
+        "dashboard",
+        "serve a web page that shows and purges the cache, for the whole fleet",
+        "Serve the dashboard with waitress (pip install 'redis-wsgi-cache[dashboard]'):"
+        " hit ratio and outcomes over time, Redis memory and eviction, breakers and"
+        " near caches, the URLs missed most, the largest tags, recent purges, URL"
+        " lookups and purges, and a JSON API (/api/stats, /api/inspect, /api/purge)."
+        " It listens on the loopback unless told otherwise, and beyond it only with a"
+        " purge_token. Prints a line when ready.",
+    )
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    dashboard.add_argument("--port", type=int, default=8099, help="port to listen on (0: any)")
+    dashboard.add_argument("--threads", type=int, default=4, help="waitress worker threads")
+    dashboard.set_defaults(run=_dashboard)
     return parser
 
 
