@@ -142,10 +142,14 @@ class Report:
 
     def redis(self) -> dict[str, t.Any]:
         """Redis memory (summed over a cluster's nodes), entries, bytes per
-        entry, the indexes, and the eviction policy with what it means."""
+        entry (what Redis holds beyond its memory at start-up, over the URLs
+        stored: everything else in it counts too), the indexes, and the
+        eviction policy with what it means."""
         latency, entries, memory = self.cache.index.usage()
         nodes = self.cache.index.nodes_info()
         maxmemory = sum(int(node.get("maxmemory", 0) or 0) for node in nodes)
+        # What Redis holds beyond an empty server's own needs.
+        held = memory - sum(int(node.get("used_memory_startup", 0) or 0) for node in nodes)
         policy = str(nodes[0].get("maxmemory_policy", "unknown")) if nodes else "unknown"
         level, advice = eviction_advice(policy, maxmemory)
         url_registry, tag_registry = self.cache.index.url_registry, self.cache.index.tag_registry
@@ -159,7 +163,7 @@ class Report:
             "maxmemory": maxmemory,
             "used_memory_human": nodes[0].get("used_memory_human") if len(nodes) == 1 else None,
             "entries": entries,
-            "bytes_per_entry": round(memory / entries) if entries else None,
+            "bytes_per_entry": round(max(0, held) / entries) if entries else None,
             "url_buckets": int(buckets),
             "tag_indexes": int(tags),
             "policy": policy,

@@ -109,7 +109,7 @@
       ratio = new uPlot(
         {
           ...chartSize(ratioBox),
-          series: [{}, { label: "hit ratio", stroke: "#2e7d32", fill: "rgba(46,125,50,0.12)", width: 2, spanGaps: false, value: (u, v) => percent(v) }],
+          series: [{}, { label: "hit ratio", stroke: "#2e7d32", fill: "rgba(46,125,50,0.12)", width: 2, points: { show: true, size: 5 }, value: (u, v) => percent(v) }],
           axes: [{}, { label: "hit ratio", size: 60, values: (u, ticks) => ticks.map((v) => Math.round(v * 100) + "%") }],
           scales: { y: { range: [0, 1] } },
         },
@@ -154,7 +154,7 @@
     const facts = [
       ["memory used", bytes(redis.used_memory) + (redis.maxmemory ? " of " + bytes(redis.maxmemory) + " (" + percent(redis.used_memory / redis.maxmemory) + ")" : " (no maxmemory)")],
       ["URLs stored", number(redis.entries)],
-      ["bytes per entry", redis.bytes_per_entry === null ? "–" : number(redis.bytes_per_entry) + " B (all Redis memory over URLs stored)"],
+      ["bytes per entry", redis.bytes_per_entry === null ? "–" : number(redis.bytes_per_entry) + " B (memory beyond an empty Redis's, over URLs stored)"],
       ["URL index buckets", number(redis.url_buckets)],
       ["tag indexes", number(redis.tag_indexes)],
       ["eviction policy", redis.policy],
