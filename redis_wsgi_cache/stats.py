@@ -147,6 +147,9 @@ class Counters:
         self._counts: collections.Counter[str] = collections.Counter()
         self._missed = MissedUrls()
         self._lock = threading.Lock()
+        # Held while a flush sends: the report a closing process withdraws is
+        # not sent again by a flush under way.
+        self._sending = threading.RLock()
         self._wake = threading.Event()
         self._pid = 0
         self._started = time.time()
@@ -179,16 +182,17 @@ class Counters:
     def flush(self) -> None:
         """Add the counts gathered so far to Redis now, with the process's
         report; on failure the counts are kept for the next flush."""
-        with self._lock:
-            counts, self._counts = self._counts, collections.Counter()
-            missed, self._missed = self._missed, MissedUrls()
-        if not counts and not self._running:
-            return
-        if not self.store.send_stats(self._commands(counts, missed.counts(), time.time())):
+        with self._sending:
             with self._lock:
-                self._counts.update(counts)
-                for url, amount in missed.counts().items():
-                    self._missed.add(url, amount)
+                counts, self._counts = self._counts, collections.Counter()
+                missed, self._missed = self._missed, MissedUrls()
+            if not counts and not self._running:
+                return
+            if not self.store.send_stats(self._commands(counts, missed.counts(), time.time())):
+                with self._lock:
+                    self._counts.update(counts)
+                    for url, amount in missed.counts().items():
+                        self._missed.add(url, amount)
 
     def _commands(
         self, counts: Mapping[str, int], missed: Mapping[str, int], now: float
@@ -228,7 +232,6 @@ class Counters:
         registry = processes_key(self.prefix)
         pairs = [part for item in fields.items() for part in item]
         return [
-            ("DEL", report),
             ("HSET", report, *pairs),
             ("EXPIRE", report, ttl),
             ("ZADD", registry, now, name),
@@ -238,17 +241,18 @@ class Counters:
 
     def close(self) -> None:
         """Flush, withdraw the process's report, and stop the thread."""
-        self.flush()
-        if self._running and self._pid == os.getpid():
-            self.store.send_stats(
-                [
-                    ("DEL", process_key(self.prefix, self.name)),
-                    ("ZREM", processes_key(self.prefix), self.name),
-                ]
-            )
         self.interval = 0
-        self._running = False
         self._wake.set()
+        with self._sending:
+            self.flush()
+            if self._running and self._pid == os.getpid():
+                self.store.send_stats(
+                    [
+                        ("DEL", process_key(self.prefix, self.name)),
+                        ("ZREM", processes_key(self.prefix), self.name),
+                    ]
+                )
+            self._running = False
 
     def _start(self) -> None:
         with self._lock:
@@ -272,6 +276,7 @@ class Counters:
 
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
+        self._sending = threading.RLock()
         self._wake = threading.Event()
         self._running = False
 
