@@ -335,3 +335,15 @@ def test_eviction_advice(policy, maxmemory, level, words):
     got_level, advice = eviction_advice(policy, maxmemory)
     assert got_level == level
     assert words in advice
+
+
+def test_a_purge_body_too_large_or_naming_too_much_is_refused(redis_server, redis_client):
+    _, client = dashboard(redis_server, purge_token=TOKEN)
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    many = [f"http://localhost/{n}" for n in range(1001)]
+    response = purge(client, {"urls": many}, **bearer)
+    assert response.status_code == 400
+    assert "list of 1 to 1000" in response.get_json()["error"]
+    response = purge(client, {"tags": ["x" * 300_000]}, **bearer)
+    assert response.status_code == 413
+    assert "error" in response.get_json()

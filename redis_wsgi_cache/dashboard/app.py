@@ -74,8 +74,8 @@ def _host_name(host: str) -> str:
         return ""
 
 
-class BadRequest(Exception):
-    """A request the API cannot do as asked (400, with the message)."""
+class InputError(Exception):
+    """Input the API cannot take as it is (400, with the message)."""
 
 
 class Dashboard:
@@ -135,7 +135,7 @@ class Dashboard:
             response = getattr(self, f"_{endpoint}")(request)
         except _Refused as refused:
             response = _json({"error": refused.message}, refused.status)
-        except BadRequest as error:
+        except InputError as error:
             response = _json({"error": str(error)}, 400)
         except REDIS_ERRORS as error:
             response = _json({"error": f"Redis: {type(error).__name__}: {error}"}, 503)
@@ -157,29 +157,28 @@ class Dashboard:
     def _stats(self, request: Request) -> Response:
         minutes = request.args.get("minutes", "60")
         if not minutes.isdigit() or not 1 <= int(minutes) <= MAX_MINUTES:
-            raise BadRequest(f"minutes: expected a whole number from 1 to {MAX_MINUTES}")
+            raise InputError(f"minutes: expected a whole number from 1 to {MAX_MINUTES}")
         return _json(self.report.snapshot(int(minutes)))
 
     def _inspect(self, request: Request) -> Response:
         url = request.args.get("url", "").strip()
         if not url:
-            raise BadRequest("url: expected an absolute http(s) URL, e.g. ?url=http://host/path")
+            raise InputError("url: expected an absolute http(s) URL, e.g. ?url=http://host/path")
         try:
             canonical = self.cache.canonical_url(url)
         except ValueError as error:
-            raise BadRequest(f"url: {error}") from None
+            raise InputError(f"url: {error}") from None
         return _json({"url": canonical, "entries": self.cache.inspect(url)})
 
     def _purge(self, request: Request) -> Response:
         self._authorize(request)
         if request.mimetype != "application/json":
-            raise BadRequest("expected a JSON body (Content-Type: application/json)")
-        if (request.content_length or 0) > MAX_BODY:
-            raise BadRequest(f"the body is over {MAX_BODY} bytes")
+            raise InputError("expected a JSON body (Content-Type: application/json)")
+        request.max_content_length = MAX_BODY  # more is a 413
         try:
             body = json.loads(request.get_data(cache=False, as_text=False) or b"null")
         except ValueError:
-            raise BadRequest("the body is not JSON") from None
+            raise InputError("the body is not JSON") from None
         targets, soft = _purge_targets(body)
         origin = f"{self.origin}, from {request.remote_addr or 'unknown'}"
         results = []
@@ -194,7 +193,7 @@ class Dashboard:
                 else:
                     count = self.cache.purge_all(soft=soft, origin=origin)
             except ValueError as error:
-                raise BadRequest(f"{what} {target!r}: {error}") from None
+                raise InputError(f"{what} {target!r}: {error}") from None
             results.append({"what": what, "target": target, "purged": count})
         return _json(
             {"soft": soft, "purged": sum(r["purged"] for r in results), "results": results}
@@ -227,27 +226,27 @@ class _Refused(Exception):
 
 def _purge_targets(body: t.Any) -> tuple[list[tuple[str, str]], bool]:
     """What a purge request's JSON names: (what, target) pairs, and ``soft``;
-    :class:`BadRequest` saying what is wrong."""
+    :class:`InputError` saying what is wrong."""
     if not isinstance(body, dict):
-        raise BadRequest('expected a JSON object, e.g. {"urls": ["https://example.com/a"]}')
+        raise InputError('expected a JSON object, e.g. {"urls": ["https://example.com/a"]}')
     unknown = sorted(set(body) - {"urls", "tags", "prefix", "all", "soft"})
     if unknown:
-        raise BadRequest(f"unknown field {unknown[0]!r}: expected urls, tags, prefix, all, soft")
+        raise InputError(f"unknown field {unknown[0]!r}: expected urls, tags, prefix, all, soft")
     soft = body.get("soft", False)
     if not isinstance(soft, bool):
-        raise BadRequest("soft: expected true or false")
+        raise InputError("soft: expected true or false")
     named = [name for name in ("urls", "tags", "prefix", "all") if name in body]
     if len(named) != 1:
-        raise BadRequest("name one of urls, tags, prefix or all")
+        raise InputError("name one of urls, tags, prefix or all")
     (name,) = named
     value = body[name]
     if name == "all":
         if value is not True:
-            raise BadRequest("all: expected true")
+            raise InputError("all: expected true")
         return [("all", "")], soft
     if name == "prefix":
         if not isinstance(value, str) or not value:
-            raise BadRequest("prefix: expected an absolute URL prefix, e.g. https://example.com/a/")
+            raise InputError("prefix: expected an absolute URL prefix, e.g. https://example.com/a/")
         return [("prefix", value)], soft
     if (
         not isinstance(value, list)
@@ -255,11 +254,11 @@ def _purge_targets(body: t.Any) -> tuple[list[tuple[str, str]], bool]:
         or len(value) > MAX_TARGETS
         or not all(isinstance(item, str) and item for item in value)
     ):
-        raise BadRequest(f"{name}: expected a list of 1 to {MAX_TARGETS} strings")
+        raise InputError(f"{name}: expected a list of 1 to {MAX_TARGETS} strings")
     if name == "tags":
         bad = next((tag for tag in value if not is_tag(tag)), None)
         if bad is not None:
-            raise BadRequest(f"tags: not a tag: {bad!r} (printable ASCII, no spaces or commas)")
+            raise InputError(f"tags: not a tag: {bad!r} (printable ASCII, no spaces or commas)")
         return [("tag", tag) for tag in value], soft
     return [("url", url) for url in value], soft
 
