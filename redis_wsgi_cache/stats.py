@@ -33,8 +33,10 @@ MISSED_PER_PROCESS = 64
 MISSED_KEPT = 256
 # Seconds a window of missed URLs covers, and is kept.
 MISSED_WINDOW = 3600
-# The shortest time a process's report outlives its last flush.
+# The shortest time a process's report outlives its last flush; and how often
+# an idle process (nothing counted since its last flush) still sends it.
 REPORT_MIN_TTL = 15
+REPORT_IDLE_EVERY = 5.0
 
 
 def stats_key(prefix: str) -> str:
@@ -153,6 +155,7 @@ class Counters:
         self._wake = threading.Event()
         self._pid = 0
         self._started = time.time()
+        self._reported = 0.0
         # The flushing thread runs (in this process: a forked child starts its own).
         self._running = False
         _INSTANCES.add(self)
@@ -186,9 +189,12 @@ class Counters:
             with self._lock:
                 counts, self._counts = self._counts, collections.Counter()
                 missed, self._missed = self._missed, MissedUrls()
-            if not counts and not self._running:
+            now = time.time()
+            if not counts and (not self._running or now - self._reported < REPORT_IDLE_EVERY):
                 return
-            if not self.store.send_stats(self._commands(counts, missed.counts(), time.time())):
+            if self._running:
+                self._reported = now
+            if not self.store.send_stats(self._commands(counts, missed.counts(), now)):
                 with self._lock:
                     self._counts.update(counts)
                     for url, amount in missed.counts().items():

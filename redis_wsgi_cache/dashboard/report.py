@@ -17,7 +17,6 @@ from ..stats import (
     missed_key,
     process_key,
     processes_key,
-    report_ttl,
     stats_key,
 )
 
@@ -97,7 +96,7 @@ class Report:
             "totals": _with_ratio(totals),
             "history": self.history(minutes, now),
             "redis": self.redis(),
-            "processes": self.processes(now),
+            "processes": self.processes(),
             "missed": self.missed(now),
             "tags": self.largest_tags(),
             "purges": self.cache.recent_purges(TOP),
@@ -172,11 +171,12 @@ class Report:
             "nodes": len(nodes),
         }
 
-    def processes(self, now: float) -> list[dict[str, t.Any]]:
-        """The reports of the processes that flushed their counts lately."""
-        since = now - report_ttl(self.settings.stats_interval or 1)
-        names = self.client.zrangebyscore(
-            processes_key(self.prefix), since, "+inf", start=0, num=MAX_PROCESSES
+    def processes(self) -> list[dict[str, t.Any]]:
+        """The reports of the processes that flushed their counts lately: a
+        report expires a few of its process's intervals after its last flush
+        (whatever interval the dashboard's own settings say)."""
+        names = self.client.zrevrangebyscore(
+            processes_key(self.prefix), "+inf", "-inf", start=0, num=MAX_PROCESSES
         )
         pipeline = self.client.pipeline(transaction=False)
         for name in names:
