@@ -304,3 +304,17 @@ def test_purges_need_the_token_when_the_dashboard_has_one(browser, redis_server,
         context.close()
         process.terminate()
         process.wait(10)
+
+
+def test_redis_down_is_an_error_on_the_page(page, redis_server):
+    process, url = start_dashboard("redis://127.0.0.1:1/0")
+    try:
+        page.goto(url)
+        expect(page.locator("#error")).to_be_visible()
+        expect(page.locator("#error")).to_contain_text(
+            "Cannot read the cache: Redis: ConnectionError"
+        )
+        expect(page.locator("#status")).to_have_text("no data")
+    finally:
+        process.terminate()
+        process.wait(10)
