@@ -68,10 +68,9 @@ class Recorder:
         counted among the URLs missed most."""
         if environ.get(ENVIRON_BACKGROUND):
             return
-        if url is None:
-            self.stats.count(x_cache, detail)
-        else:
-            self.stats.count(x_cache, detail, 1, url)
+        self.stats.count(x_cache, detail)
+        if url is not None and x_cache == "MISS":
+            self.stats.missed(url)
         if self.metrics is not None:
             started = environ.get(ENVIRON_STARTED)
             added = time.perf_counter() - started - app_seconds if started else 0.0

@@ -151,12 +151,12 @@ class Core:
             path = self.settings.metrics_path
             if path and environ.get("PATH_INFO") == path:
                 return self._metrics()
-        if self._purge_token and purging.is_purge(environ, self._purge_token):
-            return (yield from purging.purge(environ, self.cache, self.screen, self._purged))
         request = policy.request_policy(environ, self.settings)
         if request.bypass == "method":
             if request.method in SAFE_METHODS:
                 return (yield from self.fetcher.pass_on(environ, "bypass", "method"))
+            if self._purge_token and purging.is_purge(environ, self._purge_token):
+                return (yield from purging.purge(environ, self.cache, self.screen, self._purged))
             return (yield from self.fetcher.pass_unsafe(environ, self.screen))
         screening = self.screen(environ)
         if screening.unsafe:

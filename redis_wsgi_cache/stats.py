@@ -165,22 +165,25 @@ class Counters:
         """This process, as its report names it: host and process id."""
         return f"{socket.gethostname()}:{os.getpid()}"
 
-    def count(
-        self, outcome: str, reason: str | None = None, amount: int = 1, url: str | None = None
-    ) -> None:
+    def count(self, outcome: str, reason: str | None = None, amount: int = 1) -> None:
         """Count ``amount`` of ``outcome`` (``HIT``, ``BYPASS``, ``STORED``…), and
-        with a ``reason``, of ``<outcome>:<reason>`` too; with the ``url``
-        of a ``MISS``, count the URL among those missed most."""
+        with a ``reason``, of ``<outcome>:<reason>`` too."""
         if not self.interval or not amount:
             return
         with self._lock:
             self._counts[outcome] += amount
             if reason is not None:
                 self._counts[f"{outcome}:{reason}"] += amount
-            if url is not None and outcome == "MISS":
-                self._missed.add(url, amount)
         if not self._running:
             self._start()
+
+    def missed(self, url: str) -> None:
+        """Count a miss of ``url`` among the URLs missed most (the miss itself
+        is counted by :meth:`count`)."""
+        if not self.interval:
+            return
+        with self._lock:
+            self._missed.add(url)
 
     def flush(self) -> None:
         """Add the counts gathered so far to Redis now, with the process's
