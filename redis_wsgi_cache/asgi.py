@@ -28,7 +28,16 @@ from redis.asyncio.sentinel import SentinelConnectionPool as AsyncSentinelConnec
 from . import scripts
 from .clients import blocking_twin, make_async_client, make_client, refuse_decoding
 from .directives import body_complete
-from .effects import Answer, Background, CallApp, CloseApp, ReadBody, Respond, Sleep
+from .effects import (
+    Answer,
+    Background,
+    Blocking,
+    CallApp,
+    CloseApp,
+    ReadBody,
+    Respond,
+    Sleep,
+)
 from .exchange import ENVIRON_BACKGROUND
 from .flow import Core, configure
 from .store import REDIS_ERRORS, SCRIPTS, Command, PackedCommands, Pipeline, Raised, Script
@@ -644,6 +653,8 @@ class _Request:
             return await asyncio.sleep(effect.seconds)
         if isinstance(effect, Background):
             return self.cache._in_background(self, effect)
+        if isinstance(effect, Blocking):
+            return await asyncio.to_thread(effect.call)
         return await self.cache._store().execute(effect)
 
     async def deliver(self, result: Result) -> None:
@@ -713,6 +724,8 @@ class CacheMiddleware(Core):
         app = FastAPI()
         app.add_middleware(CacheMiddleware, redis_url="redis://localhost:6379/0")
     """
+
+    driver = "asgi"
 
     def __init__(
         self,

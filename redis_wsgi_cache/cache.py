@@ -4,14 +4,24 @@ middleware. ``CacheMiddleware`` has one too, as ``middleware.cache``."""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import socket
+import time
 import typing as t
 
 from .clients import make_client
 from .index import Index
 from .keys import QueryNormalizer, canonical_url
 from .settings import Settings, load_settings
-from .store import REDIS_ERRORS
+from .stats import purges_key
+from .store import REDIS_ERRORS, RedisStore
+
+logger = logging.getLogger("redis_wsgi_cache")
+
+# The most purges the log of recent purges keeps.
+PURGE_LOG_SIZE = 100
 
 
 class Cache:
@@ -25,7 +35,9 @@ class Cache:
     keys are (scheme and host case, default port, percent-encoding, ignored
     and reordered query parameters), so any spelling that reaches an entry
     purges it. A Redis error is raised (``redis.RedisError``): a purge that did
-    not happen must not look done.
+    not happen must not look done. Each purge is added to the log of recent
+    purges the dashboard shows, with ``origin`` (where it came from; by
+    default this host and process).
 
     :param client: a ``redis.Redis`` or ``RedisCluster`` client, instead of one
         made from ``redis_url``.
@@ -68,22 +80,97 @@ class Cache:
         absolute http(s) URL."""
         return canonical_url(url, self.normalize)
 
-    def purge(self, url: str, *, soft: bool = False) -> int:
+    def purge(self, url: str, *, soft: bool = False, origin: str | None = None) -> int:
         """Purge every stored response for ``url`` (all its variants)."""
-        return self.index.purge_url(self.canonical_url(url), soft=soft)
+        count = self.index.purge_url(self.canonical_url(url), soft=soft)
+        return self._logged("url", url, soft, count, origin)
 
-    def purge_tag(self, tag: str, *, soft: bool = False) -> int:
+    def purge_tag(self, tag: str, *, soft: bool = False, origin: str | None = None) -> int:
         """Purge every stored response tagged ``tag``."""
-        return self.index.purge_tag(tag, soft=soft)
+        count = self.index.purge_tag(tag, soft=soft)
+        return self._logged("tag", tag, soft, count, origin)
 
-    def purge_prefix(self, url_prefix: str, *, soft: bool = False) -> int:
+    def purge_prefix(
+        self, url_prefix: str, *, soft: bool = False, origin: str | None = None
+    ) -> int:
         """Purge every stored response whose URL starts with ``url_prefix``
         (``https://example.com/users/``)."""
-        return self.index.purge_prefix(self.canonical_url(url_prefix), soft=soft)
+        count = self.index.purge_prefix(self.canonical_url(url_prefix), soft=soft)
+        return self._logged("prefix", url_prefix, soft, count, origin)
 
-    def purge_all(self, *, soft: bool = False) -> int:
+    def purge_all(self, *, soft: bool = False, origin: str | None = None) -> int:
         """Purge every stored response of this cache (this prefix only)."""
-        return self.index.purge_all(soft=soft)
+        count = self.index.purge_all(soft=soft)
+        return self._logged("all", "", soft, count, origin)
+
+    def inspect(self, url: str) -> list[dict[str, t.Any]]:
+        """Every response stored for ``url`` (each variant), as
+        ``redis-wsgi-cache inspect`` prints it: its key, URL, status, age and
+        ttl (seconds), how long Redis keeps it, Vary names, tags, validators,
+        body size and headers; ``readable: False`` for what this version
+        cannot read. :class:`ValueError` for a URL that is not absolute; raises
+        the Redis error, if any."""
+        store = RedisStore(self.client, self.settings)
+        now = time.time()
+        found: list[dict[str, t.Any]] = []
+        for primary in self.index.keys_of(self.canonical_url(url)):
+            for key, entry, redis_ttl in store.entries_of(primary):
+                if entry is None:
+                    found.append({"key": key, "readable": False})
+                    continue
+                found.append(
+                    {
+                        "key": key,
+                        "url": entry.url,
+                        "status": entry.status,
+                        "age": round(entry.current_age(now), 3),
+                        "ttl": round(entry.ttl(now), 3),
+                        "redis_ttl": redis_ttl,
+                        "vary": list(entry.vary),
+                        "tags": list(entry.tags),
+                        "etag": entry.etag,
+                        "last_modified": entry.last_modified,
+                        "body_bytes": entry.body_length,
+                        "headers": entry.headers,
+                    }
+                )
+        return found
+
+    def recent_purges(self, limit: int = PURGE_LOG_SIZE) -> list[dict[str, t.Any]]:
+        """The last purges, newest first: ``what`` (``url``, ``tag``,
+        ``prefix``, ``all``), ``target``, ``soft``, ``count``, ``at`` (seconds
+        since the epoch) and ``origin``. Raises the Redis error, if any."""
+        found = []
+        for line in self.client.lrange(purges_key(self.settings.prefix), 0, limit - 1):
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                found.append(record)
+        return found
+
+    def _logged(self, what: str, target: str, soft: bool, count: int, origin: str | None) -> int:
+        """Add a purge done to the log of recent purges (a capped list); a
+        failure to is logged, not raised: the purge itself is done."""
+        record = {
+            "what": what,
+            "target": target,
+            "soft": soft,
+            "count": count,
+            "at": round(time.time(), 3),
+            "origin": origin or f"{socket.gethostname()} (pid {os.getpid()})",
+        }
+        key = purges_key(self.settings.prefix)
+        try:
+            pipeline = self.client.pipeline(transaction=False)
+            pipeline.lpush(key, json.dumps(record))
+            pipeline.ltrim(key, 0, PURGE_LOG_SIZE - 1)
+            pipeline.expire(key, self.settings.stats_history or 86400)
+            pipeline.execute()
+        except REDIS_ERRORS as error:
+            logger.warning("could not add a purge to the log of recent purges: %s", error)
+        return count
 
     def health(self, breaker_open: bool = False) -> dict[str, t.Any]:
         """Whether the cache can work, for a health endpoint: ``ok``, whether

@@ -1,6 +1,6 @@
 """The redis-wsgi-cache command, for operators: the settings in effect, what the
-cache did, whether it can work, what it holds for a URL, purging, and serving an
-app behind it. Settings are read as the middleware reads them (environment,
+cache did, whether it can work, what it holds for a URL, purging, serving an
+app behind it, and a dashboard. Settings are read as the middleware reads them (environment,
 then setup.cfg or --config), with --redis-url, --key-prefix and --set
 NAME=VALUE on top."""
 
@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import functools
 import json
+import socket
 import sys
 import time
 import typing as t
@@ -53,6 +54,8 @@ def _config(args: argparse.Namespace) -> int:
             value = ",".join(str(v) for v in sorted(value))
         elif isinstance(value, tuple):
             value = ", ".join(value)
+        elif field.name == "purge_token" and value:
+            value = "(set, not shown)"
         elif field.name == "rules":
             value = "".join(f"\n    {rule.pattern} {rule.overrides or ''}" for rule in value.rules)
         print(f"{field.name} = {value}")
@@ -61,35 +64,13 @@ def _config(args: argparse.Namespace) -> int:
 
 def _inspect(args: argparse.Namespace) -> int:
     cache = _cache(args)
-    store = RedisStore(cache.client, cache.settings)
-    now = time.time()
     found: list[dict[str, t.Any]] = []
     for url in args.url:
         try:
-            canonical = cache.canonical_url(url)
+            cache.canonical_url(url)
         except ValueError as error:
             raise _UsageError(f"inspect: {error}") from None
-        for primary in cache.index.keys_of(canonical):
-            for key, entry, redis_ttl in store.entries_of(primary):
-                if entry is None:
-                    found.append({"key": key, "readable": False})
-                    continue
-                found.append(
-                    {
-                        "key": key,
-                        "url": entry.url,
-                        "status": entry.status,
-                        "age": round(entry.current_age(now), 3),
-                        "ttl": round(entry.ttl(now), 3),
-                        "redis_ttl": redis_ttl,
-                        "vary": list(entry.vary),
-                        "tags": list(entry.tags),
-                        "etag": entry.etag,
-                        "last_modified": entry.last_modified,
-                        "body_bytes": entry.body_length,
-                        "headers": entry.headers,
-                    }
-                )
+        found += cache.inspect(url)
     print(json.dumps(found, indent=2))
     return 0 if found else 1
 
@@ -149,27 +130,45 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(args.app, _settings(args), args.host, args.port, args.threads, args.private_redis)
 
 
+def _dashboard(args: argparse.Namespace) -> int:
+    from .dashboard import PublicWithoutToken, serve
+
+    try:
+        return serve(_settings(args), args.host, args.port, args.threads)
+    except PublicWithoutToken as error:
+        raise _UsageError(f"dashboard: {error}") from None
+
+
 def _purge(args: argparse.Namespace) -> int:
     chosen = [bool(args.url), bool(args.tag), args.url_prefix is not None, args.all]
     if sum(chosen) != 1:
         raise _UsageError("purge: give URLs, or --tag, --prefix or --all (one of them)")
     cache = _cache(args)
+    origin = f"{PROG} purge on {socket.gethostname()}"
     verb = "marked stale" if args.soft else "purged"
     total = 0
     targets: list[tuple[str, t.Callable[[], int]]]
     if args.all:
         everything = f"everything under {cache.settings.prefix}:"
-        targets = [(everything, lambda: cache.purge_all(soft=args.soft))]
+        targets = [(everything, lambda: cache.purge_all(soft=args.soft, origin=origin))]
     elif args.url_prefix is not None:
         prefix = args.url_prefix
-        targets = [(f"URLs under {prefix}", lambda: cache.purge_prefix(prefix, soft=args.soft))]
+        targets = [
+            (
+                f"URLs under {prefix}",
+                lambda: cache.purge_prefix(prefix, soft=args.soft, origin=origin),
+            )
+        ]
     elif args.tag:
         targets = [
-            (f"tag {tag}", functools.partial(cache.purge_tag, tag, soft=args.soft))
+            (f"tag {tag}", functools.partial(cache.purge_tag, tag, soft=args.soft, origin=origin))
             for tag in args.tag
         ]
     else:
-        targets = [(url, functools.partial(cache.purge, url, soft=args.soft)) for url in args.url]
+        targets = [
+            (url, functools.partial(cache.purge, url, soft=args.soft, origin=origin))
+            for url in args.url
+        ]
     for what, purge in targets:
         try:
             count = purge()
@@ -283,6 +282,20 @@ def _parser() -> argparse.ArgumentParser:
     purge.add_argument("--all", action="store_true", help="every response of this cache")
     purge.add_argument("--soft", action="store_true", help="mark stale instead of deleting")
     purge.set_defaults(run=_purge)
+    dashboard = command(
+        "dashboard",
+        "serve a web page that shows and purges the cache, for the whole fleet",
+        "Serve the dashboard with waitress (pip install 'redis-wsgi-cache[dashboard]'):"
+        " hit ratio and outcomes over time, Redis memory and eviction, breakers and"
+        " near caches, the URLs missed most, the largest tags, recent purges, URL"
+        " lookups and purges, and a JSON API (/api/stats, /api/inspect, /api/purge)."
+        " It listens on the loopback unless told otherwise, and beyond it only with a"
+        " purge_token. Prints a line when ready.",
+    )
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    dashboard.add_argument("--port", type=int, default=8099, help="port to listen on (0: any)")
+    dashboard.add_argument("--threads", type=int, default=4, help="waitress worker threads")
+    dashboard.set_defaults(run=_dashboard)
     return parser
 
 

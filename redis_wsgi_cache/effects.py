@@ -84,7 +84,16 @@ class Background:
     description: str
 
 
-Effect = t.Union["RedisCall", Sleep, CallApp, ReadBody, CloseApp, Background]
+@dataclasses.dataclass(frozen=True, slots=True)
+class Blocking:
+    """Run ``call``, an operator's verb on the blocking client (a purge), and
+    send its result; under asyncio, in a thread. What it raises is thrown
+    into the flow."""
+
+    call: Callable[[], t.Any]
+
+
+Effect = t.Union["RedisCall", Sleep, CallApp, ReadBody, CloseApp, Background, Blocking]
 
 
 @dataclasses.dataclass(slots=True)

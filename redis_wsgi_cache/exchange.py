@@ -61,12 +61,16 @@ class Recorder:
         headers: list[tuple[str, str]],
         detail: str | None = None,
         app_seconds: float = 0.0,
+        url: str | None = None,
     ) -> None:
         """A response to a client: ``x_cache`` (HIT, STALE, MISS, BYPASS) and
-        why (``detail``); of a background refresh, nothing."""
+        why (``detail``); of a background refresh, nothing. A miss's ``url`` is
+        counted among the URLs missed most."""
         if environ.get(ENVIRON_BACKGROUND):
             return
         self.stats.count(x_cache, detail)
+        if url is not None and x_cache == "MISS":
+            self.stats.missed(url)
         if self.metrics is not None:
             started = environ.get(ENVIRON_STARTED)
             added = time.perf_counter() - started - app_seconds if started else 0.0

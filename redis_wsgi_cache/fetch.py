@@ -209,7 +209,9 @@ class Fetcher:
         it (``detail`` None: it will be stored once complete)."""
         x_cache = _x_cache(fwd)
         headers = self._headers(exchange, run, fwd, x_cache, detail=detail)
-        self.recorder.response(exchange.environ, x_cache, headers, detail, run.app_seconds)
+        self.recorder.response(
+            exchange.environ, x_cache, headers, detail, run.app_seconds, exchange.public_url
+        )
         return Forward(run, headers)
 
     def _headers(
@@ -315,7 +317,9 @@ class Fetcher:
         if age >= 1 and not any(name.lower() == "age" for name, _ in headers):
             # §5.1: the stored response is already this old (a slow app).
             headers.append(("Age", respond.age(age)))
-        self.recorder.response(exchange.environ, x_cache, headers, detail, run.app_seconds)
+        self.recorder.response(
+            exchange.environ, x_cache, headers, detail, run.app_seconds, exchange.public_url
+        )
         return Respond(run, headers, body)
 
     def _fetch_streamed(
@@ -345,7 +349,9 @@ class Fetcher:
         self.locks.streaming(lock, exchange.settings.stream_wait)
         x_cache = _x_cache(fwd)
         headers = self._headers(exchange, run, fwd, x_cache)
-        self.recorder.response(exchange.environ, x_cache, headers, None, run.app_seconds)
+        self.recorder.response(
+            exchange.environ, x_cache, headers, None, run.app_seconds, exchange.public_url
+        )
         return Forward(run, headers, self.settings.max_body_bytes, store)
 
     def _freshen(

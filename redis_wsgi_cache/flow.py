@@ -11,7 +11,7 @@ import os
 import time
 import typing as t
 
-from . import compression, policy, respond
+from . import compression, policy, purging, respond
 from .background import background_environ
 from .cache import Cache
 from .coalesce import USABLE, Coalescer
@@ -61,6 +61,9 @@ class Core:
     :param registry: a ``prometheus_client`` registry for the metrics.
     """
 
+    #: the server interface a subclass drives the flow with, as reported
+    driver = "core"
+
     def __init__(self, settings: Settings, client: t.Any, registry: t.Any) -> None:
         self.settings = settings
         self.metrics: Metrics | None = None
@@ -90,9 +93,13 @@ class Core:
             if rule.overrides
         }
         self._rules_bypass = any(rule.bypass for rule in settings.rules.rules)
-        self.stats = Counters(self.store, settings.stats_interval)
+        self.stats = Counters(
+            self.store, settings.stats_interval, settings.stats_history, self._describe
+        )
         self.recorder = Recorder(self.stats, self.metrics)
         self.fetcher = Fetcher(settings, self.locks, self.cache, self.near, self.recorder)
+        # PURGE requests carrying this token are the cache's to answer.
+        self._purge_token = settings.purge_token
         # The keys of URLs (a digest each), remembered.
         self._keys: dict[str, str] = {}
 
@@ -103,6 +110,27 @@ class Core:
             self.near.clear()
         self.recorder.event(None, "PURGED", count)
         return count
+
+    def _describe(self) -> dict[str, str | int | float]:
+        """What this process reports with its counts, for the dashboard: its
+        server interface, circuit breaker and near cache."""
+        breaker = self.store.breaker
+        report: dict[str, str | int | float] = {
+            "driver": self.driver,
+            "breaker": "closed" if breaker.available else "open",
+            "redis_failures": breaker.failures,
+            "last_failure": round(breaker.failed_at, 3),
+            "pending_purges": len(breaker.pending_purges),
+        }
+        if self.near is not None:
+            report.update(
+                near_entries=len(self.near),
+                near_bytes=self.near.held_bytes,
+                near_max_entries=self.near.max_entries,
+                near_max_bytes=self.near.max_bytes,
+                near_online=int(self.near.online),
+            )
+        return report
 
     def _close_parts(self) -> None:
         """Add the last counts to Redis, and stop the lock keeper, the index
@@ -127,6 +155,8 @@ class Core:
         if request.bypass == "method":
             if request.method in SAFE_METHODS:
                 return (yield from self.fetcher.pass_on(environ, "bypass", "method"))
+            if self._purge_token and purging.is_purge(environ, self._purge_token):
+                return (yield from purging.purge(environ, self.cache, self.screen, self._purged))
             return (yield from self.fetcher.pass_unsafe(environ, self.screen))
         screening = self.screen(environ)
         if screening.unsafe:

@@ -169,7 +169,7 @@ class Index:
         started = time.perf_counter()
         self.client.ping()
         latency = time.perf_counter() - started
-        memory = sum(int(node.get("used_memory", 0)) for node in self._nodes_info())
+        memory = sum(int(node.get("used_memory", 0)) for node in self.nodes_info())
         pipeline = self.client.pipeline(transaction=False)
         for bucket in self._live_buckets().values():
             pipeline.zcard(bucket)
@@ -326,7 +326,7 @@ class Index:
             hold = int((SWEEP_EVERY + pause) * 1000)
             if not self.client.eval(scripts.CLAIM, 1, claim, token, hold):
                 return SWEEP_EVERY, evicted
-            seen = sum(int(node.get("evicted_keys", 0)) for node in self._nodes_info("stats"))
+            seen = sum(int(node.get("evicted_keys", 0)) for node in self.nodes_info("stats"))
             evicting = seen != evicted
             budget = VERIFY_BATCH if evicting or pause == SWEEP_SOON else 0
             checked, removed = self.sweep(budget=budget)
@@ -421,7 +421,7 @@ class Index:
 
     # -- when Redis may evict the indexes -------------------------------------------
 
-    def _nodes_info(self, section: str = "memory") -> list[dict[str, t.Any]]:
+    def nodes_info(self, section: str = "memory") -> list[dict[str, t.Any]]:
         """An ``INFO`` section of Redis, or of each node of a cluster."""
         info = self.client.info(section)
         if not any(isinstance(value, dict) for value in info.values()):
@@ -434,7 +434,7 @@ class Index:
         does not say)."""
         risky = [
             str(node.get("maxmemory_policy", "unknown"))
-            for node in self._nodes_info()
+            for node in self.nodes_info()
             if int(node.get("maxmemory", 1) or 0) > 0
             and not str(node.get("maxmemory_policy", "")).startswith(("volatile-", "noeviction"))
         ]

@@ -14,7 +14,16 @@ from collections.abc import Iterable
 from .background import BackgroundPool, warn_without_threads
 from .capture import Capture
 from .clients import make_client
-from .effects import Answer, Background, CallApp, CloseApp, ReadBody, Respond, Sleep
+from .effects import (
+    Answer,
+    Background,
+    Blocking,
+    CallApp,
+    CloseApp,
+    ReadBody,
+    Respond,
+    Sleep,
+)
 from .flow import Core, configure
 from .store import REDIS_CALLS
 
@@ -69,6 +78,8 @@ class CacheMiddleware(Core):
         from redis_wsgi_cache import CacheMiddleware
         app.wsgi_app = CacheMiddleware(app.wsgi_app, default_ttl=60)
     """
+
+    driver = "wsgi"
 
     def __init__(
         self,
@@ -147,6 +158,8 @@ class CacheMiddleware(Core):
             return t.cast(Capture, effect.run).close()
         if isinstance(effect, Sleep):
             return time.sleep(effect.seconds)
+        if isinstance(effect, Blocking):
+            return effect.call()
         if isinstance(effect, Background):
             return self.background.submit(
                 lambda: self._in_background(effect.work()), effect.description

@@ -119,6 +119,11 @@ class NearCache:
         """The number of entries held, each variant counted."""
         return len(self._entries)
 
+    @property
+    def held_bytes(self) -> int:
+        """The bytes the entries held count for (see :func:`entry_size`)."""
+        return self._bytes
+
     def get(self, key: str, headers: Mapping[str, str]) -> CachedResponse | None:
         """The entry held for ``key`` and the variant ``headers`` select, or None."""
         with self._lock:

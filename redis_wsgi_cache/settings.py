@@ -59,6 +59,9 @@ class Settings:
     near_cache_size: int = 0
     near_cache_bytes: int = 64 * 1024 * 1024
     stats_interval: float = 1.0
+    stats_history: int = 86400
+    # Kept out of repr(), and so out of logs and tracebacks.
+    purge_token: str = dataclasses.field(default="", repr=False)
     cookie_requests: str = "pass"
     ignored_cookies: tuple[str, ...] = ("_ga*", "_gid", "_gcl_*", "_fbp", "_fbc", "__utm*")
     key_headers: tuple[str, ...] = (
@@ -148,6 +151,23 @@ def _positive_seconds(value: str) -> float:
 def _non_negative_seconds(value: str) -> float:
     number = float(value)
     if not 0 <= number < 86400:
+        raise ValueError
+    return number
+
+
+# The fewest characters of a purge token: a guess must not be practical.
+MIN_TOKEN_LENGTH = 16
+
+
+def _token(value: str) -> str:
+    if value and (len(value) < MIN_TOKEN_LENGTH or not re.fullmatch(r"[\x21-\x7e]+", value)):
+        raise ValueError
+    return value
+
+
+def _history(value: str) -> int:
+    number = int(value)
+    if number != 0 and not 3600 <= number <= 7 * 86400:
         raise ValueError
     return number
 
@@ -310,6 +330,14 @@ _PARSERS: dict[str, tuple[Callable[[str], t.Any], str]] = {
     "near_cache_size": (_non_negative_int, "a whole number of entries >= 0 (0 turns it off)"),
     "near_cache_bytes": (_positive_int, "a whole number of bytes >= 1"),
     "stats_interval": (_non_negative_seconds, "a number of seconds >= 0 and < 86400"),
+    "stats_history": (
+        _history,
+        "a whole number of seconds from 3600 to 604800 (a week), or 0 (no history)",
+    ),
+    "purge_token": (
+        _token,
+        f"at least {MIN_TOKEN_LENGTH} printable ASCII characters without spaces, or nothing",
+    ),
     "cookie_requests": (_choice("pass", "cache"), "pass or cache"),
     "ignored_cookies": (_cookie_globs, "cookie names or globs, separated by commas"),
     "key_headers": _HEADER_NAMES,

@@ -264,6 +264,9 @@ class Breaker:
         self.metrics = metrics
         self.channel = f"{settings.prefix}:invalidate"
         self._closed_at = 0.0
+        #: how many times Redis failed, and when it last did (time.time())
+        self.failures = 0
+        self.failed_at = 0.0
         self._healthy = True
         self._warned_at = -WARN_EVERY
         self._unwarned = 0
@@ -286,6 +289,8 @@ class Breaker:
         """Open the breaker; warn, unless this outage was reported less than
         ``WARN_EVERY`` seconds ago."""
         now = time.monotonic()
+        self.failures += 1
+        self.failed_at = time.time()
         self._healthy = False
         self._closed_at = now + self.settings.breaker_cooldown
         if self.metrics is not None:
@@ -931,12 +936,12 @@ class RedisStore:
                 found.append((slot.base, None, seconds))
         return found
 
-    def add_counts(self, counts: Mapping[str, int]) -> bool:
-        """Add outcome counts to the ``<prefix>:stats`` hash, in one round trip."""
-        commands = tuple(
-            ("HINCRBY", self.stats_key, outcome, number) for outcome, number in counts.items()
-        )
-        replies = self.execute(Pipeline(commands))
+    def send_stats(self, commands: list[tuple[t.Any, ...]]) -> bool:
+        """Send what a flush of the counters sends (:mod:`redis_wsgi_cache.stats`),
+        in one pipelined round trip; whether Redis took it all."""
+        if not commands:
+            return True
+        replies = self.execute(Pipeline(tuple(commands)))
         return not isinstance(replies, Failed) and not any(
             isinstance(reply, Exception) for reply in replies
         )

@@ -50,6 +50,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="the middleware the cached fixture wraps apps with: asgi runs the"
         " tests through the ASGI middleware (tests/asgi_bridge.py)",
     )
+    parser.addoption(
+        "--browser",
+        action="store_true",
+        help="collect tests/browser too: the dashboard in headless Chromium, through"
+        " Playwright (pip install playwright; apt-get install chromium)",
+    )
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    # The browser tests need Chromium and Playwright: collected on request only
+    # (nox -s browser), so that the README's test command runs anywhere.
+    if collection_path == ROOT / "tests" / "browser" and not config.getoption("browser"):
+        return True
+    return None
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -404,10 +404,12 @@ def test_bring_your_own_client(redis_server, redis_client):
     from redis_wsgi_cache import CacheMiddleware
 
     client = redis.Redis.from_url(redis_server.url)
-    app = TestApp(CacheMiddleware(Origin(), client=client, prefix="own"))
+    middleware = CacheMiddleware(Origin(), client=client, prefix="own")
+    app = TestApp(middleware)
     app.get("/")
     assert app.get("/").headers["X-Cache"] == "HIT"
     assert all(key.startswith(b"own:") for key in stored_entries(redis_client))
+    middleware.close()  # no thread of it writes to the next test's Redis
 
 
 @pytest.mark.parametrize("length", [100_000, 1_000_000])

@@ -120,6 +120,9 @@ def test_the_wheel_holds_the_package_its_types_and_license_only(dists):
     assert not [name for name in names if name.startswith(("example_app", "tests", "benchmarks"))]
     assert "redis_wsgi_cache/py.typed" in names
     assert "redis_wsgi_cache/integrations/flask.py" in names
+    # The dashboard's page and chart library, with the library's license.
+    for static in ("index.html", "dashboard.js", "uPlot.iife.min.js", "uPlot.LICENSE"):
+        assert f"redis_wsgi_cache/dashboard/static/{static}" in names
     assert {f"{info}/LICENSE", f"{info}/licenses/LICENSE"} & set(names)
     assert f"Project-URL: Source, {PROJECT_URL}" in metadata
     assert "[paste.filter_factory]\nmain = redis_wsgi_cache.integrations.paste:filter_factory" in (

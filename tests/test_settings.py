@@ -48,6 +48,8 @@ def test_every_setting_has_an_environment_variable():
         "background_workers": "3",
         "near_cache_size": "100",
         "near_cache_bytes": "1000",
+        "stats_history": "7200",
+        "purge_token": "a-token-of-some-length",
         "stats_interval": "0",
         "cookie_requests": "cache",
         "ignored_cookies": "_ga*, consent",
@@ -96,6 +98,7 @@ def test_every_setting_has_an_environment_variable():
     assert settings.sentinels == (("s1", 26379), ("::1", 26380))
     assert settings.cluster is True
     assert settings.compress_min_bytes == 512
+    assert (settings.stats_history, settings.purge_token) == (7200, "a-token-of-some-length")
     assert (settings.metrics_port, settings.metrics_address) == (9464, "0.0.0.0")
 
 
@@ -154,6 +157,11 @@ def test_error_names_setting_value_source_and_what_is_allowed():
     )
 
 
+def test_the_purge_token_stays_out_of_the_settings_repr():
+    settings = load_settings({"purge_token": "s3cret-purge-token-0123"}, environ={})
+    assert "s3cret" not in repr(settings)
+
+
 def test_bad_value_fails_at_construction():
     with pytest.raises(SettingsError, match=r"max_body_bytes=0 from keyword max_body_bytes="):
         CacheMiddleware(lambda e, s: [], max_body_bytes=0)
@@ -190,6 +198,10 @@ def test_bad_value_in_config_file_names_the_file(tmp_path):
         pytest.param("max_variants", 0, id="no-variants"),
         pytest.param("ignore_request_no_cache", "maybe", id="not-a-boolean"),
         pytest.param("keep", None, id="none"),
+        pytest.param("stats_history", 60, id="history-under-an-hour"),
+        pytest.param("stats_history", 8 * 86400, id="history-over-a-week"),
+        pytest.param("purge_token", "short", id="token-too-short"),
+        pytest.param("purge_token", "a token with spaces in it", id="token-with-spaces"),
     ],
 )
 def test_invalid_values(name, value):

@@ -8,6 +8,7 @@ import time
 from wsgi_apps import Origin, call
 
 from redis_wsgi_cache.cli import main
+from redis_wsgi_cache.stats import MISSED_PER_PROCESS, MissedUrls
 
 
 def test_counts_reach_redis_on_flush(cached, redis_client):
@@ -67,3 +68,66 @@ def test_stats_of_a_fresh_cache_prints_zeros_and_says_counting_is_on(redis_serve
     assert main(["--redis-url", redis_server.url, "--key-prefix", "fresh", "stats", "--json"]) == 0
     counts = json.loads(capsys.readouterr().out)
     assert counts["hit"] == counts["miss"] == 0 and counts["hit_ratio"] is None
+
+
+def test_the_missed_urls_summary_keeps_the_most_missed_in_bounded_memory():
+    summary = MissedUrls(capacity=3)
+    for url, times in (("a", 5), ("b", 3), ("c", 1), ("d", 1), ("e", 1), ("a", 2)):
+        for _ in range(times):
+            summary.add(url)
+    counts = summary.counts()
+    assert len(counts) == 3
+    # The most missed are kept, exactly; a newcomer takes the lowest count's
+    # place with that count (never below its own true count).
+    assert (counts["a"], counts["b"]) == (7, 3)
+    assert counts["e"] == 3  # true count 1, at most 2 too high
+    summary.add("b", 10)
+    assert summary.counts()["b"] == 13
+
+
+def test_the_missed_urls_summary_matches_a_plain_count_below_its_capacity():
+    summary = MissedUrls(capacity=64)
+    expected: dict[str, int] = {}
+    for n in range(500):
+        url = f"/{n * 7 % 40}"
+        summary.add(url, n % 3 + 1)
+        expected[url] = expected.get(url, 0) + n % 3 + 1
+    assert summary.counts() == expected
+
+
+def test_missed_urls_reach_redis_bounded(cached, redis_client):
+    middleware = cached(
+        Origin(headers=[("Cache-Control", "max-age=60")]), prefix="t", stats_interval=3600
+    )
+    for n in range(MISSED_PER_PROCESS + 10):
+        call(middleware, f"/{n}")
+    call(middleware, "/0")  # a hit: not a miss
+    middleware.stats.flush()
+    (window,) = redis_client.keys("t:stats:missed:*")
+    assert redis_client.zcard(window) == MISSED_PER_PROCESS
+    assert 3600 < redis_client.ttl(window) <= 7200
+
+
+def test_counting_adds_no_redis_command_to_a_request(cached, redis_client):
+    """Counts, their history and the missed URLs go with the flush, off the
+    request path: a miss and a hit cost what they cost without counting."""
+    middleware = cached(
+        Origin(headers=[("Cache-Control", "max-age=60")]), prefix="t", stats_interval=3600
+    )
+    call(middleware, "/warm")  # the scripts are loaded
+    middleware.cache.index.close()  # the sweep runs apart, in turns: out of it
+    redis_client.config_resetstat()
+    assert "stored" in call(middleware, "/page")[1]["Cache-Status"]
+    for _ in range(5):
+        assert call(middleware, "/page")[1]["X-Cache"] == "HIT"
+    counts = {
+        name.removeprefix("cmdstat_"): value["calls"]
+        for name, value in redis_client.info("commandstats").items()
+        if name.removeprefix("cmdstat_").split("|")[0] not in ("info", "config")
+    }
+    assert counts.pop("hmget") == 6  # the miss's lookup, and one a hit
+    assert counts.pop("evalsha") == 2
+    assert counts == {"hexists": 1, "set": 1, "zadd": 2, "del": 1, "hset": 1, "expire": 1}
+    middleware.stats.flush()
+    minute = redis_client.keys("t:stats:m:*")[0]
+    assert int(redis_client.hget(minute, "HIT")) == 5

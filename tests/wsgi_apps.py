@@ -158,11 +158,13 @@ class PersonalOrigin:
 
 def stored_entries(client: t.Any) -> list[bytes]:
     """The keys holding responses: not locks (nor hit-for-miss marks, which
-    take a lock's place) or the indexes purges use."""
+    take a lock's place), the indexes purges use, or the counts, their history
+    and the log of purges."""
     return sorted(
         key
         for key in client.keys("*")
-        if not key.endswith((b":lock", b":stats"))
+        if not key.endswith((b":lock", b":stats", b":purges"))
+        and b":stats:" not in key
         and b":index}" not in key
         and b":tag:{" not in key
     )
