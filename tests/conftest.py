@@ -153,6 +153,38 @@ def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
     client.close()
 
 
+class CountedRedis:
+    """A redis-server of one test's own, for counting the commands a cache
+    sends: no other test's middleware (a sweep, a report of its counters) can
+    reach it."""
+
+    def __init__(self, server: RedisServer) -> None:
+        self.url = server.url
+        self.client = redis.Redis.from_url(server.url)
+
+    def reset(self) -> None:
+        """Count from now on."""
+        self.client.config_resetstat()
+
+    def counts(self) -> dict[str, int]:
+        """Calls per command since :meth:`reset`, leaving out the test's own INFO
+        and CONFIG calls (Redis 7 names subcommands: ``config|resetstat``);
+        commands a script runs are counted under their own names too."""
+        return {
+            name.removeprefix("cmdstat_"): value["calls"]
+            for name, value in self.client.info("commandstats").items()
+            if name.removeprefix("cmdstat_").split("|")[0] not in ("info", "config")
+        }
+
+
+@pytest.fixture
+def counted_redis() -> Iterator[CountedRedis]:
+    with RedisServer(binary=redis_binary()) as server:
+        counted = CountedRedis(server)
+        yield counted
+        counted.client.close()
+
+
 @pytest.fixture
 def cached(
     redis_server: RedisServer, redis_client: redis.Redis, pytestconfig: pytest.Config

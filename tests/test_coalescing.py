@@ -165,29 +165,35 @@ def command_counts(client: redis.Redis) -> dict[str, int]:
         pytest.param([("Cache-Control", "max-age=60"), ("Vary", "Accept-Language")], id="vary"),
     ],
 )
-def test_a_hit_costs_one_redis_command(cached, redis_client, headers):
+def test_a_hit_costs_one_redis_command(cached, counted_redis, headers):
     # Counters are flushed once a second, off the request path: not counted here.
-    middleware = cached(Origin(headers=headers), prefix="t", stats_interval=0)
+    middleware = cached(
+        Origin(headers=headers), redis_url=counted_redis.url, prefix="t", stats_interval=0
+    )
     call(middleware, accept_language="en")
     assert call(middleware, accept_language="en")[1]["X-Cache"] == "HIT"
-    redis_client.config_resetstat()
+    counted_redis.reset()
     for _ in range(10):
         assert call(middleware, accept_language="en")[1]["X-Cache"] == "HIT"
     # One HMGET a hit, Vary or not: the Vary names are remembered per process.
-    assert command_counts(redis_client) == {"hmget": 10}
+    assert counted_redis.counts() == {"hmget": 10}
 
 
-def test_a_miss_that_stores_costs_three_round_trips_and_ten_commands(cached, redis_client):
+def test_a_miss_that_stores_costs_three_round_trips_and_ten_commands(cached, counted_redis):
     """The lookup, the lock, the save: three commands sent, ten run in all
     (those the two scripts run included)."""
-    middleware = cached(Origin(headers=[("Cache-Control", "max-age=60")]), stats_interval=0)
+    middleware = cached(
+        Origin(headers=[("Cache-Control", "max-age=60")]),
+        redis_url=counted_redis.url,
+        stats_interval=0,
+    )
     call(middleware, "/warm")  # the scripts are loaded
     # The sweep runs off the request path (in turns, by one process): out of it.
     middleware.cache.index.close()
-    redis_client.config_resetstat()
+    counted_redis.reset()
     _, headers, _ = call(middleware, "/page")
     assert "stored" in headers["Cache-Status"]
-    counts = command_counts(redis_client)
+    counts = counted_redis.counts()
     assert counts.pop("hmget") == 1
     assert counts.pop("evalsha") == 2  # the lock, the save: one round trip each
     # Run by the scripts: HEXISTS and SET (the lock); two ZADD (the URL bucket
