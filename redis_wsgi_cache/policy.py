@@ -679,9 +679,16 @@ def freshen(
 def withheld_fields(headers: Headers, entry: CachedResponse) -> Headers:
     """The fields of ``headers`` (of the response that freshened ``entry``) left
     out of ``entry`` because a qualified ``no-cache`` or ``private`` lists them:
-    the client that response answers gets them, later ones do not (§5.2.2.4)."""
-    omitted = omitted_fields(response_directives(entry.headers)[0])
-    return [(name, value) for name, value in headers if name.lower() in omitted]
+    the client that response answers gets them, later ones do not (§5.2.2.4).
+    Never a hop-by-hop field, one that describes the stored body, or one the
+    entry has (``Date`` and ``Content-Length`` are the cache's own then)."""
+    omitted = omitted_fields(response_directives(entry.headers)[0]) - NOT_UPDATED_HEADERS
+    present = {name.lower() for name, _ in entry.headers}
+    return [
+        (name, value)
+        for name, value in end_to_end(headers)
+        if name.lower() in omitted and name.lower() not in present
+    ]
 
 
 def invalidated_urls(

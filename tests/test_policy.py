@@ -921,6 +921,24 @@ def test_freshen_leaves_listed_fields_out(cache_control):
     assert policy.withheld_fields(incoming, updated) == [("Set-Cookie", "session=2")]
 
 
+def test_withheld_fields_never_describe_the_body_twice():
+    """Of the fields a 304 carries that the stored response lists, the client
+    never gets a hop-by-hop one, one of the stored body's, or a second Date."""
+    stored = entry(
+        headers=[
+            ("Cache-Control", 'max-age=60, no-cache="Date, Content-Length, Connection, X-A"'),
+            ("Date", date()),
+        ]
+    )
+    incoming = [
+        ("Date", date(5)),
+        ("Content-Length", "99"),
+        ("Connection", "close"),
+        ("X-A", "1"),
+    ]
+    assert policy.withheld_fields(incoming, stored) == [("X-A", "1")]
+
+
 @pytest.mark.parametrize(
     ("status", "headers", "expected"),
     [
