@@ -356,6 +356,27 @@ def test_heuristic_freshness(status, headers, settings, lifetime):
     assert (fresh.lifetime, fresh.explicit) == (lifetime, False)
 
 
+@pytest.mark.parametrize(
+    ("last_modified", "lifetime"),
+    [
+        pytest.param("Sun, 99 Nov 1994 08:49:37 GMT", 0, id="day-99"),
+        pytest.param("Sun, 06 Nov 1994 99:49:37 GMT", 0, id="hour-99"),
+        pytest.param("Fri, 31 Dec 9999 23:59:59 GMT", 0, id="far-future"),
+        pytest.param("Sun, 06 Nov 1994 08:49:37 UTC", 0, id="not-gmt"),
+        pytest.param("9" * 5000, 0, id="digits"),
+        pytest.param("", 0, id="empty"),
+        pytest.param("Thu, 01 Jan 1970 00:00:00 GMT", 86400, id="epoch"),
+        pytest.param("Sunday, 06-Nov-94 08:49:37 GMT", 86400, id="rfc850"),
+        pytest.param("Sun Nov  6 08:49:37 1994", 86400, id="asctime"),
+    ],
+)
+def test_heuristic_from_hostile_last_modified(last_modified, lifetime):
+    """A Last-Modified is an HTTP-date in one of its three forms, or gives no
+    heuristic; no value raises."""
+    headers = [("Last-Modified", last_modified), ("Date", date())]
+    assert policy.heuristic_lifetime(headers, NOW, SETTINGS) == lifetime
+
+
 def test_heuristic_lifetime_is_stored():
     """The lifetime is worked out once, when the response is stored; a response
     fresh by heuristic only with a validator is kept for revalidation."""
