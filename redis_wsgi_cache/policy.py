@@ -560,7 +560,8 @@ def not_modified(entry: CachedResponse, environ: WSGIEnvironment) -> bool:
             return True
         if entry.etag is None:
             return False
-        # A malformed entity-tag (unquoted, "w/", "W\\") matches itself alone.
+        # A malformed entity-tag (W"a", or a backslash for the slash) matches
+        # itself alone, byte for byte.
         return etags.contains_weak(unquote_etag(entry.etag)[0] or "") or (
             if_none_match.strip(" \t") == entry.etag.strip(" \t")
         )
