@@ -725,3 +725,41 @@ def test_if_none_match_weak_comparison(cached, clock, etag):
     response = app.get("/", headers={"If-None-Match": etag}, status=304)
     assert response.headers["X-Cache"] == "HIT"
     assert response.headers["ETag"] == etag
+
+
+def test_validators_reach_the_app_as_the_client_sent_them(cached, clock):
+    """A conditional request the cache cannot answer goes to the app with its
+    validators unchanged, malformed ones included; a revalidation sends the
+    stored validator as the app spelt it."""
+    origin = Origin(headers=[("Cache-Control", "max-age=10"), ("ETag", "abcdef")])
+    app = app_for(cached, origin)
+    app.get("/first", headers={"If-None-Match": 'abcdef, w/"x"'})
+    assert origin.calls[-1]["HTTP_IF_NONE_MATCH"] == 'abcdef, w/"x"'
+    clock.advance(20)
+    origin.status = "304 Not Modified"
+    app.get("/first")
+    assert origin.calls[-1]["HTTP_IF_NONE_MATCH"] == "abcdef"
+
+
+def test_what_a_304_updates(cached, clock):
+    """RFC 9111 §3.2: a 304 replaces the stored fields, Content-Range of a 200
+    included, but not those describing the stored body."""
+    origin = Origin(
+        headers=[("Cache-Control", "max-age=10"), ("ETag", '"a"'), ("Content-Range", "old")]
+    )
+    app = app_for(cached, origin)
+    app.get("/")
+    clock.advance(20)
+    origin.status = "304 Not Modified"
+    origin.headers = [
+        ("Cache-Control", "max-age=100"),
+        ("ETag", '"a"'),
+        ("Content-Range", "new"),
+        ("Content-Encoding", "br"),
+    ]
+    app.get("/")
+    hit = app.get("/")
+    assert hit.headers["X-Cache"] == "HIT"
+    assert hit.headers["Content-Range"] == "new"
+    assert "Content-Encoding" not in hit.headers
+    assert hit.body == b"hello"

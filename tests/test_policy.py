@@ -898,6 +898,7 @@ def test_freshen_replaces_headers_but_not_those_of_the_body():
         [
             ("Cache-Control", "max-age=500"),
             ("Content-Length", "0"),
+            ("Content-Encoding", "br"),
             ("X-New", "2"),
             ("ETag", '"a"'),
         ],
@@ -908,9 +909,29 @@ def test_freshen_replaces_headers_but_not_those_of_the_body():
     assert updated.freshness_lifetime == 500
     assert updated.stored_at == NOW + 100
     assert updated.header("content-length") == "4"
+    assert updated.header("content-encoding") is None
     assert updated.header("x-new") == "2"
     assert updated.header("x-old") == "1"
     assert updated.body == b"body"
+
+
+@pytest.mark.parametrize(
+    ("stored", "expected"),
+    [
+        pytest.param({"etag": '"a"'}, {"HTTP_IF_NONE_MATCH": '"a"'}, id="etag"),
+        pytest.param({"etag": "abcdef"}, {"HTTP_IF_NONE_MATCH": "abcdef"}, id="unquoted-as-it-is"),
+        pytest.param({"etag": 'w/"a"'}, {"HTTP_IF_NONE_MATCH": 'w/"a"'}, id="lowercase-as-it-is"),
+        pytest.param(
+            {"last_modified": "Sun, 06 Nov 1994 08:49:37 GMT"},
+            {"HTTP_IF_MODIFIED_SINCE": "Sun, 06 Nov 1994 08:49:37 GMT"},
+            id="last-modified",
+        ),
+    ],
+)
+def test_validation_headers_are_the_stored_validators_as_they_are(stored, expected):
+    """RFC 9111 §4.3.1: a revalidation sends the stored validators, never a
+    rewritten spelling of them."""
+    assert policy.validation_headers(entry(**stored)) == expected
 
 
 def test_freshen_updates_content_range_of_a_200():
