@@ -18,6 +18,11 @@ CONFLICT = "\x00conflict"
 DELTA_DIRECTIVES = frozenset(
     {"max-age", "s-maxage", "stale-while-revalidate", "stale-if-error", "max-stale", "min-fresh"}
 )
+# RFC 9110 §5.6.2.
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# A Structured Fields string (left as it is), or a dictionary member's or a
+# parameter's key, in any case (RFC 8941 §3.2, §3.1.2).
+_SF_KEY = re.compile(r'"(?:[^"\\]|\\.)*"|(^|[,;])[ \t]*[A-Za-z*][A-Za-z0-9_.*-]*')
 # RFC 9110 §5.6.7: IMF-fixdate, and the obsolete RFC 850 and asctime forms.
 _HTTP_DATE = re.compile(
     r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
@@ -101,7 +106,15 @@ def _targeted_directives(value: str) -> dict[str, str | None] | None:
     try:
         members = http_sf.parse(value.encode("latin-1"), tltype="dictionary")
     except (ValueError, UnicodeEncodeError):
-        return None
+        # Directive names are case-insensitive, as Cache-Control's are
+        # (RFC 9111 §5.2); Structured Fields keys are lower-case only.
+        lowered = _SF_KEY.sub(_lower_key, value)
+        if lowered == value:
+            return None
+        try:
+            members = http_sf.parse(lowered.encode("latin-1"), tltype="dictionary")
+        except (ValueError, UnicodeEncodeError):
+            return None
     directives: dict[str, str | None] = {}
     if not isinstance(members, dict):
         return None
@@ -116,6 +129,24 @@ def _targeted_directives(value: str) -> dict[str, str | None] | None:
         else:
             directives[name] = str(item)
     return directives
+
+
+def qualified_fields(directives: dict[str, str | None], name: str) -> frozenset[str] | None:
+    """The field names, lower-cased, that a qualified ``no-cache`` or ``private``
+    lists (``no-cache="Set-Cookie, X-Foo"``, RFC 9111 §5.2.2.4, §5.2.2.7); None
+    when the directive is absent or unqualified, or its list is empty, given
+    twice differently, or not of field names."""
+    argument = directives.get(name)
+    if not argument or argument == CONFLICT:
+        return None
+    fields = frozenset(item.strip(" \t").lower() for item in argument.split(","))
+    if not all(_TOKEN.fullmatch(field) for field in fields):
+        return None
+    return fields
+
+
+def _lower_key(match: re.Match[str]) -> str:
+    return match.group(0) if match.group(1) is None else match.group(0).lower()
 
 
 def delta_seconds(directives: dict[str, str | None], name: str) -> int | None:

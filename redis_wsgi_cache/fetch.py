@@ -376,6 +376,11 @@ class Fetcher:
         headers = self._for_clients(headers)
         fresh = policy.freshen(stale, headers, request_time, response_time, exchange.settings)
         fresh = dataclasses.replace(fresh, tags=tuple(dict.fromkeys(tags)), encoding=stale.encoding)
+        # This client gets what the app said to it, the fields stored without too.
+        withheld = policy.withheld_fields(headers, fresh)
+        answered = (
+            dataclasses.replace(fresh, headers=fresh.headers + withheld) if withheld else fresh
+        )
         # The stored response is a GET's, whichever method validated it.
         as_get = dataclasses.replace(exchange.request, method="GET")
         reason = policy.not_storable_reason(
@@ -396,14 +401,14 @@ class Fetcher:
             ):
                 extra = [("X-Cache", "MISS"), ("Cache-Status", exchange.cache_status(status))]
                 return exchange.answer(("304 Not Modified", headers + extra, []), "MISS", reason)
-            return exchange.serve(fresh, now, "MISS", status, reason)
+            return exchange.serve(answered, now, "MISS", status, reason)
         stored = yield from self.save(exchange, fresh, lock, response_time)
         now = time.time()
         status = (
             f"fwd={fwd}; fwd-status={status_code}; {'stored; ' if stored else ''}"
             f"ttl={ttl(fresh, now)}"
         )
-        return exchange.serve(fresh, now, "MISS", status)
+        return exchange.serve(answered, now, "MISS", status)
 
     def save(
         self, exchange: Exchange, entry: CachedResponse, lock: Lock | None, now: float

@@ -30,6 +30,7 @@ from .directives import (
     header_values,
     non_negative_integer,
     parse_cache_control,
+    qualified_fields,
     response_directives,
     strict_date_seconds,
 )
@@ -69,7 +70,11 @@ NOT_MODIFIED_HEADERS = frozenset(
     {"cache-control", "content-location", "date", "etag", "expires", "vary", "last-modified"}
 )
 # RFC 9111 §3.2: header fields a 304 must not replace in the stored response.
-NOT_UPDATED_HEADERS = frozenset({"content-length", "content-encoding", "content-range"})
+NOT_UPDATED_HEADERS = frozenset({"content-length", "content-encoding"})
+# Fields a stored response cannot be sent without: the coding of its body, and
+# what selects it. A qualified no-cache or private naming one of them applies
+# to the whole response.
+DEPENDED_ON = frozenset({"content-encoding", "vary"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,10 +222,13 @@ class Freshness:
 
 def freshness(status: int, headers: Headers, response_time: float, settings: Settings) -> Freshness:
     """Freshness lifetime (§4.2.1): ``s-maxage`` > ``max-age`` > ``Expires`` -
-    ``Date`` > ``default_ttl`` for statuses in ``cacheable_statuses``."""
+    ``Date``; without any of them, for statuses in ``cacheable_statuses``,
+    ``default_ttl`` or the heuristic lifetime (§4.2.2) of a heuristically
+    cacheable or ``public`` response, whichever is longer: ``default_ttl`` is
+    the least such a response gets, as Squid's ``refresh_pattern`` minimum is."""
     directives, targeted = response_directives(headers)
-    # §5.2.2.4: no-cache with field names may be treated as unqualified no-cache.
-    no_cache = "no-cache" in directives
+    # §5.2.2.4: no-cache with field names allows reuse without those fields.
+    no_cache = unqualified(directives, "no-cache")
     must_revalidate = bool({"must-revalidate", "proxy-revalidate", "s-maxage"} & directives.keys())
     # RFC 5861: the response's windows, else the operator's defaults.
     swr = delta_seconds(directives, "stale-while-revalidate")
@@ -256,8 +264,30 @@ def freshness(status: int, headers: Headers, response_time: float, settings: Set
             lifetime, True, must_revalidate=must_revalidate, no_cache=no_cache, **windows
         )
 
-    lifetime = float(settings.default_ttl) if status in settings.cacheable_statuses else 0.0
+    lifetime = 0.0
+    if status in settings.cacheable_statuses:
+        lifetime = float(settings.default_ttl)
+        if status in HEURISTICALLY_CACHEABLE or "public" in directives:
+            lifetime = max(lifetime, heuristic_lifetime(headers, response_time, settings))
     return Freshness(lifetime, False, must_revalidate=must_revalidate, no_cache=no_cache, **windows)
+
+
+def heuristic_lifetime(headers: Headers, response_time: float, settings: Settings) -> float:
+    """§4.2.2: a fraction (``heuristic_fraction``) of the time since the response's
+    ``Last-Modified``, as of its ``Date`` (the response time without one), at most
+    ``heuristic_max``. Zero without a ``Last-Modified``, for one that is not an
+    HTTP-date or is later than the ``Date``, or an invalid ``Date``."""
+    if not settings.heuristic_max:
+        return 0.0
+    modified_values = [value for key, value in headers if key.lower() == "last-modified"]
+    if len(set(modified_values)) != 1:
+        return 0.0
+    modified = strict_date_seconds(modified_values[0])
+    date_value = header(headers, "date")
+    date = response_time if date_value is None else strict_date_seconds(date_value)
+    if modified is None or date is None or modified > date:
+        return 0.0
+    return min((date - modified) * settings.heuristic_fraction, float(settings.heuristic_max))
 
 
 def initial_age(headers: Headers, request_time: float, response_time: float) -> float:
@@ -295,17 +325,17 @@ def not_storable_reason(
     must_understand = "must-understand" in directives and status in UNDERSTOOD_STATUSES
     if "no-store" in directives and not must_understand:
         return "no-store"
-    if "private" in directives:
+    if unqualified(directives, "private"):
         return "private"
     if request.authorization and not (
         {"public", "s-maxage", "must-revalidate"} & directives.keys()
     ):
         return "authorization"
-    if header(headers, "set-cookie") is not None:
+    if header(headers, "set-cookie") is not None and "set-cookie" not in omitted_fields(directives):
         return "set-cookie"
     if vary_names(header_values(headers, "vary")) is None:
         return "vary-star"
-    if status == 206 or header(headers, "content-range") is not None:
+    if status == 206:
         return "partial-content"
     if is_stream(headers):
         return "stream"
@@ -326,6 +356,27 @@ def not_storable_reason(
         # Larger bodies stream through; the one copy kept for storing is bounded.
         return "too-large"
     return None
+
+
+def unqualified(directives: dict[str, str | None], name: str) -> bool:
+    """Whether ``no-cache`` or ``private`` applies to the whole response: given
+    without field names, or with a list the cache does not honour by leaving
+    the fields out (one it cannot parse, or naming a field the stored response
+    depends on)."""
+    if name not in directives:
+        return False
+    fields = qualified_fields(directives, name)
+    return fields is None or not fields.isdisjoint(DEPENDED_ON)
+
+
+def omitted_fields(directives: dict[str, str | None]) -> frozenset[str]:
+    """The fields a qualified ``no-cache`` or ``private`` lists, which a shared
+    cache stores the response without (RFC 9111 §5.2.2.4, §5.2.2.7)."""
+    omitted: frozenset[str] = frozenset()
+    for name in ("no-cache", "private"):
+        if name in directives and not unqualified(directives, name):
+            omitted |= qualified_fields(directives, name) or frozenset()
+    return omitted
 
 
 def is_stream(headers: Headers) -> bool:
@@ -350,13 +401,15 @@ def end_to_end(headers: Headers, also: t.AbstractSet[str] = frozenset()) -> Head
     return [(name, value) for name, value in headers if name.lower() not in dropped]
 
 
-def stored_headers(headers: Headers, response_time: float) -> Headers:
+def stored_headers(
+    headers: Headers, response_time: float, omitted: t.AbstractSet[str] = frozenset()
+) -> Headers:
     """The headers kept in the cache: hop-by-hop fields (and those ``Connection``
-    names) removed, ``Age`` left to be recomputed, ``Date`` added if missing
-    (RFC 9110 §6.6.1)."""
+    names) and the lower-case names in ``omitted`` removed, ``Age`` left to be
+    recomputed, ``Date`` added if missing (RFC 9110 §6.6.1)."""
     if not all(type(name) is str and type(value) is str for name, value in headers):
         raise ValueError("header names and values must be strings (PEP 3333)")
-    kept = end_to_end(headers, {"age"})
+    kept = end_to_end(headers, {"age", *omitted})
     if header(kept, "date") is None:
         kept.append(("Date", http_date(response_time)))
     return kept
@@ -377,7 +430,7 @@ def build_entry(
     status_code = int(status[:3])
     fresh = freshness(status_code, headers, response_time, settings)
     directives, _ = response_directives(headers)
-    kept = stored_headers(headers, response_time)
+    kept = stored_headers(headers, response_time, omitted_fields(directives))
     if status_code not in (204, 304) and header(kept, "content-length") is None:
         # The whole body is known now: saying its length lets clients keep
         # their connection open (RFC 9112 §6.3).
@@ -395,8 +448,8 @@ def build_entry(
         must_revalidate=fresh.must_revalidate,
         no_cache=fresh.no_cache,
         shared_auth=bool({"public", "s-maxage", "must-revalidate"} & directives.keys()),
-        etag=header(headers, "etag"),
-        last_modified=header(headers, "last-modified"),
+        etag=header(kept, "etag"),
+        last_modified=header(kept, "last-modified"),
         vary=vary_names(header_values(headers, "vary")) or (),
     )
     if not fresh.explicit and fresh.lifetime == 0 and not fresh.no_cache:
@@ -505,8 +558,12 @@ def not_modified(entry: CachedResponse, environ: WSGIEnvironment) -> bool:
         etags = parse_etags(if_none_match)
         if etags.star_tag:
             return True
-        return entry.etag is not None and etags.contains_weak(
-            entry.etag.removeprefix("W/").strip('"')
+        if entry.etag is None:
+            return False
+        # A malformed entity-tag (W"a", or a backslash for the slash) matches
+        # itself alone, byte for byte.
+        return etags.contains_weak(unquote_etag(entry.etag)[0] or "") or (
+            if_none_match.strip(" \t") == entry.etag.strip(" \t")
         )
     since = date_seconds(environ.get("HTTP_IF_MODIFIED_SINCE"))
     if since is None:
@@ -605,13 +662,34 @@ def freshen(
         response_time,
         settings,
     )
-    return updated or dataclasses.replace(
+    if updated is not None:
+        return updated
+    omitted = omitted_fields(response_directives(merged)[0])
+    kept = [(name, value) for name, value in merged if name.lower() not in omitted]
+    return dataclasses.replace(
         entry,
-        headers=merged,
+        headers=kept,
         stored_at=response_time,
         initial_age=initial_age(merged, request_time, response_time),
         freshness_lifetime=0.0,
+        etag=header(kept, "etag"),
+        last_modified=header(kept, "last-modified"),
     )
+
+
+def withheld_fields(headers: Headers, entry: CachedResponse) -> Headers:
+    """The fields of ``headers`` (of the response that freshened ``entry``) left
+    out of ``entry`` because a qualified ``no-cache`` or ``private`` lists them:
+    the client that response answers gets them, later ones do not (§5.2.2.4).
+    Never a hop-by-hop field, one that describes the stored body, or one the
+    entry has (``Date`` and ``Content-Length`` are the cache's own then)."""
+    omitted = omitted_fields(response_directives(entry.headers)[0]) - NOT_UPDATED_HEADERS
+    present = {name.lower() for name, _ in entry.headers}
+    return [
+        (name, value)
+        for name, value in end_to_end(headers)
+        if name.lower() in omitted and name.lower() not in present
+    ]
 
 
 def invalidated_urls(

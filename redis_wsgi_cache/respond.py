@@ -44,7 +44,11 @@ def from_entry(
     if span is not None:
         start, stop = span
         headers = [
-            *((name, value) for name, value in headers if name.lower() != "content-length"),
+            *(
+                (name, value)
+                for name, value in headers
+                if name.lower() not in ("content-length", "content-range")
+            ),
             ("Content-Range", f"bytes {start}-{stop - 1}/{len(body)}"),
             ("Content-Length", str(stop - start)),
             *extra,

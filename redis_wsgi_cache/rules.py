@@ -9,7 +9,9 @@ expression starting with ``^``), then any of:
 - ``bypass``: requests go to the app, neither served from nor stored in the cache;
 - ``tags=a,b`` (or ``tags="a b"``): tags given to the responses stored;
 - ``stale_while_revalidate=N``, ``stale_if_error=N``: the windows of responses
-  that do not give their own.
+  that do not give their own;
+- ``heuristic_max=N``: the longest heuristic freshness (instead of
+  ``heuristic_max``; ``0`` keeps the rule's ``ttl`` exact).
 
 In setup.cfg or the environment, one rule a line::
 
@@ -34,7 +36,7 @@ from collections.abc import Iterable, Mapping
 from .tags import is_tag, split_tags
 
 # Rule options that take a number of seconds.
-_SECONDS = ("ttl", "stale_while_revalidate", "stale_if_error")
+_SECONDS = ("ttl", "stale_while_revalidate", "stale_if_error", "heuristic_max")
 # The longest any duration (a setting's or a rule's) may be: a year. Longer is a
 # typo, and would make Redis refuse the expiry (or keep a key for good).
 MAX_SECONDS = 365 * 24 * 3600
@@ -50,6 +52,7 @@ class Rule:
     tags: tuple[str, ...] = ()
     stale_while_revalidate: int | None = None
     stale_if_error: int | None = None
+    heuristic_max: int | None = None
 
     @property
     def overrides(self) -> dict[str, t.Any]:
@@ -58,6 +61,7 @@ class Rule:
             "default_ttl": self.ttl,
             "stale_while_revalidate": self.stale_while_revalidate,
             "stale_if_error": self.stale_if_error,
+            "heuristic_max": self.heuristic_max,
         }
         return {name: value for name, value in values.items() if value is not None}
 
@@ -152,7 +156,7 @@ def _parse_one(item: str | Mapping[str, t.Any], number: int) -> Rule:
         else:
             raise ValueError(
                 f"{where}: unknown option {name!r}; expected ttl, bypass, tags,"
-                " stale_while_revalidate or stale_if_error"
+                " stale_while_revalidate, stale_if_error or heuristic_max"
             )
     if not values:
         raise ValueError(f"{where}: says nothing (give ttl, bypass, tags or a window)")

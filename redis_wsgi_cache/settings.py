@@ -41,6 +41,8 @@ class Settings:
     redis_url: str = "redis://localhost:6379/0"
     prefix: str = "rwc"
     default_ttl: int = 60
+    heuristic_fraction: float = 0.1
+    heuristic_max: int = 86400
     max_body_bytes: int = 1024 * 1024
     socket_timeout: float = 0.25
     cacheable_statuses: frozenset[int] = frozenset({200})
@@ -168,6 +170,13 @@ def _token(value: str) -> str:
 def _history(value: str) -> int:
     number = int(value)
     if number != 0 and not 3600 <= number <= 7 * 86400:
+        raise ValueError
+    return number
+
+
+def _fraction(value: str) -> float:
+    number = float(value)
+    if not 0 < number <= 1:  # also refuses nan
         raise ValueError
     return number
 
@@ -302,6 +311,8 @@ _PARSERS: dict[str, tuple[Callable[[str], t.Any], str]] = {
         "a non-empty string without braces, glob characters (*?[]\\) or whitespace",
     ),
     "default_ttl": _DURATION,
+    "heuristic_fraction": (_fraction, "a number > 0 and <= 1 (0.1: a tenth)"),
+    "heuristic_max": _DURATION,
     "max_body_bytes": (
         _body_bytes,
         f"a whole number of bytes from 1 to {MAX_BODY_BYTES} (512 MiB, the largest value a"

@@ -84,6 +84,26 @@ def test_followers_never_receive_an_unstorable_response(cached, redis_client, he
     assert time.monotonic() - started < 15
 
 
+@pytest.mark.parametrize(
+    "directive",
+    [
+        pytest.param('no-cache="Set-Cookie"', id="no-cache"),
+        pytest.param('private="Set-Cookie"', id="private"),
+    ],
+)
+def test_followers_never_receive_the_leaders_listed_cookie(cached, directive):
+    """RFC 9111 §5.2.2.4, §5.2.2.7: a response whose Set-Cookie a qualified
+    directive lists is shared, its cookie is not: only the leader, whose
+    request it answers, gets it."""
+    origin = PersonalOrigin([("Cache-Control", f"max-age=60, {directive}"), ("Set-Cookie", "id=@")])
+    middleware = cached(origin, prefix="t", lock_timeout=30)
+    results = run_together(10, lambda: call(middleware, "/personal"))
+    assert origin.count == 1
+    assert {body for _, _, body in results} == {b"for caller 1"}
+    cookies = [headers.get("Set-Cookie") for _, headers, _ in results]
+    assert [cookie for cookie in cookies if cookie is not None] == ["id=1"]
+
+
 def test_a_storable_response_clears_hit_for_miss(cached, redis_client):
     origin = Origin(headers=[("Set-Cookie", "a=b")])
     middleware = cached(origin, prefix="t")

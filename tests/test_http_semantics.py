@@ -555,3 +555,211 @@ def test_cache_status_of_a_hit_counts_down_ttl(cached, clock):
     app.get("/")
     clock.advance(3)
     assert app.get("/").headers["Cache-Status"] == "redis-wsgi-cache; hit; ttl=57"
+
+
+# -- 10. Heuristic freshness, qualified directives, odd fields ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("settings", "fresh_for"),
+    [
+        pytest.param({"default_ttl": 0}, 1000, id="a-tenth-since-last-modified"),
+        pytest.param({"default_ttl": 0, "heuristic_fraction": 0.05}, 500, id="fraction"),
+        pytest.param({"default_ttl": 0, "heuristic_max": 300}, 300, id="capped"),
+        pytest.param({"default_ttl": 5000}, 5000, id="default-ttl-longer"),
+    ],
+)
+def test_heuristic_freshness_from_last_modified(cached, clock, settings, fresh_for):
+    """RFC 9111 §4.2.2: without explicit freshness, a Last-Modified gives a
+    fraction of its age; then the stored response is revalidated with it."""
+    last_modified = http_date(clock.now - 10_000)
+    origin = Origin(headers=[("Last-Modified", last_modified), ("Date", http_date(clock.now))])
+    app = app_for(cached, origin, **settings)
+    app.get("/")
+    clock.advance(fresh_for - 2)
+    assert app.get("/").headers["X-Cache"] == "HIT"
+    clock.advance(3)
+    origin.status = "304 Not Modified"
+    response = app.get("/")
+    assert response.body == b"hello"
+    assert "fwd=stale; fwd-status=304" in response.headers["Cache-Status"]
+    assert origin.calls[-1]["HTTP_IF_MODIFIED_SINCE"] == last_modified
+    assert origin.count == 2
+
+
+@pytest.mark.parametrize(
+    "last_modified",
+    [
+        pytest.param("last week", id="not-a-date"),
+        pytest.param("@+100", id="after-date"),
+    ],
+)
+def test_bad_last_modified_gives_no_heuristic(cached, clock, redis_client, last_modified):
+    """A Last-Modified that is no date, or later than the response's Date, is
+    passed on and gives no freshness: with default_ttl 0, nothing is stored."""
+    if last_modified == "@+100":
+        last_modified = http_date(clock.now + 100)
+    origin = Origin(headers=[("Last-Modified", last_modified), ("Date", http_date(clock.now))])
+    app = app_for(cached, origin, default_ttl=0)
+    response = app.get("/")
+    assert response.headers["Last-Modified"] == last_modified
+    assert "detail=not-reusable" in response.headers["Cache-Status"]
+    assert stored_entries(redis_client) == []
+
+
+def test_heuristic_only_for_cacheable_statuses(cached, clock, redis_client):
+    """An error page is stored heuristically only when the operator lists its
+    status, and a status that is not heuristically cacheable never is."""
+    old = http_date(clock.now - 10_000)
+    origin = Origin(status="503 Service Unavailable", headers=[("Last-Modified", old)])
+    origin.responses["/gone"] = ("410 Gone", [("Last-Modified", old)], b"gone")
+    app = app_for(cached, origin, default_ttl=0, cacheable_statuses="200,410,503")
+    app.get("/", status=503)
+    assert app.get("/", status=503).headers["X-Cache"] == "MISS"
+    app.get("/gone", status=410)
+    assert app.get("/gone", status=410).headers["X-Cache"] == "HIT"
+    unlisted = app_for(cached, origin, default_ttl=0, prefix="u")
+    unlisted.get("/gone", status=410)
+    assert unlisted.get("/gone", status=410).headers["X-Cache"] == "MISS"
+
+
+@pytest.mark.parametrize(
+    "cache_control",
+    [
+        pytest.param('max-age=100, no-cache="Set-Cookie, X-Private"', id="no-cache"),
+        pytest.param('max-age=100, private="Set-Cookie, X-Private"', id="private"),
+    ],
+)
+def test_qualified_directive_stores_without_the_fields(cached, clock, redis_client, cache_control):
+    """RFC 9111 §5.2.2.4, §5.2.2.7: the client the response was made for gets
+    every field; the stored response, and every later client, none of those
+    listed: a Set-Cookie is never served from the cache."""
+    origin = Origin(
+        headers=[
+            ("Cache-Control", cache_control),
+            ("Set-Cookie", "session=alice"),
+            ("X-Private", "alice"),
+            ("X-Public", "1"),
+        ]
+    )
+    app = app_for(cached, origin)
+    first = app.get("/")
+    assert first.headers["Set-Cookie"] == "session=alice"
+    assert first.headers["X-Private"] == "alice"
+    assert "stored" in first.headers["Cache-Status"]
+    app.reset()  # another client, without the cookie
+    hit = app.get("/")
+    assert hit.headers["X-Cache"] == "HIT"
+    assert "Set-Cookie" not in hit.headers
+    assert "X-Private" not in hit.headers
+    assert hit.headers["X-Public"] == "1"
+    assert origin.count == 1
+    [key] = stored_entries(redis_client)
+    assert b"alice" not in b"".join(redis_client.hgetall(key).values())
+
+
+def test_unlisted_set_cookie_is_still_never_stored(cached, clock, redis_client):
+    origin = Origin(
+        headers=[("Cache-Control", 'max-age=100, no-cache="X-Other"'), ("Set-Cookie", "s=1")]
+    )
+    app = app_for(cached, origin)
+    assert "detail=set-cookie" in app.get("/").headers["Cache-Status"]
+    assert stored_entries(redis_client) == []
+
+
+def test_304_with_a_listed_set_cookie_reaches_its_client_only(cached, clock):
+    """A revalidation's 304 may set a cookie: the client it answers gets it,
+    the stored response does not."""
+    origin = Origin(
+        headers=[("Cache-Control", 'max-age=10, no-cache="Set-Cookie"'), ("ETag", '"a"')]
+    )
+    app = app_for(cached, origin)
+    app.get("/")
+    clock.advance(20)
+    origin.status = "304 Not Modified"
+    origin.headers = [("ETag", '"a"'), ("Set-Cookie", "session=bob")]
+    revalidated = app.get("/")
+    assert revalidated.headers["Set-Cookie"] == "session=bob"
+    assert "fwd-status=304; stored" in revalidated.headers["Cache-Status"]
+    app.reset()
+    hit = app.get("/")
+    assert hit.headers["X-Cache"] == "HIT"
+    assert "Set-Cookie" not in hit.headers
+
+
+def test_content_range_of_a_200_is_stored_with_it(cached, clock):
+    """A Content-Range on a 200 has no meaning (RFC 9110 §14.4): the response is
+    stored as it came; a range served from it says its own Content-Range."""
+    origin = Origin(
+        b"0123456789", headers=[("Cache-Control", "max-age=100"), ("Content-Range", "odd")]
+    )
+    app = app_for(cached, origin)
+    app.get("/")
+    hit = app.get("/")
+    assert hit.headers["X-Cache"] == "HIT"
+    assert hit.headers["Content-Range"] == "odd"
+    partial = app.get("/", headers={"Range": "bytes=2-4"}, status=206)
+    assert partial.headers.getall("Content-Range") == ["bytes 2-4/10"]
+    assert partial.body == b"234"
+
+
+def test_cdn_cache_control_names_are_case_insensitive(cached, clock):
+    origin = Origin(headers=[("CDN-Cache-Control", "MaX-aGe=100"), ("Cache-Control", "no-store")])
+    app = app_for(cached, origin)
+    app.get("/")
+    assert app.get("/").headers["X-Cache"] == "HIT"
+
+
+@pytest.mark.parametrize(
+    "etag",
+    [
+        pytest.param('W/"v1"', id="weak"),
+        pytest.param('w/"v1"', id="lowercase-w"),
+        pytest.param('W"v1"', id="malformed"),
+    ],
+)
+def test_if_none_match_weak_comparison(cached, clock, etag):
+    origin = Origin(headers=[("Cache-Control", "max-age=100"), ("ETag", etag)])
+    app = app_for(cached, origin)
+    app.get("/")
+    response = app.get("/", headers={"If-None-Match": etag}, status=304)
+    assert response.headers["X-Cache"] == "HIT"
+    assert response.headers["ETag"] == etag
+
+
+def test_validators_reach_the_app_as_the_client_sent_them(cached, clock):
+    """A conditional request the cache cannot answer goes to the app with its
+    validators unchanged, malformed ones included; a revalidation sends the
+    stored validator as the app spelt it."""
+    origin = Origin(headers=[("Cache-Control", "max-age=10"), ("ETag", "abcdef")])
+    app = app_for(cached, origin)
+    app.get("/first", headers={"If-None-Match": 'abcdef, w/"x"'})
+    assert origin.calls[-1]["HTTP_IF_NONE_MATCH"] == 'abcdef, w/"x"'
+    clock.advance(20)
+    origin.status = "304 Not Modified"
+    app.get("/first")
+    assert origin.calls[-1]["HTTP_IF_NONE_MATCH"] == "abcdef"
+
+
+def test_what_a_304_updates(cached, clock):
+    """RFC 9111 §3.2: a 304 replaces the stored fields, Content-Range of a 200
+    included, but not those describing the stored body."""
+    origin = Origin(
+        headers=[("Cache-Control", "max-age=10"), ("ETag", '"a"'), ("Content-Range", "old")]
+    )
+    app = app_for(cached, origin)
+    app.get("/")
+    clock.advance(20)
+    origin.status = "304 Not Modified"
+    origin.headers = [
+        ("Cache-Control", "max-age=100"),
+        ("ETag", '"a"'),
+        ("Content-Range", "new"),
+        ("Content-Encoding", "br"),
+    ]
+    app.get("/")
+    hit = app.get("/")
+    assert hit.headers["X-Cache"] == "HIT"
+    assert hit.headers["Content-Range"] == "new"
+    assert "Content-Encoding" not in hit.headers
+    assert hit.body == b"hello"

@@ -393,6 +393,24 @@ def test_rules_set_ttl_bypass_tags_and_windows(cached, redis_client):
     assert "rule=" not in plain.headers["Cache-Status"]
 
 
+def test_a_rule_sets_the_longest_heuristic_freshness(cached, redis_client):
+    """A rule's ttl is the least a response without explicit freshness gets; an
+    old Last-Modified lengthens it, up to the rule's heuristic_max."""
+    origin = Origin(headers=[("Last-Modified", "Thu, 01 Jan 2015 00:00:00 GMT")])
+    rules = ["/exact/* ttl=30 heuristic_max=0", "/capped/* ttl=30 heuristic_max=600"]
+    middleware = cached(origin, prefix="t", rules=rules, grace=0, keep=0)
+    app = TestApp(middleware)
+    app.get("/exact/a")
+    (exact,) = stored_entries(redis_client)
+    assert 20 < redis_client.ttl(exact) <= 30
+    app.get("/capped/a")
+    (capped,) = set(stored_entries(redis_client)) - {exact}
+    assert 590 < redis_client.ttl(capped) <= 600
+    app.get("/other")
+    (other,) = set(stored_entries(redis_client)) - {exact, capped}
+    assert 86000 < redis_client.ttl(other) <= 86400
+
+
 def test_the_first_matching_rule_wins(cached, redis_client):
     middleware = cached(Origin(), prefix="t", rules=["/a/* bypass", "/a/b ttl=5"])
     assert call(middleware, "/a/b")[1]["X-Cache"] == "BYPASS"

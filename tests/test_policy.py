@@ -194,6 +194,27 @@ def test_operator_may_ignore_client_no_cache(headers):
         ),
         pytest.param(
             200,
+            [("CDN-Cache-Control", "MaX-aGe=30"), ("Cache-Control", "no-store")],
+            30,
+            True,
+            id="rfc9213-names-case-insensitive",
+        ),
+        pytest.param(
+            200,
+            [("CDN-Cache-Control", 'Max-Age=30, X="A, B=1"'), ("Cache-Control", "max-age=5")],
+            30,
+            True,
+            id="rfc9213-strings-left-as-they-are",
+        ),
+        pytest.param(
+            200,
+            [("CDN-Cache-Control", "Max-Age=1.5"), ("Cache-Control", "max-age=5")],
+            5,
+            True,
+            id="rfc9213-invalid-in-any-case",
+        ),
+        pytest.param(
+            200,
             [("Expires", date(50)), ("Expires", date(90))],
             0,
             True,
@@ -204,6 +225,86 @@ def test_operator_may_ignore_client_no_cache(headers):
             200, [("Cache-Control", "max-age=10, max-age=20")], 0, True, id="§4.2.1-duplicates"
         ),
         pytest.param(200, [], 60, False, id="§4.2.2-default-ttl"),
+        pytest.param(
+            200,
+            [("Last-Modified", date(-10_000)), ("Date", date())],
+            1000,
+            False,
+            id="§4.2.2-heuristic",
+        ),
+        pytest.param(
+            200,
+            [("Last-Modified", date(-100)), ("Date", date())],
+            60,
+            False,
+            id="§4.2.2-default-ttl-is-the-least",
+        ),
+        pytest.param(
+            200,
+            [("Last-Modified", date(-(10**8))), ("Date", date())],
+            86400,
+            False,
+            id="§4.2.2-heuristic-capped",
+        ),
+        pytest.param(
+            200,
+            [("Last-Modified", date(-10_000)), ("Date", date(-1000))],
+            900,
+            False,
+            id="§4.2.2-as-of-date",
+        ),
+        pytest.param(
+            200, [("Last-Modified", date(-10_000))], 1000, False, id="§4.2.2-no-date-response-time"
+        ),
+        pytest.param(
+            200,
+            [("Last-Modified", date(-10_000)), ("Cache-Control", "max-age=5")],
+            5,
+            True,
+            id="§4.2.2-explicit-first",
+        ),
+        pytest.param(
+            200,
+            [("Last-Modified", date(-10_000)), ("Expires", "0")],
+            0,
+            True,
+            id="§4.2.2-invalid-expires-is-explicit",
+        ),
+        pytest.param(
+            200,
+            [("Last-Modified", "yesterday"), ("Date", date())],
+            60,
+            False,
+            id="§4.2.2-bad-last-modified",
+        ),
+        pytest.param(
+            200,
+            [("Last-Modified", date(-10_000)), ("Date", "now")],
+            60,
+            False,
+            id="§4.2.2-bad-date",
+        ),
+        pytest.param(
+            200,
+            [("Last-Modified", date(10_000)), ("Date", date())],
+            60,
+            False,
+            id="rfc9110§8.8.2.1-last-modified-after-date",
+        ),
+        pytest.param(
+            200,
+            [("Last-Modified", date(-10_000)), ("Last-Modified", date(-20_000))],
+            60,
+            False,
+            id="§4.2.2-two-last-modified",
+        ),
+        pytest.param(
+            404,
+            [("Last-Modified", date(-10_000)), ("Date", date())],
+            0,
+            False,
+            id="§4.2.2-not-listed",
+        ),
         pytest.param(200, [("Cache-Control", "public")], 60, False, id="public-no-lifetime"),
         pytest.param(404, [], 0, False, id="default-only-for-cacheable-statuses"),
         pytest.param(404, [("Cache-Control", "max-age=5")], 5, True, id="404-explicit"),
@@ -214,6 +315,110 @@ def test_freshness_lifetime(status, headers, lifetime, explicit):
     assert (fresh.lifetime, fresh.explicit) == (lifetime, explicit)
 
 
+HEURISTIC = Settings(default_ttl=0, cacheable_statuses=frozenset({200, 404, 500, 503, 599}))
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "settings", "lifetime"),
+    [
+        pytest.param(200, [], HEURISTIC, 1000, id="§4.2.2-200"),
+        pytest.param(404, [], HEURISTIC, 1000, id="rfc9110§15.1-404"),
+        pytest.param(500, [], HEURISTIC, 0, id="rfc9110§15.1-500-not-heuristic"),
+        pytest.param(503, [], HEURISTIC, 0, id="rfc9110§15.1-503-not-heuristic"),
+        pytest.param(599, [("Cache-Control", "public")], HEURISTIC, 1000, id="§4.2.2-public"),
+        pytest.param(
+            200,
+            [],
+            dataclasses.replace(HEURISTIC, heuristic_fraction=0.2),
+            2000,
+            id="heuristic-fraction",
+        ),
+        pytest.param(
+            200, [], dataclasses.replace(HEURISTIC, heuristic_max=600), 600, id="heuristic-max"
+        ),
+        pytest.param(
+            200, [], dataclasses.replace(HEURISTIC, heuristic_max=0), 0, id="heuristic-off"
+        ),
+        pytest.param(
+            200,
+            [],
+            dataclasses.replace(HEURISTIC, default_ttl=5000),
+            5000,
+            id="default-ttl-longer",
+        ),
+    ],
+)
+def test_heuristic_freshness(status, headers, settings, lifetime):
+    """RFC 9111 §4.2.2: a tenth of the time since Last-Modified (as of Date), for
+    heuristically cacheable statuses (or public) the operator lists."""
+    headers = [("Last-Modified", date(-10_000)), ("Date", date()), *headers]
+    fresh = policy.freshness(status, headers, NOW, settings)
+    assert (fresh.lifetime, fresh.explicit) == (lifetime, False)
+
+
+@pytest.mark.parametrize(
+    ("last_modified", "lifetime"),
+    [
+        pytest.param("Sun, 99 Nov 1994 08:49:37 GMT", 0, id="day-99"),
+        pytest.param("Sun, 06 Nov 1994 99:49:37 GMT", 0, id="hour-99"),
+        pytest.param("Fri, 31 Dec 9999 23:59:59 GMT", 0, id="far-future"),
+        pytest.param("Sun, 06 Nov 1994 08:49:37 UTC", 0, id="not-gmt"),
+        pytest.param("9" * 5000, 0, id="digits"),
+        pytest.param("", 0, id="empty"),
+        pytest.param("Thu, 01 Jan 1970 00:00:00 GMT", 86400, id="epoch"),
+        pytest.param("Sunday, 06-Nov-94 08:49:37 GMT", 86400, id="rfc850"),
+        pytest.param("Sun Nov  6 08:49:37 1994", 86400, id="asctime"),
+    ],
+)
+def test_heuristic_from_hostile_last_modified(last_modified, lifetime):
+    """A Last-Modified is an HTTP-date in one of its three forms, or gives no
+    heuristic; no value raises."""
+    headers = [("Last-Modified", last_modified), ("Date", date())]
+    assert policy.heuristic_lifetime(headers, NOW, SETTINGS) == lifetime
+
+
+def test_heuristic_lifetime_is_stored():
+    """The lifetime is worked out once, when the response is stored; a response
+    fresh by heuristic only with a validator is kept for revalidation."""
+    stored = build([("Last-Modified", date(-10_000)), ("Date", date())], settings=HEURISTIC)
+    assert stored is not None
+    assert stored.freshness_lifetime == 1000
+    assert policy.reuse(stored, policy.RequestPolicy("GET"), NOW + 999) == Reuse.FRESH
+    assert policy.reuse(stored, policy.RequestPolicy("GET"), NOW + 1001) == Reuse.REVALIDATE
+
+
+def test_qualified_no_cache_and_private_store_without_the_fields():
+    """RFC 9111 §5.2.2.4 and §5.2.2.7: the response is stored (and reused without
+    validation) without the fields listed, Set-Cookie included."""
+    stored = build(
+        [
+            ("Cache-Control", 'max-age=60, no-cache="Set-Cookie, X-A", private=X-B'),
+            ("Set-Cookie", "session=1"),
+            ("X-A", "1"),
+            ("x-b", "2"),
+            ("X-C", "3"),
+        ]
+    )
+    assert stored is not None
+    names = {name.lower() for name, _ in stored.headers}
+    assert {"set-cookie", "x-a", "x-b"}.isdisjoint(names)
+    assert stored.header("x-c") == "3"
+    assert not stored.no_cache
+    assert policy.reuse(stored, policy.RequestPolicy("GET"), NOW + 1) == Reuse.FRESH
+
+
+def test_validators_listed_are_left_out_too():
+    """An ETag the response is stored without is not a validator of it: the
+    entry says what its headers say (its format checks that they agree)."""
+    stored = build(
+        [("Cache-Control", 'max-age=60, no-cache="ETag"'), ("ETag", '"a"')], settings=SETTINGS
+    )
+    assert stored is not None
+    assert stored.header("etag") is None
+    assert stored.etag is None
+    assert not stored.has_validator
+
+
 @pytest.mark.parametrize(
     ("value", "must_revalidate", "no_cache"),
     [
@@ -221,7 +426,11 @@ def test_freshness_lifetime(status, headers, lifetime, explicit):
         pytest.param("proxy-revalidate", True, False, id="§5.2.2.8"),
         pytest.param("s-maxage=5", True, False, id="§5.2.2.10-implies-proxy-revalidate"),
         pytest.param("no-cache", False, True, id="§5.2.2.4"),
-        pytest.param('no-cache="set-cookie"', False, True, id="§5.2.2.4-qualified"),
+        pytest.param('no-cache="set-cookie"', False, False, id="§5.2.2.4-qualified"),
+        pytest.param('no-cache="Vary"', False, True, id="§5.2.2.4-qualified-depended-on"),
+        pytest.param('no-cache=""', False, True, id="§5.2.2.4-empty-list"),
+        pytest.param('no-cache="a b"', False, True, id="§5.2.2.4-not-field-names"),
+        pytest.param('no-cache="a", no-cache', False, True, id="§5.2.2.4-both-forms"),
         pytest.param("max-age=5", False, False, id="plain"),
     ],
 )
@@ -261,8 +470,41 @@ def test_initial_age(headers, request_time, response_time, expected):
         pytest.param({"cache_control": "no-store"}, 200, [], "request-no-store", id="§5.2.1.5"),
         pytest.param({}, 200, [("Cache-Control", "no-store")], "no-store", id="§5.2.2.5"),
         pytest.param({}, 200, [("Cache-Control", "private")], "private", id="§5.2.2.7"),
+        pytest.param({}, 200, [("Cache-Control", 'private="x-a"')], None, id="§5.2.2.7-qualified"),
         pytest.param(
-            {}, 200, [("Cache-Control", 'private="x-a"')], "private", id="§5.2.2.7-qualified"
+            {},
+            200,
+            [("Cache-Control", 'private="Content-Encoding"')],
+            "private",
+            id="§5.2.2.7-qualified-depended-on",
+        ),
+        pytest.param(
+            {},
+            200,
+            [("Cache-Control", 'max-age=5, no-cache="Set-Cookie"'), ("Set-Cookie", "a=b")],
+            None,
+            id="§5.2.2.4-set-cookie-listed",
+        ),
+        pytest.param(
+            {},
+            200,
+            [("Cache-Control", 'private="x-a, set-cookie"'), ("Set-Cookie", "a=b")],
+            None,
+            id="§5.2.2.7-set-cookie-listed",
+        ),
+        pytest.param(
+            {},
+            200,
+            [("Cache-Control", 'no-cache="x-a"'), ("Set-Cookie", "a=b")],
+            "set-cookie",
+            id="set-cookie-not-listed",
+        ),
+        pytest.param(
+            {},
+            200,
+            [("Cache-Control", "no-cache"), ("Set-Cookie", "a=b")],
+            "set-cookie",
+            id="set-cookie-unqualified-no-cache",
         ),
         pytest.param({"authorization": "x"}, 200, [], "authorization", id="§3.5"),
         pytest.param(
@@ -287,7 +529,7 @@ def test_initial_age(headers, request_time, response_time, expected):
         pytest.param({}, 200, [("Vary", "Accept, *")], "vary-star", id="§4.1-vary-star-list"),
         pytest.param({}, 206, [], "partial-content", id="§3.3-206"),
         pytest.param(
-            {}, 200, [("Content-Range", "bytes 0-1/5")], "partial-content", id="§3.3-range"
+            {}, 200, [("Content-Range", "bytes 0-1/5")], None, id="rfc9110§14.4-range-on-200"
         ),
         pytest.param({}, 500, [], "status", id="§3-500"),
         pytest.param({}, 404, [], "status", id="§4.2.2-not-heuristic"),
@@ -559,6 +801,16 @@ def test_reuse(stored, request_headers, at, expected):
         pytest.param({"etag": '"a"'}, {"if_none_match": '"b"'}, False, id="§13.1.2-no-match"),
         pytest.param({"etag": '"a"'}, {"if_none_match": "*"}, True, id="§13.1.2-star"),
         pytest.param({}, {"if_none_match": '"a"'}, False, id="§13.1.2-no-etag"),
+        pytest.param({"etag": 'W/"a"'}, {"if_none_match": '"a"'}, True, id="§13.1.2-weak-stored"),
+        pytest.param({"etag": '"a"'}, {"if_none_match": 'W/"a"'}, True, id="§13.1.2-weak-asked"),
+        pytest.param({"etag": 'w/"a"'}, {"if_none_match": 'w/"a"'}, True, id="lowercase-w"),
+        pytest.param({"etag": 'W\\"a"'}, {"if_none_match": 'W\\"a"'}, True, id="backslash"),
+        pytest.param({"etag": 'W"a"'}, {"if_none_match": ' W"a"'}, True, id="omitted-slash"),
+        pytest.param({"etag": 'W"a"'}, {"if_none_match": 'W"b"'}, False, id="malformed-other"),
+        pytest.param({"etag": 'W"a"'}, {"if_none_match": '"a"'}, False, id="malformed-not-weak"),
+        pytest.param(
+            {"etag": '"a\xfc"'}, {"if_none_match": '"b", "a\xfc"'}, True, id="§8.8.3-obs-text"
+        ),
         pytest.param(
             {"etag": '"a"', "last_modified": date(-100)},
             {"if_none_match": '"b"', "if_modified_since": date()},
@@ -646,6 +898,7 @@ def test_freshen_replaces_headers_but_not_those_of_the_body():
         [
             ("Cache-Control", "max-age=500"),
             ("Content-Length", "0"),
+            ("Content-Encoding", "br"),
             ("X-New", "2"),
             ("ETag", '"a"'),
         ],
@@ -656,9 +909,76 @@ def test_freshen_replaces_headers_but_not_those_of_the_body():
     assert updated.freshness_lifetime == 500
     assert updated.stored_at == NOW + 100
     assert updated.header("content-length") == "4"
+    assert updated.header("content-encoding") is None
     assert updated.header("x-new") == "2"
     assert updated.header("x-old") == "1"
     assert updated.body == b"body"
+
+
+@pytest.mark.parametrize(
+    ("stored", "expected"),
+    [
+        pytest.param({"etag": '"a"'}, {"HTTP_IF_NONE_MATCH": '"a"'}, id="etag"),
+        pytest.param({"etag": "abcdef"}, {"HTTP_IF_NONE_MATCH": "abcdef"}, id="unquoted-as-it-is"),
+        pytest.param({"etag": 'w/"a"'}, {"HTTP_IF_NONE_MATCH": 'w/"a"'}, id="lowercase-as-it-is"),
+        pytest.param(
+            {"last_modified": "Sun, 06 Nov 1994 08:49:37 GMT"},
+            {"HTTP_IF_MODIFIED_SINCE": "Sun, 06 Nov 1994 08:49:37 GMT"},
+            id="last-modified",
+        ),
+    ],
+)
+def test_validation_headers_are_the_stored_validators_as_they_are(stored, expected):
+    """RFC 9111 §4.3.1: a revalidation sends the stored validators, never a
+    rewritten spelling of them."""
+    assert policy.validation_headers(entry(**stored)) == expected
+
+
+def test_freshen_updates_content_range_of_a_200():
+    """RFC 9111 §3.2: a Content-Range on a 200 says nothing of the stored body
+    (RFC 9110 §14.4), so a 304 replaces it as any other field."""
+    stored = entry(headers=[("Content-Range", "bytes 0-3/4"), ("ETag", '"a"')], etag='"a"')
+    updated = policy.freshen(stored, [("Content-Range", "x"), ("ETag", '"a"')], NOW, NOW, SETTINGS)
+    assert updated.header("content-range") == "x"
+
+
+@pytest.mark.parametrize(
+    "cache_control",
+    [
+        pytest.param('max-age=60, no-cache="Set-Cookie"', id="stored"),
+        pytest.param('no-cache="Set-Cookie"', id="stale-at-once"),
+    ],
+)
+def test_freshen_leaves_listed_fields_out(cache_control):
+    """A 304 carrying a field the stored response lists in a qualified no-cache
+    does not put it in the stored response; the client it answers gets it."""
+    stored = entry(
+        headers=[("Cache-Control", cache_control), ("ETag", '"a"')],
+        etag='"a"',
+    )
+    incoming = [("ETag", '"a"'), ("Set-Cookie", "session=2")]
+    updated = policy.freshen(stored, incoming, NOW, NOW, Settings(default_ttl=0, grace=0))
+    assert updated.header("set-cookie") is None
+    assert updated.etag == '"a"'
+    assert policy.withheld_fields(incoming, updated) == [("Set-Cookie", "session=2")]
+
+
+def test_withheld_fields_never_describe_the_body_twice():
+    """Of the fields a 304 carries that the stored response lists, the client
+    never gets a hop-by-hop one, one of the stored body's, or a second Date."""
+    stored = entry(
+        headers=[
+            ("Cache-Control", 'max-age=60, no-cache="Date, Content-Length, Connection, X-A"'),
+            ("Date", date()),
+        ]
+    )
+    incoming = [
+        ("Date", date(5)),
+        ("Content-Length", "99"),
+        ("Connection", "close"),
+        ("X-A", "1"),
+    ]
+    assert policy.withheld_fields(incoming, stored) == [("X-A", "1")]
 
 
 @pytest.mark.parametrize(

@@ -31,6 +31,8 @@ def test_every_setting_has_an_environment_variable():
         "redis_url": "redis://example:1/2",
         "prefix": "p",
         "default_ttl": "7",
+        "heuristic_fraction": "0.2",
+        "heuristic_max": "3600",
         "max_body_bytes": "8",
         "socket_timeout": "0.5",
         "cacheable_statuses": "200, 404",
@@ -80,6 +82,7 @@ def test_every_setting_has_an_environment_variable():
     settings = load_settings(environ=environ)
     assert settings.redis_url == "redis://example:1/2"
     assert settings.default_ttl == 7
+    assert (settings.heuristic_fraction, settings.heuristic_max) == (0.2, 3600)
     assert settings.cacheable_statuses == frozenset({200, 404})
     assert settings.ignore_request_no_cache is True
     assert settings.socket_timeout == 0.5
@@ -189,6 +192,11 @@ def test_bad_value_in_config_file_names_the_file(tmp_path):
         pytest.param("default_ttl", 1.5, id="fractional-ttl"),
         pytest.param("default_ttl", True, id="bool-ttl"),
         pytest.param("socket_timeout", 0, id="zero-timeout"),
+        pytest.param("heuristic_fraction", 0, id="no-fraction"),
+        pytest.param("heuristic_fraction", "1.5", id="fraction-over-one"),
+        pytest.param("heuristic_fraction", "nan", id="fraction-nan"),
+        pytest.param("heuristic_max", -1, id="negative-heuristic-max"),
+        pytest.param("heuristic_max", 400 * 86400, id="heuristic-max-over-a-year"),
         pytest.param("redis_url", "localhost:6379", id="url-without-scheme"),
         pytest.param("prefix", "a{b}", id="prefix-with-braces"),
         pytest.param("prefix", "", id="empty-prefix"),
