@@ -168,10 +168,11 @@ def test_counts_are_exact_once_closed(cached, redis_client):
 def test_counts_are_flushed_when_the_process_exits(redis_server, redis_client):
     script = (
         "import sys; sys.path[:0] = ['tests', '.'];"
-        "from wsgi_apps import Origin, call;"
+        "from wsgi_apps import GENEROUS_SOCKET_TIMEOUT, Origin, call;"
         "from redis_wsgi_cache import CacheMiddleware;"
         f"m = CacheMiddleware(Origin(headers=[('Cache-Control', 'max-age=60')]),"
-        f" redis_url={redis_server.url!r}, prefix='exit', stats_interval=3600);"
+        f" redis_url={redis_server.url!r}, prefix='exit', stats_interval=3600,"
+        " socket_timeout=GENEROUS_SOCKET_TIMEOUT);"
         "[call(m, '/a') for _ in range(6)]"
     )
     subprocess.run([sys.executable, "-c", script], cwd=ROOT, check=True, timeout=60)
