@@ -14,6 +14,7 @@ import socket
 import sys
 import time
 import typing as t
+from urllib.parse import urlsplit, urlunsplit
 
 from . import __version__
 from .cache import Cache
@@ -46,6 +47,19 @@ def _cache(args: argparse.Namespace) -> Cache:
     return Cache._of(settings, make_client(settings))
 
 
+# The settings ``config`` never prints (nor the password of a ``redis_url``).
+SECRETS = frozenset({"purge_token", "sentinel_password"})
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url.strip())
+    if parts.password is None:
+        return url.strip()
+    netloc = parts.netloc.rpartition("@")
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
+
+
 def _config(args: argparse.Namespace) -> int:
     settings = _settings(args)
     for field in dataclasses.fields(settings):
@@ -54,8 +68,10 @@ def _config(args: argparse.Namespace) -> int:
             value = ",".join(str(v) for v in sorted(value))
         elif isinstance(value, tuple):
             value = ", ".join(value)
-        elif field.name == "purge_token" and value:
+        elif field.name in SECRETS and value:
             value = "(set, not shown)"
+        elif field.name == "redis_url":
+            value = ",".join(_without_password(url) for url in value.split(","))
         elif field.name == "rules":
             value = "".join(f"\n    {rule.pattern} {rule.overrides or ''}" for rule in value.rules)
         print(f"{field.name} = {value}")

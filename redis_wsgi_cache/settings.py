@@ -101,7 +101,7 @@ class Settings:
     sentinels: tuple[tuple[str, int], ...] = ()
     sentinel_service: str = "mymaster"
     sentinel_username: str = ""
-    sentinel_password: str = ""
+    sentinel_password: str = dataclasses.field(default="", repr=False)
     tls_ca_file: str = ""
     tls_cert_file: str = ""
     tls_key_file: str = ""

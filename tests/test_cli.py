@@ -90,6 +90,19 @@ def test_config_shows_the_settings_in_effect(monkeypatch, capsys):
     assert "default_ttl = 17" in capsys.readouterr().out.splitlines()
 
 
+def test_config_shows_no_secret(monkeypatch, capsys):
+    monkeypatch.setenv("REDIS_WSGI_CACHE_REDIS_URL", "redis://cache:s3cret-pw@redis.example:6379/2")
+    monkeypatch.setenv("REDIS_WSGI_CACHE_SENTINEL_PASSWORD", "s3cret-sentinel")
+    monkeypatch.setenv("REDIS_WSGI_CACHE_PURGE_TOKEN", "s3cret-token-0123456789")
+    assert main(["config"]) == 0
+    out = capsys.readouterr().out
+    assert "s3cret" not in out
+    lines = out.splitlines()
+    assert "redis_url = redis://cache:***@redis.example:6379/2" in lines
+    assert "sentinel_password = (set, not shown)" in lines
+    assert "purge_token = (set, not shown)" in lines
+
+
 def test_bad_setting_is_a_clear_error(monkeypatch, capsys):
     monkeypatch.setenv("REDIS_WSGI_CACHE_DEFAULT_TTL", "soon")
     assert main(["config"]) == 2
