@@ -98,8 +98,6 @@ class Core:
         )
         self.recorder = Recorder(self.stats, self.metrics)
         self.fetcher = Fetcher(settings, self.locks, self.cache, self.near, self.recorder)
-        # PURGE requests carrying this token are the cache's to answer.
-        self._purge_token = settings.purge_token
         # The keys of URLs (a digest each), remembered.
         self._keys: dict[str, str] = {}
 
@@ -155,7 +153,7 @@ class Core:
         if request.bypass == "method":
             if request.method in SAFE_METHODS:
                 return (yield from self.fetcher.pass_on(environ, "bypass", "method"))
-            if self._purge_token and purging.is_purge(environ, self._purge_token):
+            if purging.is_purge(environ, self.settings.purge_token):
                 return (yield from purging.purge(environ, self.cache, self.screen, self._purged))
             return (yield from self.fetcher.pass_unsafe(environ, self.screen))
         screening = self.screen(environ)

@@ -123,12 +123,11 @@ class Screen:
 
     def key_extra(self, environ: WSGIEnvironment) -> str:
         """What the request's ``key_headers`` add to its key ("" for nothing)."""
-        present = [
+        return "\n".join(
             f"{name}: {environ[environ_name]}"
             for name, environ_name in self.key_headers
             if environ_name in environ
-        ]
-        return "\n".join(present)
+        )
 
     def key_environ(self, environ: WSGIEnvironment) -> dict[str, str]:
         """The request's ``key_headers``, as environ entries."""
