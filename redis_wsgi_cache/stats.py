@@ -193,7 +193,8 @@ class Counters:
                 counts, self._counts = self._counts, collections.Counter()
                 missed, self._missed = self._missed, MissedUrls()
             now = time.time()
-            if not counts and (not self._running or now - self._reported < REPORT_IDLE_EVERY):
+            idle = not counts and not missed
+            if idle and (not self._running or now - self._reported < REPORT_IDLE_EVERY):
                 return
             if self._running:
                 self._reported = now

@@ -100,7 +100,7 @@ def test_a_closed_process_leaves_the_list(filled, redis_server):
 
 def test_stats_minutes_out_of_range_is_a_400(redis_server, redis_client):
     _, client = dashboard(redis_server)
-    for minutes in ("0", "1441", "an hour", "-5"):
+    for minutes in ("0", "1441", "an hour", "-5", "\u00b2", "1" * 5000):
         response = client.get(f"/api/stats?minutes={minutes}")
         assert response.status_code == 400
         assert "minutes" in response.get_json()["error"]
@@ -245,6 +245,16 @@ def test_bad_purge_input_is_a_400_with_a_clear_error(redis_server, redis_client,
     )
     assert response.status_code == 400
     assert error in response.get_json()["error"]
+
+
+def test_a_purge_naming_a_bad_url_purges_nothing(filled, redis_server, redis_client):
+    _, client = dashboard(redis_server, purge_token=TOKEN)
+    urls = ["http://localhost/a", "/relative"]
+    response = purge(client, {"urls": urls}, **{"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 400
+    assert "/relative" in response.get_json()["error"]
+    assert call(filled, "/a")[1]["X-Cache"] == "HIT"
+    assert redis_client.lrange("d:purges", 0, -1) == []
 
 
 def test_a_purge_that_is_not_json_is_a_400(redis_server, redis_client):

@@ -108,6 +108,17 @@ def test_missed_urls_reach_redis_bounded(cached, redis_client):
     assert 3600 < redis_client.ttl(window) <= 7200
 
 
+def test_a_missed_url_counted_after_its_miss_was_flushed_still_reaches_redis(cached, redis_client):
+    """A miss is counted, then its URL: a flush may come in between."""
+    middleware = cached(Origin(), prefix="t", stats_interval=3600)
+    middleware.stats.count("MISS")
+    middleware.stats.flush()
+    middleware.stats.missed("http://localhost/late")
+    middleware.stats.flush()
+    (window,) = redis_client.keys("t:stats:missed:*")
+    assert redis_client.zscore(window, "http://localhost/late") == 1
+
+
 def test_counting_adds_no_redis_command_to_a_request(cached, counted_redis):
     """Counts, their history and the missed URLs go with the flush, off the
     request path: a miss and a hit cost what they cost without counting."""

@@ -12,6 +12,7 @@ import importlib.resources
 import ipaddress
 import json
 import logging
+import re
 import secrets
 import socket
 import typing as t
@@ -156,7 +157,7 @@ class Dashboard:
 
     def _stats(self, request: Request) -> Response:
         minutes = request.args.get("minutes", "60")
-        if not minutes.isdigit() or not 1 <= int(minutes) <= MAX_MINUTES:
+        if not re.fullmatch(r"[0-9]{1,6}", minutes) or not 1 <= int(minutes) <= MAX_MINUTES:
             raise InputError(f"minutes: expected a whole number from 1 to {MAX_MINUTES}")
         return _json(self.report.snapshot(int(minutes)))
 
@@ -180,20 +181,24 @@ class Dashboard:
         except ValueError:
             raise InputError("the body is not JSON") from None
         targets, soft = _purge_targets(body)
+        for what, target in targets:
+            # Every URL checked before anything is purged: a bad one purges nothing.
+            if what in ("url", "prefix"):
+                try:
+                    self.cache.canonical_url(target)
+                except ValueError as error:
+                    raise InputError(f"{what} {target!r}: {error}") from None
         origin = f"{self.origin}, from {request.remote_addr or 'unknown'}"
         results = []
         for what, target in targets:
-            try:
-                if what == "url":
-                    count = self.cache.purge(target, soft=soft, origin=origin)
-                elif what == "tag":
-                    count = self.cache.purge_tag(target, soft=soft, origin=origin)
-                elif what == "prefix":
-                    count = self.cache.purge_prefix(target, soft=soft, origin=origin)
-                else:
-                    count = self.cache.purge_all(soft=soft, origin=origin)
-            except ValueError as error:
-                raise InputError(f"{what} {target!r}: {error}") from None
+            if what == "url":
+                count = self.cache.purge(target, soft=soft, origin=origin)
+            elif what == "tag":
+                count = self.cache.purge_tag(target, soft=soft, origin=origin)
+            elif what == "prefix":
+                count = self.cache.purge_prefix(target, soft=soft, origin=origin)
+            else:
+                count = self.cache.purge_all(soft=soft, origin=origin)
             results.append({"what": what, "target": target, "purged": count})
         return _json(
             {"soft": soft, "purged": sum(r["purged"] for r in results), "results": results}
