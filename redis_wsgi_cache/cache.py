@@ -4,6 +4,7 @@ middleware. ``CacheMiddleware`` has one too, as ``middleware.cache``."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -103,6 +104,11 @@ class Cache:
         count = self.index.purge_all(soft=soft)
         return self._logged("all", "", soft, count, origin)
 
+    @functools.cached_property
+    def _store(self) -> RedisStore:
+        """The store :meth:`inspect` reads entries with, made once."""
+        return RedisStore(self.client, self.settings)
+
     def inspect(self, url: str) -> list[dict[str, t.Any]]:
         """Every response stored for ``url`` (each variant), as
         ``redis-wsgi-cache inspect`` prints it: its key, URL, status, age and
@@ -110,7 +116,7 @@ class Cache:
         body size and headers; ``readable: False`` for what this version
         cannot read. :class:`ValueError` for a URL that is not absolute; raises
         the Redis error, if any."""
-        store = RedisStore(self.client, self.settings)
+        store = self._store
         now = time.time()
         found: list[dict[str, t.Any]] = []
         for primary in self.index.keys_of(self.canonical_url(url)):

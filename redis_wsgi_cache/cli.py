@@ -14,11 +14,10 @@ import socket
 import sys
 import time
 import typing as t
-from urllib.parse import urlsplit, urlunsplit
 
 from . import __version__
 from .cache import Cache
-from .clients import make_client
+from .clients import make_client, without_password
 from .settings import CONFIG_ENV, ENV_PREFIX, Settings, SettingsError, load_settings
 from .store import REDIS_ERRORS, RedisStore
 
@@ -51,15 +50,6 @@ def _cache(args: argparse.Namespace) -> Cache:
 SECRETS = frozenset({"purge_token", "sentinel_password"})
 
 
-def _without_password(url: str) -> str:
-    parts = urlsplit(url.strip())
-    if parts.password is None:
-        return url.strip()
-    netloc = parts.netloc.rpartition("@")
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
-
-
 def _config(args: argparse.Namespace) -> int:
     settings = _settings(args)
     for field in dataclasses.fields(settings):
@@ -71,7 +61,7 @@ def _config(args: argparse.Namespace) -> int:
         elif field.name in SECRETS and value:
             value = "(set, not shown)"
         elif field.name == "redis_url":
-            value = ",".join(_without_password(url) for url in value.split(","))
+            value = ",".join(without_password(url) for url in value.split(","))
         elif field.name == "rules":
             value = "".join(f"\n    {rule.pattern} {rule.overrides or ''}" for rule in value.rules)
         print(f"{field.name} = {value}")
@@ -83,10 +73,9 @@ def _inspect(args: argparse.Namespace) -> int:
     found: list[dict[str, t.Any]] = []
     for url in args.url:
         try:
-            cache.canonical_url(url)
+            found += cache.inspect(url)
         except ValueError as error:
             raise _UsageError(f"inspect: {error}") from None
-        found += cache.inspect(url)
     print(json.dumps(found, indent=2))
     return 0 if found else 1
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import typing as t
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import redis
 import redis.asyncio
@@ -222,3 +222,12 @@ def refuse_decoding(client: t.Any) -> None:
             "client: a redis client with decode_responses=True cannot hold"
             " response bodies; pass one created with decode_responses=False"
         )
+
+
+def without_password(url: str) -> str:
+    """A Redis URL as it may be shown: its password, if any, as ``***``."""
+    parts = urlsplit(url.strip())
+    if parts.password is None:
+        return url.strip()
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))

@@ -50,7 +50,8 @@ def serve(settings: Settings, host: str, port: int, threads: int = 4) -> int:
         )
         return 2
     check_address(host, settings)
-    app = Dashboard(Cache._of(settings, make_client(settings)))
+    client = make_client(settings)
+    app = Dashboard(Cache._of(settings, client))
     server = waitress.create_server(
         app, host=host, port=port, threads=threads, ident="redis-wsgi-cache dashboard"
     )
@@ -68,4 +69,5 @@ def serve(settings: Settings, host: str, port: int, threads: int = 4) -> int:
         pass
     finally:
         server.close()
+        client.close()
     return 0

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import time
 import typing as t
-from urllib.parse import urlsplit
 
+from ..clients import without_password
 from ..keys import key_of, tag_digest, tag_key_of
 from ..stats import (
     MISSED_WINDOW,
@@ -61,12 +61,8 @@ def eviction_advice(policy: str, maxmemory: int) -> tuple[str, str]:
 
 
 def redis_location(url: str) -> str:
-    """Where Redis is, without the credentials a URL may hold."""
-    parts = urlsplit(url.split(",")[0])
-    if parts.scheme == "unix":
-        return f"unix://{parts.path}"
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{parts.hostname}{port}{parts.path}"
+    """Where Redis is (the first seed of a cluster's), without its password."""
+    return without_password(url.split(",")[0])
 
 
 class Report:
