@@ -445,9 +445,11 @@ def streaming_app(parts: int, part: bytes) -> Starlette:
     return Starlette(routes=[Route("/stream", stream)])
 
 
-def staying_client() -> t.Callable[[], t.Awaitable[dict[str, t.Any]]]:
+def staying_client(
+    leaves: asyncio.Event | None = None,
+) -> t.Callable[[], t.Awaitable[dict[str, t.Any]]]:
     """The ``receive`` of a client that sends a request without a body, then
-    stays until the response is over."""
+    stays until the response is over, or until ``leaves`` is set."""
     requested = False
 
     async def receive() -> dict[str, t.Any]:
@@ -455,8 +457,8 @@ def staying_client() -> t.Callable[[], t.Awaitable[dict[str, t.Any]]]:
         if not requested:
             requested = True
             return {"type": "http.request", "body": b"", "more_body": False}
-        await asyncio.Event().wait()
-        raise AssertionError("unreachable")
+        await (leaves or asyncio.Event()).wait()
+        return {"type": "http.disconnect"}
 
     return receive
 
@@ -533,15 +535,6 @@ def test_a_client_gone_mid_response_loses_nothing_for_others(redis_server, redis
 
     async def scenario() -> None:
         gone = asyncio.Event()
-        requested = False
-
-        async def receive() -> dict[str, t.Any]:
-            nonlocal requested
-            if not requested:
-                requested = True
-                return {"type": "http.request", "body": b"", "more_body": False}
-            await gone.wait()
-            return {"type": "http.disconnect"}
 
         async def send(message: dict[str, t.Any]) -> None:
             if message["type"] == "http.response.body":
@@ -549,7 +542,7 @@ def test_a_client_gone_mid_response_loses_nothing_for_others(redis_server, redis
                 raise OSError("the client went away")
 
         with contextlib.suppress(OSError):
-            await app(dict(STREAM_SCOPE), receive, send)
+            await app(dict(STREAM_SCOPE), staying_client(gone), send)
         async with client_of(app) as client:
             answer = await client.get("/stream")
             assert answer.content == b"z" * 65536
