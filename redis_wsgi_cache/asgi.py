@@ -603,9 +603,10 @@ class _Request:
         self.original: dict[str, t.Any] = {}
         self.runs: list[AppRun] = []
 
-    async def serve(self, flow: Flow[Result]) -> None:
+    async def serve(self, started: Answer | Flow[Result]) -> None:
+        """Deliver the answer the flow started with, or that it ends with."""
         try:
-            await self.deliver(await self.run(flow))
+            await self.deliver(started if isinstance(started, Answer) else await self.run(started))
         finally:
             for run in self.runs:
                 run.abandon()
@@ -762,7 +763,7 @@ class CacheMiddleware(Core):
         request = _Request(self, scope, receive, send)
         environ = environ_of(scope)
         request.original = dict(environ)
-        await request.serve(self.handle(environ))
+        await request.serve(self.start(environ))
 
     def _closing_after(self, send: Send) -> Send:
         """The lifespan's ``send``, which closes the cache (:meth:`aclose`) once

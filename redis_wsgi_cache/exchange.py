@@ -34,17 +34,45 @@ ENVIRON_STARTED = "redis_wsgi_cache.started"
 ENVIRON_BACKGROUND = "redis_wsgi_cache.background"
 
 
-def ttl(entry: CachedResponse, now: float) -> int:
-    """RFC 9211 ``ttl``: whole seconds of freshness left, negative once stale."""
-    return math.floor(entry.ttl(now))
-
-
 def with_rule(cache_status: str, rule: Rule | None) -> str:
     """A Cache-Status value, naming the per-path rule that applied, if any."""
     if rule is None:
         return cache_status
     pattern = rule.pattern.replace("\\", "\\\\").replace('"', '\\"')
     return f'{cache_status}; rule="{pattern}"'
+
+
+def serve(
+    recorder: Recorder,
+    environ: WSGIEnvironment,
+    request: RequestPolicy,
+    rule: Rule | None,
+    entry: CachedResponse,
+    now: float,
+    x_cache: str,
+    forwarded: str,
+    detail: str | None = None,
+    *,
+    with_ttl: bool = True,
+) -> Answer:
+    """Answer ``request`` from ``entry`` (RFC 9111 §4), with ``Age`` (§5.1), and
+    record it. Its Cache-Status is ``forwarded`` (``hit``, ``fwd=…``), the
+    entry's ``ttl`` (unless told not to) and ``detail``; a hit's names no rule:
+    rules shape what the app's responses do."""
+    age = entry.current_age(now)
+    text = f"{CACHE_NAME}; {forwarded}"
+    if with_ttl:
+        text = f"{text}; ttl={math.floor(entry.freshness_lifetime - age)}"
+    if detail is not None:
+        text = f"{text}; detail={detail}"
+    extra = [
+        ("Age", respond.age(age)),
+        ("X-Cache", x_cache),
+        ("Cache-Status", text if x_cache == "HIT" else with_rule(text, rule)),
+    ]
+    status, headers, body = respond.from_entry(entry, environ, request.range is not None, extra)
+    recorder.response(environ, x_cache, headers, detail)
+    return Answer(status, headers, body)
 
 
 class Recorder:
@@ -139,27 +167,31 @@ class Exchange:
         entry: CachedResponse,
         now: float,
         x_cache: str,
-        cache_status: str,
+        forwarded: str,
         detail: str | None = None,
+        *,
+        with_ttl: bool = True,
     ) -> Answer:
-        """Answer from ``entry`` (RFC 9111 §4), with ``Age`` (§5.1). A hit's
-        Cache-Status names no rule: rules shape what the app's responses do."""
-        text = f"{CACHE_NAME}; {cache_status}"
-        extra = [
-            ("Age", respond.age(entry.current_age(now))),
-            ("X-Cache", x_cache),
-            ("Cache-Status", text if x_cache == "HIT" else with_rule(text, self.rule)),
-        ]
-        response = respond.from_entry(entry, self.environ, self.request.range is not None, extra)
-        return self.answer(response, x_cache, detail)
+        """:func:`serve` this exchange's request."""
+        return serve(
+            self.recorder,
+            self.environ,
+            self.request,
+            self.rule,
+            entry,
+            now,
+            x_cache,
+            forwarded,
+            detail,
+            with_ttl=with_ttl,
+        )
 
     def serve_instead_of_error(self, stale: CachedResponse, error_status: int | None) -> Answer:
         """Serve ``stale`` for an app that answered ``error_status``, or raised
         (None): RFC 9211 has a status to report only for the former."""
         now = time.time()
         forwarded = "fwd=stale" if error_status is None else f"fwd=stale; fwd-status={error_status}"
-        status = f"{forwarded}; ttl={ttl(stale, now)}; detail=stale-if-error"
-        return self.serve(stale, now, "STALE", status, "stale-if-error")
+        return self.serve(stale, now, "STALE", forwarded, "stale-if-error")
 
     def answer(self, response: respond.Response, x_cache: str, detail: str | None = None) -> Answer:
         status, headers, body = response

@@ -13,7 +13,7 @@ import typing as t
 from . import compression, policy, respond
 from .effects import AppRun, CallApp, CloseApp, Forward, ReadBody, Respond
 from .entry import EntryFormatError, servable_headers, servable_status
-from .exchange import CACHE_NAME, Exchange, Recorder, ttl, with_rule
+from .exchange import CACHE_NAME, Exchange, Recorder, with_rule
 from .keys import primary_key, request_url, variant_id
 from .screening import ENVIRON_ORIGINAL
 from .tags import ENVIRON_TAGS, response_tags, without_tag_headers
@@ -393,22 +393,20 @@ class Fetcher:
             if reason in UNSHAREABLE:
                 yield from self.purge(exchange.url)
             now = time.time()
-            status = f"fwd={fwd}; fwd-status={status_code}; detail={reason}"
+            forwarded = f"fwd={fwd}; fwd-status={status_code}"
             if (
                 status_code == 304
                 and policy.is_conditional(exchange.environ)
                 and policy.not_modified(fresh, exchange.environ)
             ):
-                extra = [("X-Cache", "MISS"), ("Cache-Status", exchange.cache_status(status))]
+                status = exchange.cache_status(f"{forwarded}; detail={reason}")
+                extra = [("X-Cache", "MISS"), ("Cache-Status", status)]
                 return exchange.answer(("304 Not Modified", headers + extra, []), "MISS", reason)
-            return exchange.serve(answered, now, "MISS", status, reason)
+            return exchange.serve(answered, now, "MISS", forwarded, reason, with_ttl=False)
         stored = yield from self.save(exchange, fresh, lock, response_time)
         now = time.time()
-        status = (
-            f"fwd={fwd}; fwd-status={status_code}; {'stored; ' if stored else ''}"
-            f"ttl={ttl(fresh, now)}"
-        )
-        return exchange.serve(answered, now, "MISS", status)
+        forwarded = f"fwd={fwd}; fwd-status={status_code}{'; stored' if stored else ''}"
+        return exchange.serve(answered, now, "MISS", forwarded)
 
     def save(
         self, exchange: Exchange, entry: CachedResponse, lock: Lock | None, now: float

@@ -16,7 +16,7 @@ from .background import background_environ
 from .cache import Cache
 from .coalesce import USABLE, Coalescer
 from .effects import Answer, Background
-from .exchange import CACHE_NAME, ENVIRON_STARTED, Exchange, Recorder, ttl
+from .exchange import CACHE_NAME, ENVIRON_STARTED, Exchange, Recorder, serve
 from .fetch import Fetcher
 from .keys import LazyHeaders, forwarded_url, primary_key, request_url
 from .near import NearCache
@@ -37,8 +37,35 @@ if t.TYPE_CHECKING:
     from .store import Lock, Lookup
 
 
-# Keys a process remembers the URL of (forgotten all at once).
-KEY_MEMO_SIZE = 10_000
+# What a process remembers of requests: the most keys (and analyses of plain
+# requests) it keeps, forgotten all at once, and the longest URL it keeps them for.
+MEMO_SIZE = 10_000
+MEMO_URL_MAX = 2048
+# The environ values that alone decide the analysis of a request without any of
+# the headers the request's directives and its screening read (a plain request).
+TARGET_FIELDS = (
+    "REQUEST_METHOD",
+    "CONTENT_LENGTH",
+    "wsgi.url_scheme",
+    "HTTP_HOST",
+    "SERVER_NAME",
+    "SERVER_PORT",
+    "SCRIPT_NAME",
+    "PATH_INFO",
+    "QUERY_STRING",
+    *RAW_TARGETS,
+)
+
+
+class Analysis(t.NamedTuple):
+    """What a request asks, the per-path rule of its path when one may bypass,
+    its URL (as the key holds it, and as stored and purged) and its key."""
+
+    request: policy.RequestPolicy
+    rule: Rule | None
+    url: str
+    public_url: str
+    key: str
 
 
 def configure(settings: dict[str, t.Any], config_file: str | os.PathLike[str] | None) -> Settings:
@@ -98,8 +125,12 @@ class Core:
         )
         self.recorder = Recorder(self.stats, self.metrics)
         self.fetcher = Fetcher(settings, self.locks, self.cache, self.near, self.recorder)
-        # The keys of URLs (a digest each), remembered.
+        # The keys of URLs (a digest each), remembered; and the analyses of plain
+        # requests, by their TARGET_FIELDS.
         self._keys: dict[str, str] = {}
+        self._plain: dict[tuple[str | None, ...], Analysis] = {}
+        # The environ names whose presence takes a request's whole analysis.
+        self._closer_look = policy.DIRECTIVE_FIELDS | self.screen.rare
 
     def _purged(self, count: int) -> int:
         # This process's near cache forgets at once, without waiting to hear
@@ -142,23 +173,57 @@ class Core:
 
     # -- the flow of a request --------------------------------------------------------
 
-    def handle(self, environ: WSGIEnvironment) -> Flow[Result]:
-        """The flow of one request, from its WSGI environ to the answer."""
+    def start(self, environ: WSGIEnvironment) -> Answer | Flow[Result]:
+        """The answer to a request when it takes no I/O (a near-cache hit, the
+        metrics page), else the flow of the request from its WSGI environ to
+        the answer."""
         if self.metrics is not None:
             environ[ENVIRON_STARTED] = time.perf_counter()
             path = self.settings.metrics_path
             if path and environ.get("PATH_INFO") == path:
                 return self._metrics()
+        # A plain request's analysis depends on its TARGET_FIELDS alone: what
+        # it gave for the same values is remembered.
+        target = known = None
+        if self._closer_look.isdisjoint(environ):
+            target = tuple(map(environ.get, TARGET_FIELDS))
+            known = self._plain.get(target)
+        if known is None:
+            analysed = self._analyse(environ)
+            if not isinstance(analysed, Analysis):
+                return analysed
+            known = analysed
+            if target is not None and ENVIRON_ORIGINAL not in environ:
+                self._remember(self._plain, target, known, known.url)
+        request, rule, url, public_url, key = known
+        headers = LazyHeaders(environ)
+        generation = 0
+        if self.near is not None:
+            now = time.time()
+            entry = self.near.get(key, headers, now)
+            if entry is not None and policy.reuse(entry, request, now) == Reuse.FRESH:
+                return serve(
+                    self.recorder, environ, request, rule, entry, now, "HIT", "hit", "near"
+                )
+            generation = self.near.generation()
+        settings = self.settings if rule is None else self._settings_for(rule)
+        exchange = Exchange(environ, request, url, key, headers, settings, self.recorder, rule)
+        exchange.public_url = public_url
+        return self._look_up(exchange, generation)
+
+    def _analyse(self, environ: WSGIEnvironment) -> Analysis | Flow[Result]:
+        """What the request asks, and the key it is stored under; or, for a
+        request the cache leaves alone, its flow."""
         request = policy.request_policy(environ, self.settings)
         if request.bypass == "method":
             if request.method in SAFE_METHODS:
-                return (yield from self.fetcher.pass_on(environ, "bypass", "method"))
+                return self.fetcher.pass_on(environ, "bypass", "method")
             if purging.is_purge(environ, self.settings.purge_token):
-                return (yield from purging.purge(environ, self.cache, self.screen, self._purged))
-            return (yield from self.fetcher.pass_unsafe(environ, self.screen))
+                return purging.purge(environ, self.cache, self.screen, self._purged)
+            return self.fetcher.pass_unsafe(environ, self.screen)
         screening = self.screen(environ)
         if screening.unsafe:
-            return (yield from self.fetcher.pass_unsafe(environ, self.screen))
+            return self.fetcher.pass_unsafe(environ, self.screen)
         bypass = request.bypass or screening.bypass
         rule = None
         if self._rules_bypass:
@@ -167,7 +232,7 @@ class Core:
                 bypass = "rule"
         url = self._url(environ) if bypass is None else None
         if url is None or bypass is not None:
-            return (yield from self.fetcher.pass_on(environ, "bypass", bypass or "host", rule))
+            return self.fetcher.pass_on(environ, "bypass", bypass or "host", rule)
         public_url = url
         if screening.key_extra:
             # The key holds the forwarding headers as they came; the entry is
@@ -175,30 +240,37 @@ class Core:
             forwarded = self.screen.key_environ(environ)
             public_url = forwarded_url(forwarded, url, self.cache.normalize) or url
             url = f"{url}\n{screening.key_extra}"
-
         key = self._keys.get(url)
         if key is None:
-            if len(self._keys) >= KEY_MEMO_SIZE:
-                self._keys.clear()
-            key = self._keys[url] = primary_key(self.settings.prefix, url)
-        headers = LazyHeaders(environ)
-        settings = self.settings if rule is None else self._settings_for(rule)
-        exchange = Exchange(environ, request, url, key, headers, settings, self.recorder, rule)
-        exchange.public_url = public_url
-        generation = 0
-        if self.near is not None:
-            entry = self.near.get(key, headers)
-            now = time.time()
-            if entry is not None and policy.reuse(entry, request, now) == Reuse.FRESH:
-                status = f"hit; ttl={ttl(entry, now)}; detail=near"
-                return exchange.serve(entry, now, "HIT", status, "near")
-            generation = self.near.generation()
+            key = primary_key(self.settings.prefix, url)
+            self._remember(self._keys, url, key, url)
+        return Analysis(request, rule, url, public_url, key)
 
-        found = yield from self.locks.lookup(key, public_url, headers, request.may_coalesce)
+    @staticmethod
+    def _remember(memo: dict[t.Any, t.Any], name: t.Any, value: t.Any, url: str) -> None:
+        """Keep ``value`` in a per-process ``memo``, unless its URL is long (an
+        attacker's URLs must not fill memory); all of it is forgotten when full."""
+        if len(url) <= MEMO_URL_MAX:
+            if len(memo) >= MEMO_SIZE:
+                memo.clear()
+            memo[name] = value
+
+    def _look_up(self, exchange: Exchange, generation: int) -> Flow[Result]:
+        """Look the request's key up in Redis (waiting for another's fetch when
+        told to), and go on from what was found."""
+        key, headers = exchange.key, exchange.headers
+        request = exchange.request
+        found = yield from self.locks.lookup(
+            key, exchange.public_url, headers, request.may_coalesce
+        )
         exchange.hold(found.lock)
         exchange.occupied = found.occupied
         if found.outcome == "unavailable":
-            return (yield from self.fetcher.pass_on(environ, "miss", "redis-unavailable", rule))
+            return (
+                yield from self.fetcher.pass_on(
+                    exchange.environ, "miss", "redis-unavailable", exchange.rule
+                )
+            )
         if found.entry is not None and self.near is not None:
             self.near.put(key, found.entry, headers, generation)
         try:
@@ -257,11 +329,10 @@ class Core:
         decision = policy.reuse(entry, request, now) if entry is not None else Reuse.MISS
         if entry is not None and decision in (Reuse.FRESH, Reuse.STALE):
             x_cache = "HIT" if decision == Reuse.FRESH else "STALE"
-            return exchange.serve(entry, now, x_cache, f"hit; ttl={ttl(entry, now)}")
+            return exchange.serve(entry, now, x_cache, "hit")
         if entry is not None and decision == Reuse.STALE_WHILE_REVALIDATE:
             yield from self._refresh_behind(exchange, found)
-            status = f"hit; ttl={ttl(entry, now)}; detail=stale-while-revalidate"
-            return exchange.serve(entry, now, "STALE", status, "stale-while-revalidate")
+            return exchange.serve(entry, now, "STALE", "hit", "stale-while-revalidate")
         if request.only_if_cached:
             return exchange.answer(respond.gateway_timeout(CACHE_NAME), "MISS", "only-if-cached")
         if exchange.rule is None and self.settings.rules and not self._rules_bypass:
@@ -285,8 +356,7 @@ class Core:
                 lock = exchange.hold(waited.lock)
                 now = time.time()
                 if waited.entry is not None and policy.reuse(waited.entry, request, now) in USABLE:
-                    status = f"hit; ttl={ttl(waited.entry, now)}; detail=collapsed"
-                    return exchange.serve(waited.entry, now, "HIT", status, "collapsed")
+                    return exchange.serve(waited.entry, now, "HIT", "hit", "collapsed")
                 if lock is not None and waited.entry is not None:
                     entry = waited.entry
                     decision = policy.reuse(entry, request, now)
@@ -299,8 +369,7 @@ class Core:
             exchange.hold(lock)
             if joined is not None:
                 now = time.time()
-                status = f"fwd={fwd}; ttl={ttl(joined, now)}; detail=collapsed"
-                return exchange.serve(joined, now, "HIT", status, "collapsed")
+                return exchange.serve(joined, now, "HIT", f"fwd={fwd}", "collapsed")
             exchange.fetches_for_waiters = lock is not None
         revalidate = (
             entry is not None

@@ -299,6 +299,8 @@ class LazyHeaders(Mapping[str, str]):
     """The request's headers as :func:`request_headers` gives them, worked out
     on first use: a hit on a URL without Vary never needs them."""
 
+    __slots__ = ("_environ", "_headers")
+
     def __init__(self, environ: WSGIEnvironment) -> None:
         self._environ = environ
         self._headers: dict[str, str] | None = None

@@ -125,7 +125,9 @@ class CacheMiddleware(Core):
         self._close_parts()
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        return self._deliver(self._run(self.handle(environ)), start_response)
+        started = self.start(environ)
+        result = started if isinstance(started, Answer) else self._run(started)
+        return self._deliver(result, start_response)
 
     # -- the driver --------------------------------------------------------------------
 

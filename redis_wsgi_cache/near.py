@@ -124,23 +124,34 @@ class NearCache:
         """The bytes the entries held count for (see :func:`entry_size`)."""
         return self._bytes
 
-    def get(self, key: str, headers: Mapping[str, str]) -> CachedResponse | None:
-        """The entry held for ``key`` and the variant ``headers`` select, or None."""
-        with self._lock:
-            if not self._started_here:
+    def get(
+        self, key: str, headers: Mapping[str, str], now: float | None = None
+    ) -> CachedResponse | None:
+        """The entry held for ``key`` and the variant ``headers`` select, or None
+        (and the entry dropped) once it is no longer fresh at ``now`` (the
+        present by default)."""
+        # Without the lock: each step is one atomic operation on a dict, and an
+        # entry an invalidation drops meanwhile is not found (or not moved).
+        if not self._started_here:
+            with self._lock:
                 self._start_subscriber()
-            record = self._records.get(key)
-            if not self._online or record is None:
-                return None
-            slot = (key, variant_id(record.vary, headers) if record.vary else "")
-            held = self._entries.get(slot)
-            if held is None:
-                return None
-            if held[0].ttl(time.time()) <= 0:
-                self._drop(slot)
-                return None
+        record = self._records.get(key)
+        if record is None or not self._online:
+            return None
+        slot = (key, variant_id(record.vary, headers) if record.vary else "")
+        held = self._entries.get(slot)
+        if held is None:
+            return None
+        if held[0].ttl(time.time() if now is None else now) <= 0:
+            with self._lock:
+                if self._entries.get(slot) is held:
+                    self._drop(slot)
+            return None
+        try:
             self._entries.move_to_end(slot)
-            return held[0]
+        except KeyError:  # dropped meanwhile
+            return None
+        return held[0]
 
     def put(
         self, key: str, entry: CachedResponse, headers: Mapping[str, str], generation: int

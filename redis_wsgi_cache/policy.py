@@ -145,6 +145,20 @@ _PLAIN = {
 }
 
 
+# The environ names request_policy reads besides REQUEST_METHOD: a GET or HEAD
+# without any of them has the plain policy of its method.
+DIRECTIVE_FIELDS = frozenset(
+    {
+        "HTTP_AUTHORIZATION",
+        "HTTP_RANGE",
+        "HTTP_IF_MATCH",
+        "HTTP_IF_UNMODIFIED_SINCE",
+        "HTTP_CACHE_CONTROL",
+        "HTTP_PRAGMA",
+    }
+)
+
+
 def request_policy(environ: WSGIEnvironment, settings: Settings) -> RequestPolicy:
     """Read the request's method and directives. Requests the cache leaves alone:
     unsafe and unknown methods, HEAD with ``Range``, and ``If-Match`` /

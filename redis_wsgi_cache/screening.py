@@ -63,18 +63,26 @@ RAW_TARGETS = ("RAW_URI", "REQUEST_URI")
 def raw_target_differs(environ: WSGIEnvironment) -> bool:
     """Whether the raw request target the server passed on is another spelling
     of the URL than ``SCRIPT_NAME``, ``PATH_INFO`` and ``QUERY_STRING`` make."""
+    spelled = None
     for name in RAW_TARGETS:
         raw = environ.get(name)
         if raw is None:
             continue
-        path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
-        query = environ.get("QUERY_STRING", "")
-        if raw == (f"{path}?{query}" if query else path) and PLAIN_PATH.fullmatch(path):
-            continue  # (most requests: nothing in the path to percent-encode)
-        spelled = quote(path.encode("latin-1", "replace"), safe=PATH_SAFE)
-        if raw != (f"{spelled}?{query}" if query else spelled):
+        if spelled is None:
+            spelled = _target(environ)
+        if raw != spelled:
             return True
     return False
+
+
+def _target(environ: WSGIEnvironment) -> str:
+    """The request target ``SCRIPT_NAME``, ``PATH_INFO`` and ``QUERY_STRING`` make,
+    percent-encoded as a key's path is."""
+    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    if not PLAIN_PATH.fullmatch(path):
+        path = quote(path.encode("latin-1", "replace"), safe=PATH_SAFE)
+    query = environ.get("QUERY_STRING")
+    return f"{path}?{query}" if query else path
 
 
 def _environ_name(header: str) -> str:
@@ -90,8 +98,9 @@ class Screen:
         self.key_headers = [(name, _environ_name(name)) for name in sorted(settings.key_headers)]
         self.ignored_cookies = settings.ignored_cookies
         self.pass_cookies = settings.cookie_requests == "pass"
-        # The environ names any of whose presence needs a closer look.
-        self._rare = frozenset(
+        #: The environ names any of whose presence needs a closer look than the
+        #: request target's (anything else screening reads is in TARGET_FIELDS).
+        self.rare = frozenset(
             [
                 "HTTP_TRANSFER_ENCODING",
                 "HTTP_COOKIE",
@@ -105,7 +114,7 @@ class Screen:
         length = environ.get("CONTENT_LENGTH")
         if length and length.strip() != "0":
             return Screening("request-body")
-        rare = not self._rare.isdisjoint(environ)
+        rare = not self.rare.isdisjoint(environ)
         if rare:
             if "HTTP_TRANSFER_ENCODING" in environ:
                 return Screening("request-body")

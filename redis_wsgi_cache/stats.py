@@ -125,6 +125,17 @@ class MissedUrls:
         return dict(self._counts)
 
 
+def totals(counts: Mapping[tuple[str, str | None], int]) -> collections.Counter[str]:
+    """Counts by outcome and reason as the stats hash holds them: each outcome's
+    total, and each ``<outcome>:<reason>``'s."""
+    named: collections.Counter[str] = collections.Counter()
+    for (outcome, reason), amount in counts.items():
+        named[outcome] += amount
+        if reason is not None:
+            named[f"{outcome}:{reason}"] += amount
+    return named
+
+
 class Counters:
     """Outcome counters of one process. :meth:`count` is a few hundred
     nanoseconds; a daemon thread (started on first use, and again in a forked
@@ -146,7 +157,8 @@ class Counters:
         self.history = history
         self.describe = describe
         self.prefix = store.settings.prefix
-        self._counts: collections.Counter[str] = collections.Counter()
+        # Counts by outcome and reason (None: counted without one).
+        self._counts: dict[tuple[str, str | None], int] = {}
         self._missed = MissedUrls()
         self._lock = threading.Lock()
         # Held while a flush sends: the report a closing process withdraws is
@@ -170,10 +182,14 @@ class Counters:
         with a ``reason``, of ``<outcome>:<reason>`` too."""
         if not self.interval or not amount:
             return
-        with self._lock:
-            self._counts[outcome] += amount
-            if reason is not None:
-                self._counts[f"{outcome}:{reason}"] += amount
+        # (One dict operation under the lock: this is on every request's path.)
+        pair = (outcome, reason)
+        counts = self._counts
+        self._lock.acquire()
+        try:
+            counts[pair] = counts.get(pair, 0) + amount
+        finally:
+            self._lock.release()
         if not self._running:
             self._start()
 
@@ -190,7 +206,7 @@ class Counters:
         report; on failure the counts are kept for the next flush."""
         with self._sending:
             with self._lock:
-                counts, self._counts = self._counts, collections.Counter()
+                counts, self._counts = self._counts, {}
                 missed, self._missed = self._missed, MissedUrls()
             now = time.time()
             idle = not counts and not missed
@@ -198,9 +214,10 @@ class Counters:
                 return
             if self._running:
                 self._reported = now
-            if not self.store.send_stats(self._commands(counts, missed.counts(), now)):
+            if not self.store.send_stats(self._commands(totals(counts), missed.counts(), now)):
                 with self._lock:
-                    self._counts.update(counts)
+                    for pair, amount in counts.items():
+                        self._counts[pair] = self._counts.get(pair, 0) + amount
                     for url, amount in missed.counts().items():
                         self._missed.add(url, amount)
 
