@@ -184,7 +184,9 @@ class NearCache:
             self._entries[slot] = (entry, size)
             self._bytes += size
             while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
-                self._drop(next(iter(self._entries)))
+                # (popitem: a lookup, which takes no lock, may reorder meanwhile)
+                evicted, (_, evicted_size) = self._entries.popitem(last=False)
+                self._forget(evicted, evicted_size)
 
     def invalidate(self, key: str) -> None:
         """Drop everything held for the primary key ``key``, in this process only."""
@@ -209,7 +211,11 @@ class NearCache:
     # -- held under self._lock -------------------------------------------------
 
     def _drop(self, slot: tuple[str, str]) -> None:
-        self._bytes -= self._entries.pop(slot)[1]
+        self._forget(slot, self._entries.pop(slot)[1])
+
+    def _forget(self, slot: tuple[str, str], size: int) -> None:
+        """Account for the entry of ``slot`` (of ``size``), no longer held."""
+        self._bytes -= size
         record = self._records[slot[0]]
         record.variants.discard(slot[1])
         if not record.variants:

@@ -8,9 +8,9 @@ import typing as t
 
 import pytest
 from webtest import TestApp
+from wsgi_apps import Origin
 
 from redis_wsgi_cache import CacheMiddleware, flow
-from tests.wsgi_apps import Origin
 
 
 class Recording(dict[str, t.Any]):

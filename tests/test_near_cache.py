@@ -162,6 +162,48 @@ def test_entry_larger_than_max_bytes_is_not_kept(make_near: MakeNear) -> None:
     assert near.get(key(A), {}) is not None
 
 
+def test_lookups_without_the_lock_beside_puts_drops_and_evictions(make_near: MakeNear) -> None:
+    """Lookups take no lock: beside threads that fill, evict and invalidate,
+    they raise nothing, the bounds and byte count hold, and once an
+    invalidation has returned its key is not found."""
+    near = make_near(max_entries=8)
+    urls = [f"http://example.com/{number}" for number in range(20)]
+    entries = {url: response(url) for url in urls}
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def look_up() -> None:
+        try:
+            while not stop.is_set():
+                for url in urls:
+                    found = near.get(key(url), {})
+                    assert found is None or found is entries[url]
+        except BaseException as error:
+            errors.append(error)
+
+    readers = [threading.Thread(target=look_up) for _ in range(3)]
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # threads take turns between most bytecodes
+    for reader in readers:
+        reader.start()
+    try:
+        for _ in range(300):
+            for url in urls:
+                put(near, entries[url])
+            for url in urls[::3]:
+                near.invalidate(key(url))
+                assert near.get(key(url), {}) is None
+    finally:
+        stop.set()
+        for reader in readers:
+            reader.join()
+        sys.setswitchinterval(switch_interval)
+    assert not errors
+    assert len(near) <= 8
+    held = [url for url in urls if near.get(key(url), {}) is not None]
+    assert near.held_bytes == sum(entry_size(entries[url]) for url in held)
+
+
 def test_variants_are_kept_apart_and_each_counts(make_near: MakeNear) -> None:
     near = make_near(max_entries=2)
     english = response(A, body=b"hello", vary=("accept-language",))
