@@ -184,9 +184,10 @@ class Counters:
             return
         # (One dict operation under the lock: this is on every request's path.)
         pair = (outcome, reason)
-        counts = self._counts
         self._lock.acquire()
         try:
+            # Read under the lock: a flush takes the dict away.
+            counts = self._counts
             counts[pair] = counts.get(pair, 0) + amount
         finally:
             self._lock.release()

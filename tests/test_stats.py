@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+import threading
 import time
 
 from wsgi_apps import Origin, call
@@ -39,6 +41,34 @@ def test_counts_are_flushed_in_the_background_once_due(cached, redis_client):
         time.sleep(0.01)
     middleware.close()
     assert middleware.store.counts()["HIT"] == 1
+
+
+def test_counts_made_while_flushing_are_all_added(cached):
+    """Threads count while another flushes over and over, switching between
+    most bytecodes: every count reaches Redis once."""
+    middleware = cached(Origin(), prefix="t", stats_interval=3600)
+    stats = middleware.stats
+    per_thread = 3000
+
+    def count() -> None:
+        for _ in range(per_thread):
+            stats.count("HIT", "near")
+
+    counters = [threading.Thread(target=count) for _ in range(4)]
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+        for counter in counters:
+            counter.start()
+        while any(counter.is_alive() for counter in counters):
+            stats.flush()
+        for counter in counters:
+            counter.join()
+    finally:
+        sys.setswitchinterval(switch_interval)
+    stats.flush()
+    counts = middleware.store.counts()
+    assert counts["HIT"] == counts["HIT:near"] == 4 * per_thread
 
 
 def test_counting_can_be_turned_off(cached, redis_client):
