@@ -118,6 +118,9 @@ def test_the_same_target_is_analysed_once(cached):
     assert app.get("/users/1?b=2&a=1").headers["X-Cache"] == "HIT"
     assert app.get("/users/1?a=1&b=2").headers["X-Cache"] == "HIT"
     assert origin.count == 1
+    # Two targets remembered (the query as sent differs), one key.
+    assert len(middleware._plain) == 2
+    assert len({analysis.key for analysis in middleware._plain.values()}) == 1
 
 
 @pytest.mark.parametrize(
