@@ -6,6 +6,7 @@ both (certificates made for the test by trustme)."""
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import ssl
 import threading
@@ -20,7 +21,7 @@ from redis_wsgi_cache import CacheMiddleware
 
 class TLSFront:
     """Accepts TLS connections (a client certificate required) on a free port
-    and relays each, as bytes, to a plain TCP port."""
+    and relays each, as bytes, to a plain TCP port, in a thread of its own."""
 
     def __init__(self, context: ssl.SSLContext, backend: int) -> None:
         self.context = context
@@ -51,20 +52,25 @@ class TLSFront:
             raw.close()
             return
         backend = socket.create_connection(("127.0.0.1", self.backend))
-
-        def pump(source: socket.socket, target: socket.socket) -> None:
-            try:
-                while data := source.recv(65536):
-                    target.sendall(data)
-            except OSError:
-                pass
-            finally:
-                for end in (source, target):
-                    with contextlib.suppress(OSError):
-                        end.shutdown(socket.SHUT_RDWR)
-
-        threading.Thread(target=pump, args=(backend, client), daemon=True).start()
-        pump(client, backend)
+        # Both ways in one thread: an SSL socket read in one thread while
+        # written in another may break its state (and the connection).
+        try:
+            while not self.stop.is_set():
+                ready = [client] if client.pending() else []
+                if not ready:
+                    ready, _, _ = select.select([client, backend], [], [], 0.1)
+                for source in ready:
+                    data = source.recv(65536)
+                    if not data:
+                        return
+                    (backend if source is client else client).sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (client, backend):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+                end.close()
 
     def close(self) -> None:
         self.stop.set()
