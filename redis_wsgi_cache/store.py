@@ -35,6 +35,7 @@ from .keys import (
     url_bucket,
     variant_id,
 )
+from .stats import stats_key
 
 if t.TYPE_CHECKING:
     from .metrics import Metrics
@@ -784,7 +785,6 @@ class RedisStore:
         refuse_decoding(client)
         self.client = client
         self.settings = settings
-        self.stats_key = f"{settings.prefix}:stats"
         self.breaker = Breaker(settings, metrics)
         self.steps = StoreSteps(
             settings, self.breaker, isinstance(client, RedisCluster | LazyCluster)
@@ -950,5 +950,6 @@ class RedisStore:
         """The outcome counts of every process so far. Raises the Redis error,
         if any: this is an operator's command."""
         return {
-            name.decode(): int(value) for name, value in self.client.hgetall(self.stats_key).items()
+            name.decode(): int(value)
+            for name, value in self.client.hgetall(stats_key(self.settings.prefix)).items()
         }
