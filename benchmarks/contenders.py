@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 import time
 import typing as t
 from collections.abc import Callable
@@ -51,6 +52,7 @@ OURS_NEAR = "ours-near"
 WSGI_GET = "wsgi-get"
 WSGI_CONSTANT = "wsgi-constant"
 WSGI_CONSTANT_HIT = "wsgi-constant-hit"
+WSGI_DICT = "wsgi-dict"
 
 LABELS = {
     FLASK: "bare Flask (uncached)",
@@ -61,6 +63,7 @@ LABELS = {
     WSGI_GET: "plain WSGI app + redis-py GET",
     WSGI_CONSTANT: "plain WSGI app, constant body (ceiling)",
     WSGI_CONSTANT_HIT: "the same, with a hit's six headers (ceiling of a hit)",
+    WSGI_DICT: "plain WSGI app + a dict lookup, a hit's headers (floor of a near hit)",
 }
 CACHED = frozenset({FLASK_CACHING, DJANGO, OURS, OURS_NEAR})
 VIEWS = ("users", "slow", "stream", "stream-gen")
@@ -197,6 +200,48 @@ def _wsgi_constant_hit_app() -> WSGIApplication:
     return app
 
 
+def _wsgi_dict_app() -> WSGIApplication:
+    """The floor of a near-cache hit: a plain WSGI callable that looks the
+    response up in a process dict by its URL, when the request carries none of
+    the headers that would change the answer, and sends it with ``Age``,
+    ``X-Cache`` and ``Cache-Status`` worked out from the time, counted under a
+    lock. No screening, no freshness rules, no coherence across processes."""
+    body = RAW_VALUE
+    stored = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    held = {USER_PATH: (stored, [body], time.time(), float(TTL))}
+    changes = frozenset(
+        {"HTTP_AUTHORIZATION", "HTTP_CACHE_CONTROL", "HTTP_COOKIE", "HTTP_IF_MODIFIED_SINCE"}
+        | {"HTTP_IF_NONE_MATCH", "HTTP_PRAGMA", "HTTP_RANGE"}
+    )
+    lock = threading.Lock()
+    counts: dict[str, int] = {}
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+        found = None
+        if environ["REQUEST_METHOD"] == "GET" and changes.isdisjoint(environ):
+            query = environ.get("QUERY_STRING")
+            found = held.get(f"{environ['PATH_INFO']}?{query}" if query else environ["PATH_INFO"])
+        if found is None:
+            start_response("404 Not Found", [("Content-Length", "0")])
+            return []
+        headers, parts, stored_at, lifetime = found
+        age = time.time() - stored_at
+        with lock:
+            counts["HIT"] = counts.get("HIT", 0) + 1
+        start_response(
+            "200 OK",
+            [
+                *headers,
+                ("Age", str(int(age))),
+                ("X-Cache", "HIT"),
+                ("Cache-Status", f"redis-wsgi-cache; hit; ttl={int(lifetime - age)}; detail=near"),
+            ],
+        )
+        return list(parts)
+
+    return app
+
+
 def build(key: str, redis_url: str, *, shared_counters: bool = False) -> Contender:
     """The contender ``key`` on ``redis_url``. With ``shared_counters`` the
     cached contenders count view runs in Redis (for gunicorn workers)."""
@@ -240,4 +285,6 @@ def build(key: str, redis_url: str, *, shared_counters: bool = False) -> Contend
         return Contender(key, _wsgi_constant_app(), counters)
     if key == WSGI_CONSTANT_HIT:
         return Contender(key, _wsgi_constant_hit_app(), counters)
+    if key == WSGI_DICT:
+        return Contender(key, _wsgi_dict_app(), counters)
     raise ValueError(f"unknown contender {key!r}")
