@@ -60,11 +60,12 @@ def serve(
     entry's ``ttl`` (unless told not to) and ``detail``; a hit's names no rule:
     rules shape what the app's responses do."""
     age = entry.current_age(now)
-    text = f"{CACHE_NAME}; {forwarded}"
-    if with_ttl:
-        text = f"{text}; ttl={math.floor(entry.freshness_lifetime - age)}"
-    if detail is not None:
-        text = f"{text}; detail={detail}"
+    ttl = f"; ttl={math.floor(entry.freshness_lifetime - age)}" if with_ttl else ""
+    text = (
+        f"{CACHE_NAME}; {forwarded}{ttl}"
+        if detail is None
+        else (f"{CACHE_NAME}; {forwarded}{ttl}; detail={detail}")
+    )
     extra = [
         ("Age", respond.age(age)),
         ("X-Cache", x_cache),

@@ -201,8 +201,11 @@ class Core:
         generation = 0
         if self.near is not None:
             now = time.time()
-            entry = self.near.get(key, headers, now)
-            if entry is not None and policy.reuse(entry, request, now) == Reuse.FRESH:
+            entry = self.near.get(key, headers, now)  # fresh, if any
+            if entry is not None and (
+                (request.any_fresh and not entry.no_cache)
+                or policy.reuse(entry, request, now) == Reuse.FRESH
+            ):
                 return serve(
                     self.recorder, environ, request, rule, entry, now, "HIT", "hit", "near"
                 )

@@ -126,8 +126,10 @@ class CacheMiddleware(Core):
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         started = self.start(environ)
-        result = started if isinstance(started, Answer) else self._run(started)
-        return self._deliver(result, start_response)
+        if isinstance(started, Answer):
+            start_response(started.status, started.headers)
+            return started.body
+        return self._deliver(self._run(started), start_response)
 
     # -- the driver --------------------------------------------------------------------
 

@@ -97,6 +97,18 @@ class RequestPolicy:
     stale_if_error: int | None = None
     #: the ``Range`` asked for: served from a stored complete response, never stored
     range: str | None = None
+    #: nothing here limits reuse: :func:`reuse` serves this request from any
+    #: fresh stored response that does not itself require validation
+    any_fresh: bool = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        unlimited = not (
+            self.authorization
+            or self.no_cache
+            or self.max_age is not None
+            or self.min_fresh is not None
+        )
+        object.__setattr__(self, "any_fresh", unlimited)
 
     @property
     def may_store(self) -> bool:

@@ -545,6 +545,28 @@ def test_a_purge_drops_the_entry_from_its_own_near_cache_at_once(cached):
     assert body == b"/page v2", headers["Cache-Status"]
 
 
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        pytest.param({"CACHE_CONTROL": "max-age=0"}, "fwd=request", id="max-age"),
+        pytest.param({"CACHE_CONTROL": "min-fresh=99999"}, "fwd=request", id="min-fresh"),
+        pytest.param({"CACHE_CONTROL": "no-cache"}, "fwd=request", id="no-cache"),
+        pytest.param({"PRAGMA": "no-cache"}, "fwd=request", id="pragma"),
+        pytest.param({"AUTHORIZATION": "Basic eDp5"}, "fwd=bypass", id="authorization"),
+        pytest.param({"CACHE_CONTROL": "max-age=60"}, "detail=near", id="max-age-met"),
+        pytest.param({"CACHE_CONTROL": "max-stale=5"}, "detail=near", id="max-stale"),
+    ],
+)
+def test_a_near_hit_honours_the_request_directives(cached, headers, expected):
+    """What a request's directives rule out is not served from memory either,
+    and what they allow still is."""
+    origin, middleware = held_near(cached)
+    origin.version = 2
+    _, answered, body = call(middleware, "/page", **headers)
+    assert expected in answered["Cache-Status"], answered
+    assert body == (b"/page v1" if expected == "detail=near" else b"/page v2")
+
+
 def test_a_store_replaces_the_entry_in_its_own_near_cache_at_once(cached):
     origin, middleware = held_near(cached)
     origin.version = 2

@@ -792,6 +792,43 @@ def test_reuse(stored, request_headers, at, expected):
     assert policy.reuse(entry(**stored), request, at) == expected
 
 
+REQUESTS = [
+    {},
+    {"method": "HEAD"},
+    {"range": "bytes=0-1"},
+    {"pragma": "no-cache"},
+    {"authorization": "x"},
+    *({"cache_control": value} for value in ("no-cache", "max-age=0", "max-age=50")),
+    *({"cache_control": value} for value in ("min-fresh=5", "max-stale=5", "max-stale")),
+    *({"cache_control": value} for value in ("only-if-cached", "no-store", "stale-if-error=9")),
+]
+ENTRIES = [
+    {},
+    {"no_cache": True},
+    {"no_cache": True, "etag": '"a"'},
+    {"shared_auth": True},
+    {"must_revalidate": True},
+    {"initial_age": 99.5},
+    {"freshness_lifetime": 0.25},
+    {"stale_while_revalidate": 30.0},
+]
+
+
+@pytest.mark.parametrize("request_headers", REQUESTS)
+def test_any_fresh_is_what_reuse_decides(request_headers):
+    """A request's ``any_fresh`` (the near cache's shortcut) holds exactly when
+    reuse() serves it from every fresh stored response without no-cache."""
+    request = policy.request_policy(environ(**request_headers), SETTINGS)
+    fresh_served = [
+        policy.reuse(stored, request, at) == Reuse.FRESH
+        for stored in map(lambda changes: entry(**changes), ENTRIES)
+        for at in (NOW - 5, NOW, NOW + 0.1, NOW + 0.4, NOW + 10, NOW + 99.9, NOW + 150)
+        if stored.ttl(at) > 0 and not stored.no_cache
+    ]
+    assert request.any_fresh == all(fresh_served)
+    assert any(fresh_served) or not request.any_fresh
+
+
 @pytest.mark.parametrize(
     ("stored", "request_headers", "expected"),
     [
