@@ -7,6 +7,7 @@
     python -m benchmarks.purge         # purges of 10,000 and 100,000; hits with rules
     python -m benchmarks.compression   # memory and hits with compressed bodies
     python -m benchmarks.reload_flood  # no-cache reloads against a slow database
+    python -m benchmarks.http_pairs    # hits over HTTP beside their floors and ceilings
 
 Every measure runs against one private redis-server started for the run. The
 contenders serve the same ``/users/1`` JSON: a raw redis-py ``GET`` (the floor),
