@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 import redis
 from flask import Flask, jsonify
+from werkzeug.http import http_date
 
 from redis_wsgi_cache import CacheMiddleware
 
@@ -202,13 +203,19 @@ def _wsgi_constant_hit_app() -> WSGIApplication:
 
 def _wsgi_dict_app() -> WSGIApplication:
     """The floor of a near-cache hit: a plain WSGI callable that looks the
-    response up in a process dict by its URL, when the request carries none of
-    the headers that would change the answer, and sends it with ``Age``,
-    ``X-Cache`` and ``Cache-Status`` worked out from the time, counted under a
-    lock. No screening, no freshness rules, no coherence across processes."""
+    response (with the ``Date`` a cache stores) up in a process dict by its
+    URL, when the request carries none of the headers that would change the
+    answer, and sends it with ``Age``, ``X-Cache`` and ``Cache-Status`` worked
+    out from the time, counted under a lock. No screening, no freshness rules,
+    no coherence across processes."""
     body = RAW_VALUE
-    stored = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
-    held = {USER_PATH: (stored, [body], time.time(), float(TTL))}
+    stored_at = time.time()
+    stored = [
+        ("Content-Type", "application/json"),
+        ("Content-Length", str(len(body))),
+        ("Date", http_date(stored_at)),  # as a cache stores a response (RFC 9110 §6.6.1)
+    ]
+    held = {USER_PATH: (stored, [body], stored_at, float(TTL))}
     changes = frozenset(
         {"HTTP_AUTHORIZATION", "HTTP_CACHE_CONTROL", "HTTP_COOKIE", "HTTP_IF_MODIFIED_SINCE"}
         | {"HTTP_IF_NONE_MATCH", "HTTP_PRAGMA", "HTTP_RANGE"}

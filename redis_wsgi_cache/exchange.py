@@ -61,11 +61,10 @@ def serve(
     rules shape what the app's responses do."""
     age = entry.current_age(now)
     ttl = f"; ttl={math.floor(entry.freshness_lifetime - age)}" if with_ttl else ""
-    text = (
-        f"{CACHE_NAME}; {forwarded}{ttl}"
-        if detail is None
-        else (f"{CACHE_NAME}; {forwarded}{ttl}; detail={detail}")
-    )
+    if detail is None:
+        text = f"{CACHE_NAME}; {forwarded}{ttl}"
+    else:
+        text = f"{CACHE_NAME}; {forwarded}{ttl}; detail={detail}"
     extra = [
         ("Age", respond.age(age)),
         ("X-Cache", x_cache),

@@ -821,7 +821,7 @@ def test_any_fresh_is_what_reuse_decides(request_headers):
     request = policy.request_policy(environ(**request_headers), SETTINGS)
     fresh_served = [
         policy.reuse(stored, request, at) == Reuse.FRESH
-        for stored in map(lambda changes: entry(**changes), ENTRIES)
+        for stored in (entry(**changes) for changes in ENTRIES)
         for at in (NOW - 5, NOW, NOW + 0.1, NOW + 0.4, NOW + 10, NOW + 99.9, NOW + 150)
         if stored.ttl(at) > 0 and not stored.no_cache
     ]
