@@ -121,8 +121,7 @@ class CachedResponse:
 
     def ttl(self, now: float) -> float:
         """Seconds of freshness left; negative once stale (RFC 9211 ``ttl``)."""
-        # (current_age's sum, spelled out: this is on every near-cache hit)
-        return self.freshness_lifetime - (self.initial_age + max(0.0, now - self.stored_at))
+        return self.freshness_lifetime - self.current_age(now)
 
     def header(self, name: str) -> str | None:
         lowered = name.lower()
