@@ -23,7 +23,13 @@ import redis
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
-from redis_wsgi_cache.server import RedisServer, RedisServerError, _die_with_parent, free_port
+from redis_wsgi_cache.server import (
+    PortTaken,
+    RedisServer,
+    RedisServerError,
+    _die_with_parent,
+    free_port,
+)
 
 HOST = "127.0.0.1"
 # A cluster node listens for the cluster bus on its client port + 10000.
@@ -68,11 +74,25 @@ def _bindable(port: int) -> bool:
     return True
 
 
+def _ephemeral_low() -> int:
+    """The first port of the range the kernel gives outgoing connections (and
+    ``free_port``) from."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def cluster_ports(count: int) -> list[int]:
-    """Free loopback ports whose cluster bus ports (+10000) are free too."""
+    """Free loopback ports whose cluster bus ports (+10000) are free too; below
+    the kernel's ephemeral range where it leaves room, so that no client
+    connection or ``free_port`` can take one before its node binds it."""
+    highest = _ephemeral_low() - 1 - BUS_OFFSET
+    if highest < 20000 + 100 * count:
+        highest = 65535 - BUS_OFFSET
     ports: list[int] = []
     while len(ports) < count:
-        port = random.randint(20000, 65535 - BUS_OFFSET)
+        port = random.randint(20000, highest)
         if port not in ports and _bindable(port) and _bindable(port + BUS_OFFSET):
             ports.append(port)
     return ports
@@ -135,7 +155,17 @@ class Cluster:
     def start(self) -> Cluster:
         self._dir = tempfile.TemporaryDirectory(prefix="redis-wsgi-cache-cluster-")
         try:
-            self._start(self._dir.name)
+            for attempt in range(3):
+                try:
+                    self._start(self._dir.name)
+                    break
+                except PortTaken:
+                    # Another process bound a port after it was found free.
+                    if attempt == 2:
+                        raise
+                    self._stop_nodes()
+                    self.nodes.clear()
+                    self.servers.clear()
         except BaseException:
             self.stop()
             raise
@@ -198,11 +228,14 @@ class Cluster:
             lambda: f"cluster states {cluster_states(nodes)}",
         )
 
-    def stop(self) -> None:
+    def _stop_nodes(self) -> None:
         for node in self.nodes.values():
             node.close()
         for server in self.servers.values():
             server.stop()
+
+    def stop(self) -> None:
+        self._stop_nodes()
         if self._dir is not None:
             self._dir.cleanup()
             self._dir = None
