@@ -12,6 +12,7 @@ import gc
 import os
 import subprocess
 import sys
+import threading
 import time
 import typing as t
 from collections.abc import Callable, Iterator
@@ -121,6 +122,24 @@ def cli(*args: str, redis_url: str | None = None) -> subprocess.CompletedProcess
         cwd=ROOT,
         timeout=60,
     )
+
+
+@pytest.fixture(autouse=True)
+def no_sweep_outlives_its_test() -> Iterator[None]:
+    """A test closes every middleware it makes: a sweeping thread left running
+    claims its turn in whichever Redis it was given, which may by then be the
+    next test's, freshly flushed."""
+    before = set(threading.enumerate())
+    yield
+    left = [
+        thread
+        for thread in threading.enumerate()
+        if thread not in before and thread.name == "redis-wsgi-cache sweep"
+    ]
+    for thread in left:
+        # A closed middleware's sweep may still be finishing a turn.
+        thread.join(GENEROUS_SOCKET_TIMEOUT)
+    assert not any(thread.is_alive() for thread in left), "a middleware was left open"
 
 
 @pytest.fixture(scope="session")

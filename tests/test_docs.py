@@ -270,6 +270,7 @@ def test_streams_flask(settings_from_env):
     export = app.get("/export.csv")
     assert export.headers["X-Cache"] == "MISS"
     assert app.get("/export.csv").headers["X-Cache"] == "HIT"
+    app.app.wsgi_app.close()
 
 
 def test_streams_starlette(settings_from_env):

@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def slow_app(redis_server, redis_client):
     database = SlowDatabase(query_seconds=1.0)
     app = wrap(create_app(database), redis_url=redis_server.url, socket_timeout=10)
-    return TestApp(app), database
+    yield TestApp(app), database
+    app.wsgi_app.close()
 
 
 def test_first_request_is_slow_and_second_is_a_fast_hit(slow_app):
@@ -67,6 +68,7 @@ def test_users_and_unknown_user(redis_server, redis_client):
     assert missing.json == {"message": "User not found"}
     # 404 is not in the default cacheable_statuses: asked again, asked again of the app.
     assert app.get("/users/99", status=404).headers["X-Cache"] == "MISS"
+    app.app.wsgi_app.close()
 
 
 def test_handlers_work_without_the_cache():

@@ -149,6 +149,7 @@ def test_redis_stopped_mid_test_then_back():
     with RedisServer(port=port, binary=redis_binary()):
         app.get("/users/1")
         assert app.get("/users/1").headers["X-Cache"] == "HIT"
+        middleware.close()
 
 
 def test_breaker_skips_redis_while_open():
@@ -233,6 +234,8 @@ def test_a_redis_refusing_commands_is_a_failure_served_uncached(own_redis, caplo
     admin.config_set("maxmemory", 0)
     assert held_locks(admin) == []
     admin.close()
+    warm.close()
+    middleware.close()
 
 
 def test_a_refused_save_is_not_announced(own_redis):
@@ -374,6 +377,7 @@ def test_an_invalidation_redis_refused_is_done_once_it_answers(own_redis):
     assert middleware.store.pending_purges == 0
     assert (response.headers["X-Cache"], response.body) == ("MISS", b"version 3")
     admin.close()
+    middleware.close()
 
 
 def test_a_connection_redis_closed_while_idle_is_connected_anew(cached, redis_client):

@@ -5,6 +5,7 @@ query normalisation; per-path rules. Against the suite's Redis."""
 from __future__ import annotations
 
 import time
+from contextlib import closing
 from decimal import Decimal
 
 import pytest
@@ -76,10 +77,11 @@ def test_a_cache_object_built_from_the_same_settings_purges_what_the_app_stored(
 ):
     config = tmp_path / "setup.cfg"
     config.write_text(f"[redis_wsgi_cache]\nredis_url = {redis_server.url}\nprefix = shared\n")
-    app = TestApp(CacheMiddleware(counting_origin(), config_file=config, socket_timeout=10))
-    app.get("/a")
-    assert Cache(config_file=config).purge("http://localhost/a") == 1
-    assert app.get("/a").headers["X-Cache"] == "MISS"
+    with closing(CacheMiddleware(counting_origin(), config_file=config, socket_timeout=10)) as mw:
+        app = TestApp(mw)
+        app.get("/a")
+        assert Cache(config_file=config).purge("http://localhost/a") == 1
+        assert app.get("/a").headers["X-Cache"] == "MISS"
 
 
 def test_purging_a_url_reaches_entries_keyed_with_forwarding_headers(cached, redis_client):
