@@ -33,6 +33,8 @@ TEST_SERVER_ENV = "REDIS_WSGI_CACHE_TEST_SERVER"
 # within the production default of 0.25 s: on a loaded machine one may not, and
 # failing open is then the right behaviour. Tests of timeouts set their own.
 GENEROUS_SOCKET_TIMEOUT = wsgi_apps.GENEROUS_SOCKET_TIMEOUT
+# The middleware's threads that write to Redis of their own accord.
+WRITING_THREADS = ("redis-wsgi-cache sweep", "redis-wsgi-cache counters")
 
 TEST_SERVER = os.environ.get(TEST_SERVER_ENV) or None
 # Keep the developer's own environment and the repository's setup.cfg out of
@@ -125,19 +127,19 @@ def cli(*args: str, redis_url: str | None = None) -> subprocess.CompletedProcess
 
 
 @pytest.fixture(autouse=True)
-def no_sweep_outlives_its_test() -> Iterator[None]:
-    """A test closes every middleware it makes: a sweeping thread left running
-    claims its turn in whichever Redis it was given, which may by then be the
-    next test's, freshly flushed."""
+def no_writer_outlives_its_test() -> Iterator[None]:
+    """A test closes every middleware it makes: a sweep or a counters thread
+    left running writes to whichever Redis it was given, which may by then be
+    the next test's, freshly flushed (or another server on the same port)."""
     before = set(threading.enumerate())
     yield
     left = [
         thread
         for thread in threading.enumerate()
-        if thread not in before and thread.name == "redis-wsgi-cache sweep"
+        if thread not in before and thread.name in WRITING_THREADS
     ]
     for thread in left:
-        # A closed middleware's sweep may still be finishing a turn.
+        # A closed middleware's thread may still be finishing a turn.
         thread.join(GENEROUS_SOCKET_TIMEOUT)
     assert not any(thread.is_alive() for thread in left), "a middleware was left open"
 

@@ -107,6 +107,7 @@ def test_connection_refused(caplog):
     warnings = [r for r in caplog.records if r.name == "redis_wsgi_cache"]
     assert len(warnings) == 1
     assert "Redis unavailable" in warnings[0].getMessage()
+    middleware.close()
 
 
 def test_timeout_costs_at_most_one_socket_timeout(silent_server):
@@ -121,12 +122,14 @@ def test_timeout_costs_at_most_one_socket_timeout(silent_server):
     # The first request waited for the timeout; the breaker spared the rest
     # from even connecting.
     assert len(silent_server.connections) == 1
+    middleware.close()
 
 
 def test_garbage_answers(garbage_server):
     origin = Origin()
     middleware = CacheMiddleware(origin, redis_url=f"redis://127.0.0.1:{garbage_server}/0")
     serves_uncached(middleware, origin)
+    middleware.close()
 
 
 def test_redis_stopped_mid_test_then_back():
@@ -159,6 +162,7 @@ def test_breaker_skips_redis_while_open():
     )
     TestApp(middleware).get("/")
     assert not middleware.store.available
+    middleware.close()
 
 
 # -- a Redis that is up but refuses commands ----------------------------------
@@ -259,6 +263,7 @@ def test_a_refused_save_is_not_announced(own_redis):
     lock = primary_key("rwc", "http://localhost/") + ":lock"
     assert admin.pttl(lock) <= 1000
     admin.close()
+    middleware.close()
 
 
 def test_a_save_refused_for_memory_leaves_the_indexes_whole(own_redis):

@@ -114,6 +114,8 @@ def test_metrics_in_the_apps_own_registry_with_redis_errors(redis_client):
     )
     TestApp(other).get("/")
     assert registry.get_sample_value("redis_wsgi_cache_redis_usable", {"cache": "two"}) == 0
+    middleware.close()
+    other.close()
 
 
 def test_purges_are_counted(cached, redis_client):
@@ -150,6 +152,7 @@ def test_health_of_a_cache_without_redis():
     assert health["ok"] is False
     assert health["redis"].startswith("unreachable (ConnectionError")
     assert health["breaker"] == "open"
+    middleware.close()
 
 
 # -- exact counters -----------------------------------------------------------------------------
@@ -361,7 +364,9 @@ def test_every_dashboard_expression_names_a_metric_the_cache_exports(cached, red
     app.get("/a", headers={"Cookie": "x=1"})
     middleware.purge_tag("t")
     unreachable = f"redis://127.0.0.1:{free_port()}/0"
-    TestApp(CacheMiddleware(origin, redis_url=unreachable, registry=registry)).get("/")
+    without_redis = CacheMiddleware(origin, redis_url=unreachable, registry=registry)
+    TestApp(without_redis).get("/")
+    without_redis.close()
     exported = {
         sample.name
         for family in text_string_to_metric_families(generate_latest(registry).decode())
