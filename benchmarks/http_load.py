@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import redis
 
@@ -60,7 +60,7 @@ class Served:
         return statistics.median(run.p99_ms for run in self.runs)
 
 
-def _get(port: int, path: str = USER_PATH, timeout: float = 5.0) -> Response:
+def get(port: int, path: str = USER_PATH, timeout: float = 5.0) -> Response:
     connection = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
         connection.request("GET", path)
@@ -73,7 +73,7 @@ def _get(port: int, path: str = USER_PATH, timeout: float = 5.0) -> Response:
 
 def _answers(port: int) -> bool:
     try:
-        _get(port, timeout=1.0)
+        get(port, timeout=1.0)
     except OSError:
         return False
     return True
@@ -220,6 +220,11 @@ def load_generator() -> str:
     return "wrk" if shutil.which("wrk") else "python"
 
 
+def load_function() -> Callable[[int, float], Load]:
+    """What loads a port for some seconds: wrk where there is one."""
+    return run_wrk if load_generator() == "wrk" else run_python_load
+
+
 def _view_runs(client: redis.Redis, key: str) -> int:
     return int(client.get(contenders.run_counter_key(key, "users")) or 0)
 
@@ -233,14 +238,14 @@ def run(redis_url: str, rounds: int, seconds: float) -> tuple[list[Served], str]
     ]
     served = [Served(key, contenders.LABELS[key]) for key in keys]
     client = redis.Redis.from_url(redis_url)
-    generator = run_wrk if load_generator() == "wrk" else run_python_load
+    generator = load_function()
     for number in range(rounds):
         shift = number % len(served)
         for item in served[shift:] + served[:shift]:
             client.flushdb()  # nothing stored by an earlier measure, or run counts
             with serve(item.key, redis_url) as port:
                 for _ in range(20):  # fill the cache, reach both workers
-                    check_user(item.label, _get(port))
+                    check_user(item.label, get(port))
                 time.sleep(0.2)
                 cached = item.key in contenders.CACHED
                 before = _view_runs(client, item.key) if cached else 0
@@ -255,7 +260,7 @@ def run(redis_url: str, rounds: int, seconds: float) -> tuple[list[Served], str]
                     raise BenchmarkError(
                         f"{item.label}: the view ran during the load; not every request was a hit"
                     )
-                check_user(item.label, _get(port))
+                check_user(item.label, get(port))
                 item.runs.append(load)
     client.close()
     return served, _section(served, rounds, seconds)

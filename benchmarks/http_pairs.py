@@ -42,7 +42,7 @@ SECONDS = 1.0
 
 def _checked(label: str, port: int, cached: bool) -> None:
     """The app answers the /users/1 JSON, from the cache when it has one."""
-    response = http_load._get(port)
+    response = http_load.get(port)
     check_user(label, response)
     if cached and dict(response.headers).get("X-Cache") != "HIT":
         raise BenchmarkError(f"{label}: not a hit ({dict(response.headers)})")
@@ -51,14 +51,12 @@ def _checked(label: str, port: int, cached: bool) -> None:
 def run(redis_url: str, rounds: int) -> str:
     keys = sorted({key for pair in PAIRS for key in pair})
     ratios: dict[tuple[str, str], list[float]] = {pair: [] for pair in PAIRS}
-    generator = (
-        http_load.run_wrk if http_load.load_generator() == "wrk" else http_load.run_python_load
-    )
+    generator = http_load.load_function()
     with contextlib.ExitStack() as stack:
         ports = {key: stack.enter_context(http_load.serve(key, redis_url)) for key in keys}
         for key, port in ports.items():
             for _ in range(20):  # fill the cache, reach both workers
-                http_load._get(port)
+                http_load.get(port)
             _checked(contenders.LABELS[key], port, key in contenders.CACHED)
         for number in range(rounds):
             for pair in PAIRS:
